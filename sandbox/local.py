@@ -1,0 +1,108 @@
+"""The local backend: runners on the host, each inside its own bubblewrap namespaces.
+
+Every runner gets new user, PID, network, mount, IPC and UTS namespaces. Its root is built from
+read-only binds of the system directories and the interpreter, a private ``/proc`` and ``/dev``,
+and a private tmpfs at ``/tmp`` for the jobs' scratch directories. So a program has no network
+(only a downed loopback), sees no host process, cannot read the host's files outside those
+read-only system paths, cannot write anywhere on the host, and inherits no environment.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from sandbox.pool import Channel, ChannelLost, RunnerPool
+from sandbox.types import SandboxError
+
+RUNNER_PATH = Path(__file__).with_name("runner.py")
+SANDBOX_RUNNER = "/opt/leti/runner.py"
+SANDBOX_UID = 65534  # nobody
+
+
+def interpreter() -> Path:
+    """The real interpreter binary (not a venv symlink): jobs run with the standard library only."""
+    return Path(os.path.realpath(getattr(sys, "_base_executable", sys.executable)))
+
+
+def bwrap_command(python: Path | None = None) -> list[str]:
+    """The bubblewrap command line that starts one sandboxed runner."""
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        raise SandboxError(
+            "the local sandbox needs bubblewrap: install it with `apt-get install bubblewrap` "
+            "(scripts/install.sh does), or use the docker backend"
+        )
+    python = python or interpreter()
+    cmd = [
+        bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+        "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--hostname", "sandbox",
+        "--clearenv", "--setenv", "PATH", "/usr/bin:/bin",
+        "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
+        "--ro-bind", "/usr", "/usr",
+    ]
+    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
+        if os.path.islink(top):
+            cmd += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            cmd += ["--ro-bind", top, top]
+    prefix = Path(os.path.realpath(sys.base_prefix))
+    if not python.is_relative_to("/usr"):
+        cmd += ["--ro-bind", str(prefix), str(prefix)]
+        if not python.is_relative_to(prefix):
+            cmd += ["--ro-bind", str(python), str(python)]
+    cmd += ["--ro-bind", str(RUNNER_PATH), SANDBOX_RUNNER]
+    return cmd + [str(python), "-I", "-S", "-B", SANDBOX_RUNNER, "--sweep"]
+
+
+class ProcessChannel(Channel):
+    """A runner process spoken to over its stdin and stdout pipes."""
+
+    def __init__(self, cmd: list[str]) -> None:
+        super().__init__()
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            env={}, close_fds=True, start_new_session=True,  # no secret of ours crosses over
+        )
+        self._out = self.proc.stdout.fileno()
+
+    def send(self, line: bytes) -> None:
+        try:
+            self.proc.stdin.write(line)
+            self.proc.stdin.flush()
+        except (BrokenPipeError, ValueError) as exc:
+            raise ChannelLost(f"the runner stopped reading: {exc}") from exc
+
+    def _read(self, deadline: float) -> bytes:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([self._out], [], [], remaining)[0]:
+            raise ChannelLost("the runner did not answer in time")
+        return os.read(self._out, 1 << 16)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()  # bwrap --die-with-parent takes the whole namespace with it
+        self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+
+
+class LocalSandbox(RunnerPool):
+    """The embedded default: a pool of bubblewrap-isolated runners on this host."""
+
+    def __init__(self, workers: int | None = None, jobs_per_runner: int = 500) -> None:
+        self.command = bwrap_command()
+        super().__init__(lambda: ProcessChannel(self.command), workers or default_workers(),
+                         jobs_per_runner)
+
+
+def default_workers() -> int:
+    return max(2, os.cpu_count() or 2)
