@@ -120,10 +120,26 @@ def instrument(source: str, filename: str):
 
 
 def _trimmed_traceback(exc: BaseException, keep: tuple[str, ...]) -> str:
-    """The traceback limited to frames of the program and tests (LETI's trimmed stack trace)."""
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename in keep]
+    """The traceback limited to frames of the program and tests (LETI's trimmed stack trace).
+
+    Deep recursion can leave millions of frames: only the outermost 10 and innermost 40 are
+    rendered, so the cost and the length of the feedback stay bounded.
+    """
+    tbs, tb = [], exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename in keep:
+            tbs.append(tb)
+        tb = tb.tb_next
+    def render(part: list) -> list[str]:
+        return traceback.format_list(traceback.StackSummary.extract(
+            ((t.tb_frame, t.tb_lineno) for t in part), lookup_lines=True))
+
+    if len(tbs) > 60:
+        frames = render(tbs[:10]) + [f"  [... {len(tbs) - 50} more frames ...]\n"] + render(tbs[-40:])
+    else:
+        frames = render(tbs)
     lines = ["Traceback (most recent call last):\n"] if frames else []
-    lines += traceback.format_list(frames)
+    lines += frames
     lines += traceback.format_exception_only(type(exc), exc)
     return "".join(lines)
 
@@ -215,8 +231,10 @@ def unsafe_execute(job: dict, report_fd: int) -> None:
             exec(test_code, namespace)
             report({"event": "test_passed", "index": index})
     except BaseException as exc:  # noqa: BLE001 - everything the program does is feedback
-        frames = traceback.extract_tb(exc.__traceback__)
-        raised_in_test = _bool(frames) and frames[-1].filename in test_files
+        innermost = exc.__traceback__
+        while innermost is not None and innermost.tb_next is not None:
+            innermost = innermost.tb_next
+        raised_in_test = innermost is not None and innermost.tb_frame.f_code.co_filename in test_files
         failed = phase == "test" and _isinstance(exc, AssertionError) and raised_in_test
         detail = dict(helper_state) if failed else {}
         message = "".join(traceback.format_exception_only(_type(exc), exc)).strip()
