@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import typer
 
-from service.cli import bench, sandbox_cmds
+from service.cli import bench, evaluate, sandbox_cmds
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="leti-loop: improve a code model from execution feedback (LETI).")
 app.add_typer(sandbox_cmds.app, name="sandbox")
 app.add_typer(bench.app, name="bench")
 app.command("demo")(sandbox_cmds.demo)
+app.command("evaluate-samples")(evaluate.evaluate_samples)
