@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Build the docker sandbox image (leti-sandbox:latest) from sandbox/Dockerfile.
+#
+# Idempotent: does nothing when the image exists, unless --force. The base image is, in order:
+#   $LETI_SANDBOX_BASE if set (any image the engine has or can pull);
+#   python:3.12-slim if the engine already has it or Docker Hub answers;
+#   otherwise (machines with no image registry) a Debian bookworm root filesystem built with
+#   debootstrap from this machine's apt mirror and loaded with `docker import`. Its trimmed
+#   tarball is cached under ${LETI_CACHE_DIR:-$HOME/.cache/leti}, so later builds take seconds.
+# Needs a running engine (scripts/start-docker.sh) and, for the Debian base, root and debootstrap.
+set -euo pipefail
+
+IMAGE=${LETI_SANDBOX_IMAGE:-leti-sandbox:latest}
+DEBIAN_BASE=leti-debian-base:bookworm
+SUITE=bookworm
+CACHE=${LETI_CACHE_DIR:-$HOME/.cache/leti}
+HERE=$(cd "$(dirname "$0")/.." && pwd)
+FORCE=0
+for arg in "$@"; do
+    case $arg in
+        --force) FORCE=1 ;;
+        -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+        *) echo "unknown argument $arg (usage: $0 [--force])" >&2; exit 2 ;;
+    esac
+done
+
+if ! docker info >/dev/null 2>&1; then
+    echo "the docker engine is not answering: start it with scripts/start-docker.sh" >&2
+    exit 1
+fi
+if [ "$FORCE" = 0 ] && docker image inspect "$IMAGE" >/dev/null 2>&1; then
+    echo "$IMAGE already built (use --force to rebuild)"
+    exit 0
+fi
+
+# The first bookworm mirror in the apt sources (deb822 or one-line style), else deb.debian.org.
+apt_mirror() {
+    local uri=""
+    shopt -s nullglob
+    for f in /etc/apt/sources.list.d/*.sources; do
+        uri=$(awk -v suite="$SUITE" '
+            /^[ \t]*$/ { if (u != "" && s ~ "(^| )" suite "( |$)" && t ~ /deb( |$)/) { print u; exit } u = s = t = "" }
+            /^URIs:/   { u = $2 }
+            /^Suites:/ { $1 = ""; s = $0 " " }
+            /^Types:/  { $1 = ""; t = $0 " " }
+            END        { if (u != "" && s ~ "(^| )" suite "( |$)" && t ~ /deb( |$)/) print u }
+        ' "$f" | head -n 1)
+        [ -n "$uri" ] && break
+    done
+    if [ -z "$uri" ]; then
+        uri=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
+            | sed -e 's/\[[^]]*\]//' | awk -v suite="$SUITE" '$1 == "deb" && $3 == suite { print $2; exit }')
+    fi
+    shopt -u nullglob
+    echo "${uri:-http://deb.debian.org/debian}"
+}
+
+# A trimmed Debian root filesystem with python3, cached as a tarball, imported as DEBIAN_BASE;
+# prints the image name (progress goes to stderr).
+debian_base() {
+    local arch tarball root mirror
+    arch=$(dpkg --print-architecture 2>/dev/null || uname -m)
+    tarball="$CACHE/debian-$SUITE-$arch-python3.tar"
+    if [ ! -s "$tarball" ]; then
+        command -v debootstrap >/dev/null || {
+            echo "debootstrap not found: apt-get install -y debootstrap (scripts/install.sh does)" >&2
+            exit 1; }
+        [ "$(id -u)" -eq 0 ] || { echo "debootstrap needs root: run 'sudo $0'" >&2; exit 1; }
+        mirror=$(apt_mirror)
+        mkdir -p "$CACHE"
+        root=$(mktemp -d "$CACHE/rootfs.XXXXXX")
+        trap 'rm -rf "$root"' EXIT
+        echo "debootstrap $SUITE from $mirror (a few minutes, once)" >&2
+        debootstrap --variant=minbase --include=python3-minimal,python3 "$SUITE" "$root" "$mirror" \
+            >"$CACHE/debootstrap.log" 2>&1 || {
+            echo "debootstrap failed; the end of $CACHE/debootstrap.log:" >&2
+            tail -n 20 "$CACHE/debootstrap.log" >&2; exit 1; }
+        rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/* "$root"/var/cache/debconf/*-old \
+            "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/info/* \
+            "$root"/usr/share/locale/* "$root"/var/log/* "$root"/debootstrap "$root"/tmp/*
+        find "$root/usr/lib" -name __pycache__ -type d -prune -exec rm -rf {} +
+        tar --numeric-owner -C "$root" -cf "$tarball.part" .
+        mv "$tarball.part" "$tarball"
+        rm -rf "$root"
+        trap - EXIT
+    else
+        echo "using the cached root filesystem $tarball" >&2
+    fi
+    docker import "$tarball" "$DEBIAN_BASE" >/dev/null
+    echo "$DEBIAN_BASE"
+}
+
+registry_reachable() {
+    timeout 5 bash -c '</dev/tcp/registry-1.docker.io/443' 2>/dev/null
+}
+
+if [ -n "${LETI_SANDBOX_BASE:-}" ]; then
+    base=$LETI_SANDBOX_BASE
+elif docker image inspect python:3.12-slim >/dev/null 2>&1; then
+    base=python:3.12-slim
+elif registry_reachable && timeout 300 docker pull -q python:3.12-slim >/dev/null 2>&1; then
+    base=python:3.12-slim
+else
+    base=$(debian_base)
+fi
+
+echo "building $IMAGE on $base"
+# The legacy builder needs no buildx plugin; --network none: the build downloads nothing.
+DOCKER_BUILDKIT=0 docker build -q --network none --build-arg "BASE=$base" -t "$IMAGE" \
+    "$HERE/sandbox" >/dev/null
+docker run --rm --network none "$IMAGE" python -I -S -c 'import sys; print("sandbox image ok:", sys.version.split()[0])'
