@@ -4,4 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from service.cli import bench_sandbox
+
 app = typer.Typer(no_args_is_help=True, help="Benchmarks (figures go into docs/BENCHMARKS.md).")
+app.command("sandbox")(bench_sandbox.sandbox)
