@@ -215,8 +215,7 @@ def unsafe_execute(job: dict, report_fd: int) -> None:
                 "message": f"{_type(exc).__name__}: {text}{where}",
                 "traceback": "".join(traceback.format_exception_only(_type(exc), exc))})
         _exit(0)
-    compiled_tests = [instrument(src, name) for name, src in zip(test_files, job["tests"])]
-    setup = compile(job["setup"], SETUP_FILE, "exec", dont_inherit=True)
+    compiled_tests, setup = job["compiled_tests"], job["compiled_setup"]  # compiled by _validate
 
     namespace: dict = {"__name__": "__main__", "__builtins__": __builtins__}
     phase, index = "program", 0
@@ -304,17 +303,20 @@ def _validate(job: object) -> dict:
         raise ValueError("'timeout' must be a number of seconds in (0, 300]")
     if not isinstance(memory_mb, int) or not 32 <= memory_mb <= 65536:
         raise ValueError("'memory_mb' must be an integer in [32, 65536]")
+    compiled_tests = []
     for i, src in enumerate(tests, start=1):
         try:
-            instrument(src, test_file(i))
+            compiled_tests.append(instrument(src, test_file(i)))
         except SyntaxError as exc:
             raise ValueError(f"test {i} is not valid Python: {exc.msg} (line {exc.lineno})") from None
     try:
-        compile(setup, SETUP_FILE, "exec", dont_inherit=True)
+        compiled_setup = compile(setup, SETUP_FILE, "exec", dont_inherit=True)
     except SyntaxError as exc:
         raise ValueError(f"'setup' is not valid Python: {exc.msg} (line {exc.lineno})") from None
+    # Compiled once here; the forked child inherits the code objects.
     return {"id": job.get("id"), "program": program, "tests": tests, "setup": setup,
-            "timeout": float(timeout), "memory_mb": memory_mb}
+            "timeout": float(timeout), "memory_mb": memory_mb,
+            "compiled_tests": compiled_tests, "compiled_setup": compiled_setup}
 
 
 def _kill_group(pid: int) -> None:
