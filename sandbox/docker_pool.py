@@ -18,6 +18,7 @@ of input and exits) removes itself.
 
 from __future__ import annotations
 
+import logging
 import os
 import select
 import socket
@@ -36,6 +37,8 @@ SANDBOX_USER = "65534:65534"  # nobody:nogroup
 POOL_LABEL = "leti.sandbox.pool"  # every container carries its pool's id under this label
 START_HINT = "start dockerd: scripts/start-docker.sh"
 BUILD_HINT = "build it: scripts/build-sandbox-image.sh"
+
+log = logging.getLogger(__name__)
 
 _HEADER = struct.Struct(">BxxxI")  # docker's multiplexed stream: kind (1 stdout, 2 stderr), size
 _STDOUT = 1
@@ -59,7 +62,8 @@ class ContainerLimits:
             )
 
 
-def container_options(image: str, limits: ContainerLimits, labels: dict[str, str]) -> dict[str, Any]:
+def container_options(image: str, limits: ContainerLimits,
+                      labels: dict[str, str]) -> dict[str, Any]:
     """The ``containers.create`` arguments that harden one runner container."""
     return {
         "image": image,
@@ -109,7 +113,8 @@ class _Demux:
 class DockerChannel(Channel):
     """One runner container, spoken to over its attached stdin and stdout."""
 
-    def __init__(self, client: Any, image: str, limits: ContainerLimits, labels: dict[str, str]) -> None:
+    def __init__(self, client: Any, image: str, limits: ContainerLimits,
+                 labels: dict[str, str]) -> None:
         super().__init__()
         import docker.errors
 
@@ -118,8 +123,9 @@ class DockerChannel(Channel):
         except docker.errors.ImageNotFound as exc:
             raise SandboxError(f"the sandbox image {image!r} is missing: {BUILD_HINT}") from exc
         try:
-            # Attach before start so no output can be missed. JSON lines never carry raw control
-            # bytes, so docker's detach key sequence (ctrl-p ctrl-q) cannot occur in a job.
+            # Attach before start: nothing can be written before the attach's HTTP response is
+            # parsed, so no output is lost in its read-ahead buffer. JSON lines never carry raw
+            # control bytes, so docker's detach keys (ctrl-p ctrl-q) cannot occur in a job.
             attached = self.container.attach_socket(params={"stdin": 1, "stdout": 1, "stream": 1})
             self._socket: socket.socket = getattr(attached, "_sock", attached)
             self._keepalive = attached  # owns the HTTP response the socket was hijacked from
@@ -147,7 +153,7 @@ class DockerChannel(Channel):
                 return out
 
     def close(self) -> None:
-        """Drop the stream and kill the container; ``auto_remove`` deletes it."""
+        """Drop the stream and remove the container; never raises (a finished job may call it)."""
         try:
             self._socket.shutdown(socket.SHUT_RDWR)
         except OSError:
@@ -168,7 +174,9 @@ class DockerChannel(Channel):
             pass  # already gone (auto_remove after the runner exited)
         except docker.errors.APIError as exc:
             if exc.status_code != 409:  # 409: removal already in progress
-                raise
+                log.warning("could not remove sandbox container %s: %s", self.container.id, exc)
+        except Exception as exc:  # noqa: BLE001 - engine gone: auto_remove cleans up after it
+            log.warning("could not remove sandbox container %s: %s", self.container.id, exc)
 
 
 def connect(timeout: float = 30.0) -> Any:
@@ -213,7 +221,8 @@ class DockerSandbox(RunnerPool):
             raise SandboxError(f"could not look up the sandbox image {image!r}: {exc}") from exc
         self.pool_id = uuid.uuid4().hex[:12]
         self.labels = {POOL_LABEL: self.pool_id}
-        super().__init__(self._start_runner, workers or max(2, os.cpu_count() or 2), jobs_per_runner)
+        super().__init__(self._start_runner, workers or max(2, os.cpu_count() or 2),
+                         jobs_per_runner)
 
     def _start_runner(self) -> DockerChannel:
         """Called by the pool's spawn thread; engine faults become errors that say what to do."""
@@ -235,9 +244,12 @@ class DockerSandbox(RunnerPool):
         super().close()
         import docker.errors
 
-        for container in self.containers():
-            try:
-                container.remove(force=True)
-            except docker.errors.APIError:
-                pass  # already being removed
+        try:
+            for container in self.containers():
+                try:
+                    container.remove(force=True)
+                except docker.errors.APIError:
+                    pass  # already being removed
+        except Exception as exc:  # noqa: BLE001 - the engine went away: auto_remove has them
+            log.warning("could not list this pool's sandbox containers: %s", exc)
         self.client.close()

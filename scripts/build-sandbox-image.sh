@@ -98,14 +98,22 @@ if [ -n "${LETI_SANDBOX_BASE:-}" ]; then
     base=$LETI_SANDBOX_BASE
 elif docker image inspect python:3.12-slim >/dev/null 2>&1; then
     base=python:3.12-slim
-elif registry_reachable && timeout 300 docker pull -q python:3.12-slim >/dev/null 2>&1; then
+elif registry_reachable && timeout 180 docker pull -q python:3.12-slim >/dev/null 2>&1; then
     base=python:3.12-slim
 else
     base=$(debian_base)
 fi
 
 echo "building $IMAGE on $base"
-# The legacy builder needs no buildx plugin; --network none: the build downloads nothing.
-DOCKER_BUILDKIT=0 docker build -q --network none --build-arg "BASE=$base" -t "$IMAGE" \
-    "$HERE/sandbox" >/dev/null
+# The legacy builder needs no buildx plugin (Debian's docker.io has none); --network none: the
+# build downloads nothing. Its output is shown only if it fails.
+log=$(mktemp)
+if ! DOCKER_BUILDKIT=0 docker build --network none --build-arg "BASE=$base" -t "$IMAGE" \
+        "$HERE/sandbox" >"$log" 2>&1; then
+    echo "docker build failed:" >&2
+    cat "$log" >&2
+    rm -f "$log"
+    exit 1
+fi
+rm -f "$log"
 docker run --rm --network none "$IMAGE" python -I -S -c 'import sys; print("sandbox image ok:", sys.version.split()[0])'

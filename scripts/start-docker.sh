@@ -23,11 +23,21 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
-mkdir -p "$(dirname "$LOG")"
-echo "starting dockerd (log: $LOG)"
-nohup dockerd --storage-driver=overlay2 --iptables=false --ip6tables=false --bridge=none \
-    >>"$LOG" 2>&1 </dev/null &
-pid=$!
+# A dockerd that died uncleanly leaves its pid file behind, and a new one refuses to start.
+PIDFILE=/var/run/docker.pid
+if [ -s "$PIDFILE" ] && ! kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
+    rm -f "$PIDFILE"
+fi
+if [ -s "$PIDFILE" ]; then
+    pid=$(cat "$PIDFILE")  # started a moment ago (another run of this script): wait for it
+    echo "dockerd (pid $pid) is starting; waiting for it"
+else
+    mkdir -p "$(dirname "$LOG")"
+    echo "starting dockerd (log: $LOG)"
+    nohup dockerd --storage-driver=overlay2 --iptables=false --ip6tables=false --bridge=none \
+        >>"$LOG" 2>&1 </dev/null &
+    pid=$!
+fi
 
 for _ in $(seq "$((WAIT_S * 2))"); do
     if docker info >/dev/null 2>&1; then

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import textwrap
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -79,7 +80,8 @@ def test_hardening_holds_from_inside(small_pool: DockerSandbox) -> None:
 def test_cannot_write_to_the_root_or_run_files_from_tmp(docker_sandbox: RunnerPool) -> None:
     out = probe(docker_sandbox, """
         import os, subprocess
-        for path in ("/leti-escaped", "/etc/leti-escaped", "/opt/leti/runner.py", "/usr/bin/python3"):
+        for path in ("/leti-escaped", "/etc/leti-escaped", "/opt/leti/runner.py",
+                     "/usr/bin/python3"):
             try:
                 open(path, "a").write("pwned")
                 print("wrote", path)
@@ -120,8 +122,10 @@ def test_cannot_reach_the_network(docker_sandbox: RunnerPool) -> None:
 
 
 CASES = {
-    "passed": ("def add(a, b):\n    return a + b\n", ("assert add(1, 2) == 3", "assert add(0, 0) == 0")),
-    "failed": ("def add(a, b):\n    return a - b\n", ("assert add(0, 0) == 0", "assert add(1, 2) == 3")),
+    "passed": ("def add(a, b):\n    return a + b\n", ("assert add(1, 2) == 3",
+                                                    "assert add(0, 0) == 0")),
+    "failed": ("def add(a, b):\n    return a - b\n", ("assert add(0, 0) == 0",
+                                                    "assert add(1, 2) == 3")),
     "error": ("def add(a, b):\n    return undefined\n", ("assert add(1, 2) == 3",)),
     "syntax_error": ("def add(a, b)\n    return a + b\n", ("assert add(1, 2) == 3",)),
     "timeout": ("def add(a, b):\n    while True:\n        pass\n", ("assert add(1, 2) == 3",)),
@@ -218,12 +222,13 @@ def test_closing_the_pool_removes_its_containers() -> None:
 
 
 def test_missing_image_says_how_to_build_it() -> None:
-    with pytest.raises(SandboxError, match=r"leti-sandbox:no-such-tag.*scripts/build-sandbox-image\.sh"):
+    hint = r"leti-sandbox:no-such-tag.*scripts/build-sandbox-image\.sh"
+    with pytest.raises(SandboxError, match=hint):
         make_sandbox("docker", image="leti-sandbox:no-such-tag")
 
 
 def test_unreachable_engine_says_how_to_start_it(monkeypatch: pytest.MonkeyPatch,
-                                                  tmp_path: object) -> None:
+                                                  tmp_path: Path) -> None:
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")
     with pytest.raises(SandboxError, match=r"not reachable.*scripts/start-docker\.sh"):
         make_sandbox("docker")
