@@ -98,13 +98,21 @@ class RunnerPool:
             tests_total=len(job.tests),
         )
 
-    async def run_many(self, jobs: Iterable[Job], concurrency: int | None = None) -> list[Outcome]:
-        """Run many jobs with at most ``concurrency`` (default: ``workers``) at once, in order."""
+    async def run_many(self, jobs: Iterable[Job], concurrency: int | None = None,
+                       on_done: Callable[[Outcome], None] | None = None) -> list[Outcome]:
+        """Run many jobs with at most ``concurrency`` (default: ``workers``) at once.
+
+        Outcomes come back in the jobs' order; ``on_done`` (e.g. a progress bar) is called as
+        each one finishes.
+        """
         limit = asyncio.Semaphore(concurrency or self.workers)
 
         async def one(job: Job) -> Outcome:
             async with limit:
-                return await asyncio.to_thread(self.run, job)
+                outcome = await asyncio.to_thread(self.run, job)
+            if on_done is not None:
+                on_done(outcome)
+            return outcome
 
         return list(await asyncio.gather(*(one(job) for job in jobs)))
 

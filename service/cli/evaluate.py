@@ -109,15 +109,7 @@ async def run_samples(sandbox: RunnerPool, samples: list[Sample], progress: Prog
                       ) -> list[Outcome]:
     """Run every sample's job through ``run_many``, advancing the bar as each one finishes."""
     bar = progress.add_task("executing", total=len(samples))
-    limit = asyncio.Semaphore(sandbox.workers)
-
-    async def one(job: Job) -> Outcome:
-        async with limit:
-            [outcome] = await sandbox.run_many([job])
-        progress.advance(bar)
-        return outcome
-
-    return list(await asyncio.gather(*(one(s.job) for s in samples)))
+    return await sandbox.run_many([s.job for s in samples], on_done=lambda _: progress.advance(bar))
 
 
 def write_results(path: Path, samples: list[Sample], outcomes: list[Outcome]) -> None:

@@ -53,30 +53,15 @@ async def _run_lines(lines: list[str], backend: str, workers: int | None) -> Non
         except JobError as exc:
             parsed.append(exc)
     jobs = [p for p in parsed if isinstance(p, Job)]
-    sandbox = make_sandbox(backend, workers=workers)  # type: ignore[arg-type]
-    limit = asyncio.Semaphore(sandbox.workers)
-    with sandbox, Progress("[progress.description]{task.description}", BarColumn(),
-                           MofNCompleteColumn(), TimeElapsedColumn(), console=err) as progress:
-        bar = progress.add_task("executing", total=len(parsed))
-
-        async def one(job: Job) -> dict[str, Any]:
-            async with limit:
-                try:
-                    record = outcome_record(await asyncio.to_thread(sandbox.run, job))
-                except JobError as exc:
-                    record = {"id": job.id, "error": str(exc)}
-            progress.advance(bar)
-            return record
-
-        tasks = {id(j): asyncio.ensure_future(one(j)) for j in jobs}
-        for item in parsed:  # results in input order; bad lines get their error in place
-            if isinstance(item, JobError):
-                progress.advance(bar)
-                record = {"id": None, "error": str(item)}
-            else:
-                record = await tasks[id(item)]
-            sys.stdout.write(json.dumps(record) + "\n")
-            sys.stdout.flush()
+    with make_sandbox(backend, workers=workers) as sandbox, Progress(  # type: ignore[arg-type]
+            "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), console=err) as progress:
+        bar = progress.add_task("executing", total=len(jobs))
+        outcomes = iter(await sandbox.run_many(jobs, on_done=lambda _: progress.advance(bar)))
+    for item in parsed:  # input order; a bad line gets its error in place and stops nothing
+        record = {"id": None, "error": str(item)} if isinstance(item, JobError) \
+            else outcome_record(next(outcomes))
+        sys.stdout.write(json.dumps(record) + "\n")
 
 
 @app.command("check")

