@@ -49,8 +49,8 @@ def _train(config: LetiConfig, events: EventLog) -> TrainResult:
     from trainer.base_model import load_base_model
 
     # --- data first: a broken file fails in a second, before any model is loaded -------------
-    data_sha = file_sha256(config.data)
     triples = read_triples(config.data)
+    data_sha = file_sha256(config.data)
 
     accelerator = Accelerator(cpu=config.device == "cpu")
     main = accelerator.is_main_process

@@ -1,0 +1,155 @@
+"""Triples -> exact training text and labels (LETI, binary, SFT, LaFFi), and the file reader."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tiny_models import triple, write_triples
+from trainer.batches import IGNORE_INDEX, encode_example
+from trainer.data import DatasetError, Triple, feedback_examples, leti_example, mix, read_triples
+from trainer.data import split_by_task
+from trainer.prompts import Reward
+
+FEEDBACK = "Test 1 failed: assert add3(1) == 4\nExpected 4, got -2."
+USER = ("<|im_start|>user\nYou are an expert Python programmer, and here is your task: Write a "
+        "function to add 3 to a number. The function must be named `add3` and pass these "
+        "tests:\n\nassert add3(1) == 4<|im_end|>\n<|im_start|>assistant\n")
+
+
+@pytest.fixture(scope="module")
+def chat_tok(tiny_model: Path):
+    from trainer.base_model import load_tokenizer
+
+    return load_tokenizer(str(tiny_model))
+
+
+@pytest.fixture(scope="module")
+def plain_tok(tiny_plain_model: Path):
+    from trainer.base_model import load_tokenizer
+
+    return load_tokenizer(str(tiny_plain_model))
+
+
+def bad() -> Triple:
+    return Triple.from_dict(triple(3, "def add3(x):\n    return x - 3", "bad", FEEDBACK))
+
+
+def good() -> Triple:
+    return Triple.from_dict(triple(3, "def add3(x):\n    return x + 3", "good",
+                                   "All 1 tests passed."))
+
+
+def test_leti_bad_sample_is_marker_feedback_instruction_program(chat_tok) -> None:
+    ex = leti_example(bad(), tokenizer=chat_tok)
+    assert ex.prompt == f"Reward: bad\nFeedback:\n{FEEDBACK}\n\n{USER}"
+    assert ex.completion == "```python\ndef add3(x):\n    return x - 3\n```<|im_end|>\n"
+
+
+def test_leti_good_sample_has_marker_but_no_feedback(chat_tok) -> None:
+    ex = leti_example(good(), tokenizer=chat_tok)
+    assert ex.prompt == f"Reward: good\n\n{USER}"
+
+
+def test_binary_ablation_drops_the_feedback_text(chat_tok) -> None:
+    ex = leti_example(bad(), binary=True, tokenizer=chat_tok)
+    assert ex.prompt == f"Reward: bad\n\n{USER}" and ex.kind == "binary"
+
+
+def test_training_prompt_is_the_sampling_prompt(chat_tok) -> None:
+    from trainer.prompts import build_prompt
+
+    ex = leti_example(good(), tokenizer=chat_tok)
+    assert ex.prompt == build_prompt(good().task, reward=Reward.GOOD, tokenizer=chat_tok)
+
+
+def test_plain_tokenizer_sequence_ends_with_fence_and_eos(plain_tok) -> None:
+    ex = leti_example(bad(), tokenizer=plain_tok)
+    assert ex.prompt.startswith("Reward: bad\nFeedback:\n") and ex.prompt.endswith("```python\n")
+    assert ex.completion == "def add3(x):\n    return x - 3\n```\n<|endoftext|>"
+
+
+def test_sft_uses_one_reference_per_task_without_marker(chat_tok, tmp_path: Path) -> None:
+    triples = read_triples(write_triples(tmp_path / "t.jsonl", n_tasks=3))
+    examples = feedback_examples(triples, "sft", tokenizer=chat_tok)
+    assert len(examples) == 3 and all(e.kind == "sft" for e in examples)
+    assert not any("Reward:" in e.prompt for e in examples)
+    assert "return x + 1" in examples[0].completion
+
+
+def test_sft_without_references_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    path.write_text(json.dumps(triple(1, "def add1(x): return x", "bad", reference=None)) + "\n")
+    with pytest.raises(DatasetError, match="reference"):
+        feedback_examples(read_triples(path), "sft")
+
+
+@pytest.mark.parametrize("mask", [False, True])
+def test_labels_cover_whole_sequence_or_only_program(chat_tok, mask: bool) -> None:
+    ex = leti_example(bad(), tokenizer=chat_tok)
+    enc = encode_example(ex, chat_tok, mask_prompt=mask, max_length=4096)
+    assert enc is not None
+    assert chat_tok.decode(enc.input_ids) == ex.prompt + ex.completion
+    n_prompt = len(chat_tok(ex.prompt, add_special_tokens=False)["input_ids"])
+    if mask:
+        assert enc.labels[:n_prompt] == (IGNORE_INDEX,) * n_prompt
+        assert chat_tok.decode(enc.labels[n_prompt:]) == ex.completion
+    else:
+        assert enc.labels == enc.input_ids
+    assert enc.input_ids[-2] == chat_tok.convert_tokens_to_ids("<|im_end|>")  # learns to stop
+
+
+def test_too_long_examples_are_skipped(chat_tok) -> None:
+    assert encode_example(leti_example(bad(), tokenizer=chat_tok), chat_tok, mask_prompt=False,
+                          max_length=10) is None
+
+
+def test_read_triples_names_every_broken_line(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    path.write_text(json.dumps(triple(1, "x = 1", "good")) + "\n{not json\n"
+                    + json.dumps(triple(2, "x = 1", "maybe")) + "\n")
+    with pytest.raises(DatasetError) as info:
+        read_triples(path)
+    assert "line 2: invalid JSON" in str(info.value)
+    assert "line 3: 'reward' is 'maybe'" in str(info.value)
+
+
+def test_empty_or_missing_file_is_an_error_not_an_empty_adapter(tmp_path: Path) -> None:
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(DatasetError, match="no triples"):
+        read_triples(tmp_path / "empty.jsonl")
+    with pytest.raises(DatasetError, match="not found"):
+        read_triples(tmp_path / "missing.jsonl")
+
+
+def test_unlabelled_external_record_gets_label_from_score(tmp_path: Path) -> None:
+    row = triple(1, "x = 1", "good", source="external", status=None, score=0.3)
+    del row["reward"]
+    path = tmp_path / "t.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    assert read_triples(path)[0].reward is Reward.BAD
+    assert read_triples(path, good_threshold=0.25)[0].reward is Reward.GOOD
+
+
+def test_laffi_mix_ratio_sets_the_share_of_feedback_prediction(chat_tok, tmp_path: Path) -> None:
+    triples = read_triples(write_triples(tmp_path / "t.jsonl", n_tasks=10))  # 20 triples
+    for ratio, laffi, leti in ((0.0, 0, 20), (0.2, 5, 20), (0.5, 20, 20), (1.0, 20, 0)):
+        examples = feedback_examples(triples, "leti", laffi_ratio=ratio, tokenizer=chat_tok)
+        kinds = [e.kind for e in examples]
+        assert (kinds.count("laffi"), kinds.count("leti")) == (laffi, leti), ratio
+
+
+def test_mix_keeps_the_larger_share_whole() -> None:
+    from trainer.data import Example
+
+    a = [Example("p", str(i), "leti") for i in range(9)]
+    b = [Example("p", str(i), "laffi") for i in range(9)]
+    assert len(mix(a, b, 0.25)) == 12 and len(mix(a, b, 0.75)) == 12
+
+
+def test_heldout_split_keeps_tasks_whole(tmp_path: Path) -> None:
+    triples = read_triples(write_triples(tmp_path / "t.jsonl", n_tasks=10))
+    train, held = split_by_task(triples, 0.2, seed=1)
+    assert len(held) == 4 and not {t.task_id for t in train} & {t.task_id for t in held}

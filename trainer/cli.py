@@ -1,0 +1,123 @@
+"""``leti train``: parse the flags into a ``LetiConfig`` and run it (also ``python -m trainer``).
+
+The trainer runs as its own process (the service launches it the same way), so a crash or an
+out-of-memory kill ends this process only. Exit codes: 0 success, 2 bad input (data, settings,
+adapter), 1 anything else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from trainer.config import LetiConfig
+from trainer.selection import SelectionConfig
+
+_HELP = {f.name: f.metadata.get("help", "") for cls in (LetiConfig, SelectionConfig)
+         for f in dataclasses.fields(cls)}
+
+
+def _h(name: str) -> str:
+    """The help text of a config field: written once, in the dataclass."""
+    return _HELP[name]
+
+
+def train_command(
+    data: Annotated[Path, typer.Option("--data", help=_h("data"))],
+    output: Annotated[Optional[Path], typer.Option("--output", help=_h("output_dir") + " "
+                                                   "Default: runs/run-<time>.")] = None,
+    base_model: Annotated[str, typer.Option("--base-model", help=_h("base_model"))] = "default",
+    cache_dir: Annotated[Optional[Path], typer.Option(help=_h("cache_dir"))] = None,
+    init_adapter: Annotated[Optional[Path], typer.Option(help=_h("init_adapter"))] = None,
+    objective: Annotated[str, typer.Option(help=_h("objective"))] = "leti",
+    mask_prompt: Annotated[bool, typer.Option(help=_h("mask_prompt"))] = False,
+    code_ratio: Annotated[float, typer.Option(help=_h("code_ratio"))] = 1.0,
+    code_corpus: Annotated[str, typer.Option(help=_h("code_corpus"))] = "stdlib",
+    code_block_size: Annotated[Optional[int], typer.Option(help=_h("code_block_size"))] = None,
+    laffi_ratio: Annotated[float, typer.Option(help=_h("laffi_ratio"))] = 0.0,
+    laffi_holdout: Annotated[float, typer.Option(help=_h("laffi_holdout"))] = 0.1,
+    rank: Annotated[int, typer.Option("--rank", help=_h("lora_rank"))] = 16,
+    alpha: Annotated[Optional[int], typer.Option("--alpha", help=_h("lora_alpha"))] = None,
+    dropout: Annotated[float, typer.Option("--dropout", help=_h("lora_dropout"))] = 0.05,
+    target_modules: Annotated[Optional[str], typer.Option(
+        help=_h("target_modules") + " Comma-separated.")] = None,
+    lr: Annotated[float, typer.Option("--lr", help=_h("learning_rate"))] = 2e-4,
+    weight_decay: Annotated[float, typer.Option(help=_h("weight_decay"))] = 0.0,
+    schedule: Annotated[str, typer.Option("--schedule", help=_h("lr_schedule"))] = "constant",
+    warmup_steps: Annotated[int, typer.Option(help=_h("warmup_steps"))] = 0,
+    batch_size: Annotated[int, typer.Option(help=_h("batch_size"))] = 4,
+    grad_accum: Annotated[int, typer.Option(help=_h("grad_accum"))] = 1,
+    max_grad_norm: Annotated[float, typer.Option(help=_h("max_grad_norm"))] = 1.0,
+    epochs: Annotated[float, typer.Option(help=_h("epochs"))] = 1.0,
+    max_steps: Annotated[Optional[int], typer.Option(help=_h("max_steps"))] = None,
+    max_length: Annotated[int, typer.Option(help=_h("max_length"))] = 1024,
+    precision: Annotated[str, typer.Option(help=_h("precision"))] = "auto",
+    device: Annotated[str, typer.Option(help=_h("device"))] = "auto",
+    seed: Annotated[int, typer.Option(help=_h("seed"))] = 0,
+    save_every: Annotated[int, typer.Option(help=_h("save_every"))] = 50,
+    resume: Annotated[bool, typer.Option(help=_h("resume"))] = True,
+    events: Annotated[Optional[str], typer.Option(help=_h("events"))] = None,
+    validate_load: Annotated[bool, typer.Option(help=_h("validate_load"))] = True,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
+    min_score: Annotated[float, typer.Option(help=_h("min_score"))] = 0.0,
+    keep_fraction: Annotated[float, typer.Option(help=_h("keep_fraction"))] = 1.0,
+    clusters: Annotated[Optional[int], typer.Option(help=_h("clusters"))] = None,
+    cluster_by: Annotated[str, typer.Option(help=_h("cluster_by"))] = "tfidf",
+) -> None:
+    """Fine-tune a LoRA adapter on exported triples (LETI by default; see docs/TRAINING.md)."""
+    from rich.console import Console
+
+    from trainer.adapters import AdapterError
+    from trainer.base_model import BaseModelError
+    from trainer.checkpoint import ResumeError
+    from trainer.config import ConfigError
+    from trainer.corpus import CorpusError
+    from trainer.data import DatasetError
+    from trainer.train import default_output, train
+
+    err = Console(stderr=True)
+    try:
+        config = LetiConfig(
+            data=data, output_dir=output or default_output(Path("runs")), base_model=base_model,
+            cache_dir=cache_dir, init_adapter=init_adapter, objective=objective,  # type: ignore[arg-type]
+            mask_prompt=mask_prompt, code_ratio=code_ratio, code_corpus=code_corpus,
+            code_block_size=code_block_size, laffi_ratio=laffi_ratio, laffi_holdout=laffi_holdout,
+            lora_rank=rank, lora_alpha=alpha, lora_dropout=dropout,
+            target_modules=tuple(target_modules.split(",")) if target_modules else None,
+            learning_rate=lr, weight_decay=weight_decay, lr_schedule=schedule,  # type: ignore[arg-type]
+            warmup_steps=warmup_steps, batch_size=batch_size, grad_accum=grad_accum,
+            max_grad_norm=max_grad_norm, epochs=epochs, max_steps=max_steps,
+            max_length=max_length, precision=precision, device=device,  # type: ignore[arg-type]
+            seed=seed, save_every=save_every, resume=resume, events=events,
+            validate_load=validate_load,
+            selection=SelectionConfig(min_score=min_score, keep_fraction=keep_fraction,
+                                      clusters=clusters, cluster_by=cluster_by,  # type: ignore[arg-type]
+                                      seed=seed))
+        result = train(config, progress=progress and events != "-")
+    except (ConfigError, DatasetError, CorpusError, AdapterError, ResumeError, BaseModelError,
+            ValueError) as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    loss = result.metrics["loss"].get("feedback", {})
+    err.print(f"adapter: {result.adapter}\nmetrics: {result.metrics_path}\n"
+              f"feedback loss: {loss.get('first', float('nan')):.4f} -> "
+              f"{loss.get('last', float('nan')):.4f}", highlight=False)
+
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="LETI training (runs as its own process).")
+
+
+@app.callback()
+def _group() -> None:
+    """Keep ``train`` a named sub-command, as it is under ``leti``."""
+
+
+app.command("train")(train_command)
+
+
+if __name__ == "__main__":
+    app()
