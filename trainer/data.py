@@ -44,6 +44,10 @@ class Triple:
     adapter: str | None = None
     reference: str | None = None
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reward", Reward(self.reward))  # "good"/"bad" strings too
+        object.__setattr__(self, "tests", tuple(self.tests))
+
     @property
     def task(self) -> TaskPrompt:
         return TaskPrompt(kind=self.kind, instruction=self.instruction,  # type: ignore[arg-type]

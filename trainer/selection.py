@@ -35,7 +35,8 @@ class SelectionConfig:
     clusters: int | None = field(default=None, metadata={
         "help": "Number of instruction clusters (default: about sqrt(unique instructions / 2))."})
     cluster_by: Literal["tfidf", "embeddings"] = field(default="tfidf", metadata={
-        "help": "Represent instructions by TF-IDF, or by the base model's mean hidden state."})
+        "help": "Represent instructions by TF-IDF (character n-grams), or by the base model's "
+                "mean hidden state."})
     pair_margin: float = field(default=0.0, metadata={
         "help": "Preference pairs need chosen.score - rejected.score > this margin."})
     max_pairs_per_task: int = field(default=8, metadata={"help": "Cap on pairs from one task."})
@@ -120,21 +121,22 @@ def cluster_instructions(texts: Sequence[str], k: int, *, method: str = "tfidf",
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     k = max(1, min(k, len(set(texts))))
-    vectorizer = TfidfVectorizer(stop_words="english", max_features=4096, min_df=1)
+    words = TfidfVectorizer(stop_words="english", max_features=4096)
     try:
-        tfidf = vectorizer.fit_transform(texts)
-    except ValueError:  # only stop words: fall back to raw token counts
-        vectorizer = TfidfVectorizer(max_features=4096)
-        tfidf = vectorizer.fit_transform(texts)
+        tfidf = words.fit_transform(texts)  # for naming the clusters
+    except ValueError:  # only stop words: fall back to every token
+        words = TfidfVectorizer(max_features=4096)
+        tfidf = words.fit_transform(texts)
     if method == "embeddings":
         if embed is None:
             raise ValueError("cluster_by='embeddings' needs an embedder (the trainer passes the "
                              "base model's); use cluster_by='tfidf' otherwise")
         features = embed(list(texts))
-    else:
-        features = tfidf
-    labels = KMeans(n_clusters=k, random_state=seed, n_init=4).fit_predict(features)
-    terms = vectorizer.get_feature_names_out()
+    else:  # character n-grams: 'matrix' and 'matrices' share most of their features
+        features = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True,
+                                   max_features=20000).fit_transform(texts)
+    labels = KMeans(n_clusters=k, random_state=seed, n_init=10).fit_predict(features)
+    terms = words.get_feature_names_out()
     tops: list[list[str]] = []
     for c in range(k):
         rows = [i for i, label in enumerate(labels) if label == c]
