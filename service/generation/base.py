@@ -73,6 +73,13 @@ class Generator(ABC):
     async def _unload(self, name: str) -> None:
         """Free ``name``; called only once no request is pinned to it."""
 
+    def _check_adapter(self, path: str) -> None:
+        """Refuse what vLLM could not serve, on every backend (see ``adapters``)."""
+        check_lora_dir(path, self.max_lora_rank)
+
+    async def start(self) -> None:
+        """Connect or warm up; called once by the API's lifespan before serving."""
+
     async def close(self) -> None:
         """Wait for pending retirements; backends release their resources after this."""
         await self.wait_retired()
@@ -140,7 +147,7 @@ class Generator(ABC):
             raise AdapterError(f"invalid adapter name {name!r}: letters, digits, '.', '_', '-'; "
                                f"not {BASE!r} or the alias {self.alias!r}")
         path = str(Path(path).expanduser().resolve())
-        check_lora_dir(path, self.max_lora_rank)
+        self._check_adapter(path)
         with self._lock:
             if name in self._entries:
                 raise AdapterError(f"adapter {name!r} is already loaded; load new weights under a "
@@ -186,6 +193,12 @@ class Generator(ABC):
         """The next versioned name for the alias: ``policy-v1``, ``policy-v2``, ..."""
         with self._lock:
             return f"{self.alias}-v{self._version + 1}"
+
+    def _adopt(self, name: str, path: str) -> None:
+        """Record an adapter the backend already serves (found at start-up)."""
+        with self._lock:
+            self._entries[name] = _Entry(path)
+            self._bump_version(name)
 
     def _bump_version(self, name: str) -> None:
         match = re.fullmatch(rf"{re.escape(self.alias)}-v(\d+)", name)
