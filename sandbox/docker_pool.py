@@ -18,6 +18,7 @@ of input and exits) removes itself.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import select
@@ -28,6 +29,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from pathlib import Path
+
 from sandbox.pool import Channel, ChannelLost, RunnerPool
 from sandbox.types import SandboxError
 
@@ -35,6 +38,8 @@ DEFAULT_IMAGE = "leti-sandbox:latest"
 RUNNER_COMMAND = ["python", "-I", "-S", "-B", "/opt/leti/runner.py", "--sweep"]
 SANDBOX_USER = "65534:65534"  # nobody:nogroup
 POOL_LABEL = "leti.sandbox.pool"  # every container carries its pool's id under this label
+RUNNER_LABEL = "leti.runner.sha256"  # the image's runner digest (scripts/build-sandbox-image.sh)
+RUNNER_PATH = Path(__file__).with_name("runner.py")
 START_HINT = "start dockerd: scripts/start-docker.sh"
 BUILD_HINT = "build it: scripts/build-sandbox-image.sh"
 
@@ -193,6 +198,29 @@ def connect(timeout: float = 30.0) -> Any:
     return client
 
 
+def runner_digest() -> str:
+    """The sha256 of this checkout's runner, which the image must have been built from."""
+    return hashlib.sha256(RUNNER_PATH.read_bytes()).hexdigest()
+
+
+def check_image(client: Any, image: str) -> None:
+    """Refuse a missing image, or one built from another runner: grading would silently differ."""
+    import docker.errors
+
+    try:
+        labels = client.images.get(image).labels or {}
+    except docker.errors.ImageNotFound as exc:
+        raise SandboxError(f"the sandbox image {image!r} is missing: {BUILD_HINT}") from exc
+    except docker.errors.DockerException as exc:
+        raise SandboxError(f"could not look up the sandbox image {image!r}: {exc}") from exc
+    if labels.get(RUNNER_LABEL) != runner_digest():
+        raise SandboxError(
+            f"the sandbox image {image!r} was not built from this checkout's sandbox/runner.py "
+            f"(label {RUNNER_LABEL}={labels.get(RUNNER_LABEL)!r}): rebuild it: "
+            "scripts/build-sandbox-image.sh"
+        )
+
+
 class DockerSandbox(RunnerPool):
     """A pool of warm, hardened runner containers on the local docker engine."""
 
@@ -212,13 +240,10 @@ class DockerSandbox(RunnerPool):
         self.image = image
         self.client = connect()
         try:
-            self.client.images.get(image)
-        except docker.errors.ImageNotFound as exc:
+            check_image(self.client, image)
+        except BaseException:
             self.client.close()
-            raise SandboxError(f"the sandbox image {image!r} is missing: {BUILD_HINT}") from exc
-        except docker.errors.DockerException as exc:
-            self.client.close()
-            raise SandboxError(f"could not look up the sandbox image {image!r}: {exc}") from exc
+            raise
         self.pool_id = uuid.uuid4().hex[:12]
         self.labels = {POOL_LABEL: self.pool_id}
         super().__init__(self._start_runner, workers or max(2, os.cpu_count() or 2),

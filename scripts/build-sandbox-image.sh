@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the docker sandbox image (leti-sandbox:latest) from sandbox/Dockerfile.
 #
-# Idempotent: does nothing when the image exists, unless --force. The base image is, in order:
+# Idempotent: does nothing when the image exists and was built from the current sandbox/runner.py,
+# unless --force. The base image is, in order:
 #   $LETI_SANDBOX_BASE if set (any image the engine has or can pull);
 #   python:3.12-slim if the engine already has it or Docker Hub answers;
 #   otherwise (machines with no image registry) a Debian bookworm root filesystem built with
@@ -19,7 +20,7 @@ FORCE=0
 for arg in "$@"; do
     case $arg in
         --force) FORCE=1 ;;
-        -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
         *) echo "unknown argument $arg (usage: $0 [--force])" >&2; exit 2 ;;
     esac
 done
@@ -28,8 +29,13 @@ if ! docker info >/dev/null 2>&1; then
     echo "the docker engine is not answering: start it with scripts/start-docker.sh" >&2
     exit 1
 fi
-if [ "$FORCE" = 0 ] && docker image inspect "$IMAGE" >/dev/null 2>&1; then
-    echo "$IMAGE already built (use --force to rebuild)"
+# The image carries the digest of the runner it was built from: a changed sandbox/runner.py means
+# a rebuild (and sandbox/docker_pool.py refuses an image whose digest differs).
+RUNNER_LABEL=leti.runner.sha256
+want=$(sha256sum "$HERE/sandbox/runner.py" | cut -d' ' -f1)
+have=$(docker image inspect -f "{{ index .Config.Labels \"$RUNNER_LABEL\" }}" "$IMAGE" 2>/dev/null || true)
+if [ "$FORCE" = 0 ] && [ "$have" = "$want" ]; then
+    echo "$IMAGE already built from this sandbox/runner.py (use --force to rebuild)"
     exit 0
 fi
 
@@ -59,6 +65,10 @@ apt_mirror() {
 # prints the image name (progress goes to stderr).
 debian_base() {
     local arch tarball root mirror
+    if [ "$FORCE" = 0 ] && docker image inspect "$DEBIAN_BASE" >/dev/null 2>&1; then
+        echo "$DEBIAN_BASE"
+        return
+    fi
     arch=$(dpkg --print-architecture 2>/dev/null || uname -m)
     tarball="$CACHE/debian-$SUITE-$arch-python3.tar"
     if [ ! -s "$tarball" ]; then
@@ -94,6 +104,8 @@ registry_reachable() {
     timeout 5 bash -c '</dev/tcp/registry-1.docker.io/443' 2>/dev/null
 }
 
+old=$(docker image inspect -f '{{.Id}}' "$IMAGE" 2>/dev/null || true)
+old_base=$(docker image inspect -f '{{.Id}}' "$DEBIAN_BASE" 2>/dev/null || true)
 if [ -n "${LETI_SANDBOX_BASE:-}" ]; then
     base=$LETI_SANDBOX_BASE
 elif docker image inspect python:3.12-slim >/dev/null 2>&1; then
@@ -108,12 +120,17 @@ echo "building $IMAGE on $base"
 # The legacy builder needs no buildx plugin (Debian's docker.io has none); --network none: the
 # build downloads nothing. Its output is shown only if it fails.
 log=$(mktemp)
-if ! DOCKER_BUILDKIT=0 docker build --network none --build-arg "BASE=$base" -t "$IMAGE" \
-        "$HERE/sandbox" >"$log" 2>&1; then
+if ! DOCKER_BUILDKIT=0 docker build --network none --build-arg "BASE=$base" \
+        --label "$RUNNER_LABEL=$want" -t "$IMAGE" "$HERE/sandbox" >"$log" 2>&1; then
     echo "docker build failed:" >&2
     cat "$log" >&2
     rm -f "$log"
     exit 1
 fi
 rm -f "$log"
+new=$(docker image inspect -f '{{.Id}}' "$IMAGE")
+new_base=$(docker image inspect -f '{{.Id}}' "$DEBIAN_BASE" 2>/dev/null || true)
+for replaced in "${old#"$new"}" "${old_base#"$new_base"}"; do  # empty when unchanged
+    [ -n "$replaced" ] && { docker image rm "$replaced" >/dev/null 2>&1 || true; }  # unless in use
+done
 docker run --rm --network none "$IMAGE" python -I -S -c 'import sys; print("sandbox image ok:", sys.version.split()[0])'

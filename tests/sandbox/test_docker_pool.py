@@ -8,6 +8,7 @@ and probed from inside by the programs they run.
 from __future__ import annotations
 
 import asyncio
+import io
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from sandbox import Job, RunnerPool, SandboxError, Status, make_sandbox, render_feedback
-from sandbox.docker_pool import POOL_LABEL, DockerSandbox, connect
+from sandbox.docker_pool import DEFAULT_IMAGE, POOL_LABEL, RUNNER_LABEL, DockerSandbox, connect
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(180)]
 
@@ -225,6 +226,19 @@ def test_missing_image_says_how_to_build_it() -> None:
     hint = r"leti-sandbox:no-such-tag.*scripts/build-sandbox-image\.sh"
     with pytest.raises(SandboxError, match=hint):
         make_sandbox("docker", image="leti-sandbox:no-such-tag")
+
+
+def test_an_image_built_from_another_runner_is_refused() -> None:
+    client = connect()
+    stale = "leti-sandbox:stale-runner-test"
+    dockerfile = f"FROM {DEFAULT_IMAGE}\nLABEL {RUNNER_LABEL}=0123abcd\n".encode()
+    client.images.build(fileobj=io.BytesIO(dockerfile), tag=stale, network_mode="none", rm=True)
+    try:
+        with pytest.raises(SandboxError, match=r"not built from this checkout's sandbox/runner\.py"
+                                               r".*scripts/build-sandbox-image\.sh"):
+            make_sandbox("docker", image=stale)
+    finally:
+        client.images.remove(stale, noprune=True)
 
 
 def test_unreachable_engine_says_how_to_start_it(monkeypatch: pytest.MonkeyPatch,
