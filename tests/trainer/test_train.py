@@ -1,0 +1,200 @@
+"""The training loop end to end on a tiny random model: outputs, interleaving, seeds, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from trainer.config import LetiConfig
+from trainer.data import DatasetError, file_sha256
+from trainer.events import read_events
+from trainer.train import train
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def code_dir(tmp_path: Path) -> Path:
+    """A small code corpus so tests do not tokenise the whole stdlib."""
+    root = tmp_path / "code"
+    root.mkdir()
+    for i in range(5):
+        (root / f"m{i}.py").write_text(f"def f{i}(x):\n    return [x * {i} for _ in range(3)]\n")
+    return root
+
+
+def config(tiny_model: Path, data: Path, out: Path, **kw: object) -> LetiConfig:
+    settings: dict = {"base_model": str(tiny_model), "lora_rank": 8, "batch_size": 2,
+                      "max_steps": 4, "save_every": 0, "code_block_size": 32, **kw}
+    return LetiConfig(data=data, output_dir=out, **settings)
+
+
+def weights(adapter: Path) -> dict:
+    return load_file(str(adapter / "adapter_model.safetensors"))
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    wa, wb = weights(a), weights(b)
+    return wa.keys() == wb.keys() and all(bool((wa[k] == wb[k]).all()) for k in wa)
+
+
+def test_short_run_lowers_the_loss_and_writes_every_output(tiny_model: Path, triples_file: Path,
+                                                           tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = train(config(tiny_model, triples_file, out, max_steps=16, code_ratio=0.0,
+                          learning_rate=1e-2))
+    loss = result.metrics["loss"]["feedback"]
+    assert loss["mean_last_fifth"] < loss["mean_first_fifth"] - 0.05
+    assert (out / "adapter" / "adapter_config.json").is_file()
+    assert result.metrics["adapter_check"]["loaded_with_peft"]
+    assert result.metrics["adapter_check"]["max_logit_diff"] < 1e-4
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["data"]["sha256"] == file_sha256(triples_file)
+    assert manifest["settings"]["lora_rank"] == 8 and manifest["parent_adapter"] is None
+    assert manifest["base_model"]["name"] == str(tiny_model)
+    assert not (out / "checkpoints").exists()  # a finished run needs none
+    events = read_events(out / "events.jsonl")
+    assert [e["event"] for e in events][0] == "start" and events[-1]["event"] == "done"
+    steps = [e for e in events if e["event"] == "step"]
+    assert [e["step"] for e in steps] == list(range(1, 17))
+    assert {"loss", "lr", "tokens_per_s", "eta_s", "kind", "total_steps"} <= set(steps[0])
+
+
+def test_code_steps_are_interleaved_at_the_ratio(tiny_model: Path, triples_file: Path,
+                                                 tmp_path: Path, code_dir: Path) -> None:
+    result = train(config(tiny_model, triples_file, tmp_path / "run", max_steps=6,
+                          code_ratio=2.0, code_corpus=str(code_dir)))
+    assert [h["kind"] for h in result.metrics["history"]] == ["feedback", "code", "code"] * 2
+
+
+def test_default_code_corpus_is_the_stdlib(tiny_model: Path, triples_file: Path,
+                                           tmp_path: Path) -> None:
+    result = train(config(tiny_model, triples_file, tmp_path / "run", max_steps=2))
+    assert result.metrics["loss"]["code"]["steps"] == 1
+
+
+def test_steps_follow_epochs_when_max_steps_is_unset(tiny_model: Path, triples_file: Path,
+                                                     tmp_path: Path, code_dir: Path) -> None:
+    # 12 examples, 2 per step: 6 feedback steps per epoch, with a code step between each two
+    result = train(config(tiny_model, triples_file, tmp_path / "run", max_steps=None,
+                          epochs=1.0, code_corpus=str(code_dir)))
+    assert result.metrics["steps"] == 11  # F C F C F C F C F C F
+    assert result.metrics["loss"]["feedback"]["steps"] == 6
+
+
+def test_same_seed_gives_the_same_adapter(tiny_model: Path, triples_file: Path,
+                                          tmp_path: Path, code_dir: Path) -> None:
+    a = train(config(tiny_model, triples_file, tmp_path / "a", code_corpus=str(code_dir)))
+    b = train(config(tiny_model, triples_file, tmp_path / "b", code_corpus=str(code_dir)))
+    c = train(config(tiny_model, triples_file, tmp_path / "c", code_corpus=str(code_dir),
+                     seed=1))
+    assert same_weights(a.adapter, b.adapter) and not same_weights(a.adapter, c.adapter)
+
+
+def cli_args(tiny_model: Path, data: Path, out: Path, code_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "trainer", "train", "--data", str(data), "--output", str(out),
+            "--base-model", str(tiny_model), "--rank", "8", "--batch-size", "2",
+            "--max-steps", "40", "--save-every", "4", "--code-corpus", str(code_dir),
+            "--code-block-size", "32", "--no-progress", "--no-validate-load"]
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint_to_the_same_adapter(
+        tiny_model: Path, triples_file: Path, tmp_path: Path, code_dir: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(cli_args(tiny_model, triples_file, out, code_dir) + ["--events", "-"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env=env, cwd=REPO)
+    assert proc.stdout is not None
+    for line in proc.stdout:  # kill -9 as soon as the second checkpoint is on disk
+        event = json.loads(line)
+        if event["event"] == "checkpoint" and event["step"] >= 8:
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out / "adapter").exists() and (out / "checkpoints").is_dir()
+
+    resumed = subprocess.run(cli_args(tiny_model, triples_file, out, code_dir), env=env,
+                             cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    starts = [e for e in read_events(out / "events.jsonl") if e["event"] == "start"]
+    assert starts[0]["resumed_from"] is None and 8 <= starts[1]["resumed_from"] < 40
+    steps = [e["step"] for e in read_events(out / "events.jsonl") if e["event"] == "step"]
+    assert steps[-1] == 40 and steps.count(40) == 1
+
+    whole = tmp_path / "whole"
+    subprocess.run(cli_args(tiny_model, triples_file, whole, code_dir), env=env, cwd=REPO,
+                   check=True, capture_output=True, timeout=300)
+    assert same_weights(out / "adapter", whole / "adapter")  # bit for bit, as if never killed
+
+
+def test_resume_refuses_a_checkpoint_of_other_data(tiny_model: Path, triples_file: Path,
+                                                   tmp_path: Path, code_dir: Path) -> None:
+    from trainer.checkpoint import ResumeError, latest_checkpoint, save_checkpoint  # noqa: F401
+
+    out = tmp_path / "run"
+    train(config(tiny_model, triples_file, out, save_every=2, max_steps=3,
+                 code_corpus=str(code_dir)))
+    # fake an interrupted run: a checkpoint left behind for other data
+    other = tmp_path / "other.jsonl"
+    other.write_text(triples_file.read_text().splitlines()[0] + "\n")
+    cfg = config(tiny_model, triples_file, out, save_every=2, max_steps=3,
+                 code_corpus=str(code_dir))
+    ckpt_dir = out / "checkpoints" / "step-00000002"
+    ckpt_dir.mkdir(parents=True)
+    (ckpt_dir / "trainer_state.json").write_text(json.dumps(
+        {"step": 2, "data_sha256": file_sha256(other), "settings": cfg.to_dict()}))
+    with pytest.raises(ResumeError, match="another data file"):
+        train(cfg)
+
+
+def test_continue_from_parent_adapter_starts_from_its_weights(
+        tiny_model: Path, triples_file: Path, tmp_path: Path, code_dir: Path) -> None:
+    parent = train(config(tiny_model, triples_file, tmp_path / "n", code_corpus=str(code_dir)))
+    child = train(config(tiny_model, triples_file, tmp_path / "n1", init_adapter=parent.adapter,
+                         learning_rate=0.0, code_corpus=str(code_dir)))
+    assert same_weights(parent.adapter, child.adapter)  # lr 0: exactly where N ended
+    manifest = json.loads(child.manifest_path.read_text())
+    assert manifest["parent_adapter"]["weights_sha256"] == \
+        file_sha256(parent.adapter / "adapter_model.safetensors")
+    assert manifest["parent_adapter"]["manifest"]["data"]["sha256"] == file_sha256(triples_file)
+
+
+def test_broken_dataset_fails_clearly_and_leaves_no_adapter(tiny_model: Path,
+                                                            tmp_path: Path) -> None:
+    data = tmp_path / "broken.jsonl"
+    data.write_text('{"task_id": "mbpp/1", "kind": "mbpp"\n')
+    with pytest.raises(DatasetError, match="line 1"):
+        train(config(tiny_model, data, tmp_path / "run"))
+    assert not (tmp_path / "run" / "adapter").exists()
+    assert read_events(tmp_path / "run" / "events.jsonl")[-1]["event"] == "error"
+
+
+@pytest.mark.parametrize("objective,kind", [("binary", "binary"), ("sft", "sft"),
+                                            ("laffi", "laffi")])
+def test_each_objective_trains_its_own_sequences(tiny_model: Path, triples_file: Path,
+                                                 tmp_path: Path, code_dir: Path,
+                                                 objective: str, kind: str) -> None:
+    result = train(config(tiny_model, triples_file, tmp_path / "run", objective=objective,
+                          max_steps=2, code_corpus=str(code_dir), laffi_holdout=0.0))
+    assert set(result.metrics["data"]["by_kind"]) == {kind}
+
+
+def test_laffi_mix_reports_heldout_feedback_prediction_accuracy(
+        tiny_model: Path, triples_file: Path, tmp_path: Path, code_dir: Path) -> None:
+    result = train(config(tiny_model, triples_file, tmp_path / "run", laffi_ratio=0.5,
+                          laffi_holdout=0.34, max_steps=2, code_corpus=str(code_dir)))
+    assert set(result.metrics["data"]["by_kind"]) == {"leti", "laffi"}
+    laffi = result.metrics["laffi"]
+    assert laffi["n"] == result.metrics["data"]["heldout_triples"] == 4  # 2 tasks x 2 samples
+    assert 0.0 <= laffi["status_accuracy"] <= 1.0
+    held = {e["task_id"] for e in laffi["examples"]}
+    assert held and len(held) == 2
