@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from service.cli import bench, evaluate, sandbox_cmds
+from service.cli import bench, evaluate, sandbox_cmds, serve, triples
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="leti-loop: improve a code model from execution feedback (LETI).")
@@ -12,3 +12,5 @@ app.add_typer(sandbox_cmds.app, name="sandbox")
 app.add_typer(bench.app, name="bench")
 app.command("demo")(sandbox_cmds.demo)
 app.command("evaluate-samples")(evaluate.evaluate_samples)
+app.command("serve")(serve.serve)
+app.add_typer(triples.app, name="triples")
