@@ -13,7 +13,8 @@ really kills it, as in the local backend: the container ends, its stream closes,
 (``sandbox/pool.py``) retries the job once on a fresh container, then reports ``crashed``. The
 pool also replaces a container after ``jobs_per_runner`` jobs. Containers are started with
 ``auto_remove``, so one whose stream is dropped (even by a crashed client: the runner reads end
-of input and exits) removes itself.
+of input and exits) removes itself. The image is labelled with the digest of the runner it was
+built from, and a pool refuses an image built from another runner (grading would differ).
 """
 
 from __future__ import annotations
@@ -234,8 +235,6 @@ class DockerSandbox(RunnerPool):
         cpus: float = DEFAULT_CPUS,
         tmpfs_mb: int = DEFAULT_TMPFS_MB,
     ) -> None:
-        import docker.errors
-
         self.limits = ContainerLimits(memory_mb=memory_mb, pids=pids, cpus=cpus, tmpfs_mb=tmpfs_mb)
         self.image = image
         self.client = connect()
