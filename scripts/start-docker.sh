@@ -34,7 +34,8 @@ if [ -s "$PIDFILE" ]; then
 else
     mkdir -p "$(dirname "$LOG")"
     echo "starting dockerd (log: $LOG)"
-    nohup dockerd --storage-driver=overlay2 --iptables=false --ip6tables=false --bridge=none \
+    # setsid: its own session, so it outlives the shell (and process group) that started it.
+    setsid nohup dockerd --storage-driver=overlay2 --iptables=false --ip6tables=false --bridge=none \
         >>"$LOG" 2>&1 </dev/null &
     pid=$!
 fi
