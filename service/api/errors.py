@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import InterfaceError, OperationalError
 
@@ -46,6 +47,16 @@ def _database(_request: Request, exc: Exception) -> JSONResponse:
     return _answer(503, f"store unavailable: {type(exc).__name__}", component="store")
 
 
+def _invalid(_request: Request, exc: Exception) -> JSONResponse:
+    """422 listing each problem by location; the offending input is not echoed (it may be huge,
+    or not representable in JSON at all, such as NaN)."""
+    assert isinstance(exc, RequestValidationError)
+    problems = [{"loc": [str(part) for part in error.get("loc", ())],
+                 "msg": str(error.get("msg", "")), "type": str(error.get("type", ""))}
+                for error in exc.errors()]
+    return JSONResponse({"detail": problems}, status_code=422)
+
+
 def _bug(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return _answer(500, "internal error (logged on the server)")
@@ -53,6 +64,7 @@ def _bug(request: Request, exc: Exception) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     """Register the mapping; the most specific class wins (Starlette walks the MRO)."""
+    app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(NotFound, _fixed(404))
     app.add_exception_handler(AdapterNotFound, _fixed(404))
     app.add_exception_handler(LimitExceeded, _fixed(413))

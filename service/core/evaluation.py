@@ -34,16 +34,20 @@ class SandboxGate:
         self.backend = backend
         self._limit = asyncio.Semaphore(pool.workers)
         self._threads = ThreadPoolExecutor(pool.workers, thread_name_prefix="sandbox-call")
+        self.in_flight = 0  # programs running now
 
     async def run(self, job: Job) -> Outcome:
         async with self._limit:
             loop = asyncio.get_running_loop()
+            self.in_flight += 1
             try:
                 return await loop.run_in_executor(self._threads, self.pool.run, job)
             except SandboxError as exc:
                 raise Unavailable("sandbox", str(exc)) from exc
             except JobError as exc:
                 raise InvalidRequest(f"the sandbox refused a job: {exc}") from exc
+            finally:
+                self.in_flight -= 1
 
     async def check(self) -> str:
         """"ok" when a trivial program passes; a busy sandbox (every slot running) is working."""

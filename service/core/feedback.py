@@ -84,7 +84,7 @@ class Normalised:
     components: dict[str, float]
 
 
-def _summary(feedback: Feedback, label: str | None) -> str:
+def _summary(feedback: Feedback, label: str | None, has_text: bool) -> str:
     parts = []
     if feedback.score is not None:
         parts.append(f"Score: {feedback.score.describe()}.")
@@ -92,7 +92,7 @@ def _summary(feedback: Feedback, label: str | None) -> str:
         ratings = ", ".join(f"{name} {scaled.describe()}"
                             for name, scaled in feedback.ratings.items())
         parts.append(f"Ratings: {ratings}.")
-    if not parts and feedback.thumb is not None:
+    if not parts and not has_text and feedback.thumb is not None:
         parts.append(f"A reviewer rated this program {label}.")
     return " ".join(parts)
 
@@ -115,7 +115,7 @@ def normalise(feedback: Feedback, threshold: float = 0.5) -> Normalised:
     score = min(1.0, max(0.0, sum(components.values()) / len(components))) if components \
         else None
     label = None if score is None else ("good" if score >= threshold else "bad")
-    summary = _summary(feedback, label)
+    summary = _summary(feedback, label, bool(text))
     full_text = "\n".join(part for part in (text, summary) if part)
     return Normalised(label=label, score=score, text=full_text, components=components)
 

@@ -34,6 +34,6 @@ def create_user_task(store: Store, instruction: str, tests: list[str], setup: st
         try:
             compile(test, f"<test {number}>", "exec")
         except (SyntaxError, ValueError) as exc:
-            raise InvalidRequest(f"test {number} does not compile: {exc}") from None
+            raise InvalidRequest(f"test {number} is not valid Python: {exc}") from None
     with store.write() as session:
         return queries.ensure_user_task(session, instruction, tests, setup)

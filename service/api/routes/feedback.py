@@ -24,7 +24,7 @@ def to_domain(body: FeedbackIn) -> Feedback:
              responses={404: {}})
 async def post_feedback(body: FeedbackIn, store: StoreDep, settings: SettingsDep) -> FeedbackOut:
     """Stored as given and normalised into a label, a score in [0, 1] and text (docs/API.md)."""
-    raw = body.model_dump(exclude_none=True)
+    raw = body.model_dump(mode="json", exclude_unset=True)  # what the client sent
     recorded = await anyio.to_thread.run_sync(submit, store, body.sample_id, to_domain(body),
                                               raw, body.author, settings.feedback_threshold)
     record = recorded.record
