@@ -210,8 +210,10 @@ class Generator(ABC):
         version once its requests have finished (in the background unless ``wait``)."""
         name = self.next_version_name()
         await self.load_adapter(name, path)
-        previous = self._serving
-        await self.activate(name)
+        with self._lock:
+            previous, self._serving = self._serving, name
+            if previous is not None:  # refuse new requests for it from now on
+                self._entries[previous].retiring = True
         if previous is not None:
             task = asyncio.get_running_loop().create_task(self._retire(previous))
             self._retirements.add(task)

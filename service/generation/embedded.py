@@ -27,7 +27,7 @@ _OFF = object()  # "adapters disabled" marker for the active-adapter cache
 
 @contextmanager
 def _quiet_loading() -> Iterator[None]:
-    """Silence transformers' per-load key report and peft's multi-adapter warning, both
+    """Silence transformers' per-load key report and peft's multi-adapter warnings, all
     expected here (every other adapter's keys are listed as "missing" on each load)."""
     import logging
     import warnings
@@ -38,6 +38,7 @@ def _quiet_loading() -> Iterator[None]:
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+            warnings.filterwarnings("ignore", message=r"Adapter .* was active which is now deleted")
             yield
     finally:
         logger.setLevel(level)
@@ -94,7 +95,7 @@ class EmbeddedGenerator(Generator):
 
     def _plan(self, prompts: list[str], n: int) -> list[list[tuple[int, list[int]]]]:
         """Batches of at most ``max_batch_size`` rows, prompts of similar length together (less
-        padding); a prompt's samples may span batches, which per-row seeds make harmless."""
+        padding); a prompt's samples may span batches: each keeps its own seeded stream."""
         lengths = [len(ids) for ids in self.tokenizer(prompts, **self._encode)["input_ids"]]
         chunks: list[list[tuple[int, list[int]]]] = [[]]
         room = self.max_batch_size
@@ -151,7 +152,7 @@ class EmbeddedGenerator(Generator):
         await asyncio.to_thread(self._unload_sync, name)
 
     def _unload_sync(self, name: str) -> None:
-        with self._model_lock:
+        with self._model_lock, _quiet_loading():
             self.model.delete_adapter(name)
             self._active = _OFF
             if getattr(self.model, "_hf_peft_config_loaded", False):

@@ -1,7 +1,7 @@
 """Batched sampling for a decoder-only model on a KV cache: the embedded backend's decode loop.
 
 Written out instead of calling ``model.generate`` for three reasons: each row draws from its own
-seeded generator (a seed gives the same sample whatever batch the row lands in); stop sequences
+seeded generator (no other row consumes its randomness, so seeded requests repeat); stop sequences
 are found on the decoded tail, so token counts and the cut are exact; and rows that finish leave
 the batch (their KV rows are dropped), so one long sample does not keep 31 finished ones busy.
 Prompts are left-padded, positions come from the attention mask, and each distinct prompt is
@@ -30,7 +30,7 @@ class RawSample:
 
 
 def row_seed(seed: int, prompt_index: int, sample_index: int) -> int:
-    """The seed for sample ``j`` of prompt ``i``: independent of batching, stable across runs."""
+    """The seed for sample ``j`` of prompt ``i``: stable across runs and processes."""
     digest = hashlib.blake2b(f"{seed}:{prompt_index}:{sample_index}".encode(), digest_size=8)
     return int.from_bytes(digest.digest(), "big") >> 1
 

@@ -30,8 +30,10 @@ class AdapterNotFound(AdapterError):
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """How to sample. ``temperature=0`` is greedy; ``seed`` makes a request repeatable: sample ``j``
-    of prompt ``i`` draws from its own generator seeded by ``(seed, i, j)``, whatever the batch."""
+    """How to sample. ``temperature=0`` is greedy. ``seed`` makes a request repeatable: sample
+    ``j`` of prompt ``i`` draws from its own random stream seeded by ``(seed, i, j)``, so the same
+    request gives the same samples (and the other requests in a batch consume none of its
+    randomness; only float rounding of a different batch shape can flip a near-tied draw)."""
 
     n: int = 1
     temperature: float = 0.8

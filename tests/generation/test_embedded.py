@@ -1,0 +1,117 @@
+"""The embedded backend on a tiny random model: batching, adapters added and removed on the
+loaded base model, and the errors the API turns into 4xx."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.generation import (
+    BASE,
+    AdapterError,
+    AdapterNotFound,
+    SamplingParams,
+)
+from tests.generation.conftest import train_lora
+
+PROMPTS = ["Write a function to add two numbers.", "hello", "def reverse(s):"]
+
+
+async def test_n_samples_per_prompt_with_token_counts(tiny_generator: Any) -> None:
+    out = await tiny_generator.generate(PROMPTS, SamplingParams(n=3, max_new_tokens=5, seed=1))
+    assert [len(row) for row in out] == [3, 3, 3]
+    for prompt, row in zip(PROMPTS, out, strict=True):
+        expected = len(tiny_generator.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        assert {c.prompt_tokens for c in row} == {expected}
+        assert all(c.completion_tokens == 5 and c.finish_reason == "length" for c in row)
+        assert all(c.adapter is None for c in row)
+
+
+async def test_small_batches_give_the_same_answers_in_the_same_order(
+        tiny_generator: Any) -> None:
+    params = SamplingParams(n=2, temperature=0, max_new_tokens=6)
+    whole = await tiny_generator.generate(PROMPTS, params)
+    tiny_generator.max_batch_size = 1  # one row per forward pass: the plain loop
+    assert await tiny_generator.generate(PROMPTS, params) == whole
+
+
+async def test_seeded_requests_repeat(tiny_generator: Any) -> None:
+    params = SamplingParams(n=2, temperature=0.9, max_new_tokens=6, seed=42)
+    assert await tiny_generator.generate(PROMPTS, params) == \
+        await tiny_generator.generate(PROMPTS, params)
+
+
+async def test_adapters_are_added_switched_and_removed_on_the_loaded_base(
+        tiny_generator: Any, adapters: dict[str, Path]) -> None:
+    model = tiny_generator.model
+    params = SamplingParams(temperature=0, max_new_tokens=6)
+    before = await tiny_generator.generate(["hello"], params)
+    await tiny_generator.load_adapter("apple", adapters["apple"])
+    await tiny_generator.load_adapter("zebra", adapters["zebra"])
+    assert tiny_generator.model is model  # the base was never reloaded
+    assert [a.name for a in tiny_generator.list_adapters()] == ["apple", "zebra"]
+    apple = (await tiny_generator.generate(["hello"], params, adapter="apple"))[0][0]
+    zebra = (await tiny_generator.generate(["hello"], params, adapter="zebra"))[0][0]
+    assert "apple" in apple.text and "zebra" in zebra.text and apple.adapter == "apple"
+    assert await tiny_generator.generate(["hello"], params, adapter=BASE) == before
+    assert await tiny_generator.generate(["hello"], params) == before  # alias: base for now
+    await tiny_generator.activate("zebra")
+    assert tiny_generator.serving == "zebra"
+    assert (await tiny_generator.generate(["hello"], params))[0][0] == zebra
+    with pytest.raises(AdapterError, match="serving the alias"):
+        await tiny_generator.unload_adapter("zebra")
+    await tiny_generator.unload_adapter("apple")
+    assert [a.name for a in tiny_generator.list_adapters()] == ["zebra"]
+    with pytest.raises(AdapterNotFound):
+        await tiny_generator.generate(["hello"], params, adapter="apple")
+    await tiny_generator.activate(BASE)
+    await tiny_generator.unload_adapter("zebra")  # the last one: back to the bare base
+    assert await tiny_generator.generate(["hello"], params) == before
+
+
+async def test_hot_swap_versions_the_name_and_retires_the_previous(
+        tiny_generator: Any, adapters: dict[str, Path]) -> None:
+    assert await tiny_generator.hot_swap(adapters["apple"]) == "policy-v1"
+    assert await tiny_generator.hot_swap(adapters["zebra"], wait=True) == "policy-v2"
+    assert tiny_generator.serving == "policy-v2"
+    assert [a.name for a in tiny_generator.list_adapters()] == ["policy-v2"]
+    out = await tiny_generator.generate(["hello"], SamplingParams(temperature=0, max_new_tokens=4))
+    assert out[0][0].adapter == "policy-v2" and "zebra" in out[0][0].text
+
+
+async def test_bad_adapter_requests_are_clear_errors(
+        tiny_generator: Any, adapters: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(AdapterNotFound, match="not served"):
+        await tiny_generator.generate(["hi"], adapter="nope")
+    with pytest.raises(AdapterError, match="does not exist"):
+        await tiny_generator.load_adapter("x", tmp_path / "missing")
+    with pytest.raises(AdapterError, match="invalid adapter name"):
+        await tiny_generator.load_adapter("base", adapters["apple"])
+    await tiny_generator.load_adapter("x", adapters["apple"])
+    with pytest.raises(AdapterError, match="already loaded"):
+        await tiny_generator.load_adapter("x", adapters["zebra"])
+    with pytest.raises(AdapterNotFound):
+        await tiny_generator.unload_adapter("never-loaded")
+    with pytest.raises(TypeError):
+        await tiny_generator.generate("one string")
+    with pytest.raises(ValueError):
+        await tiny_generator.generate([""])
+
+
+async def test_adapters_vllm_could_not_serve_are_refused(
+        tiny_generator: Any, tiny_base: Any, smol_tokenizer: Any, tmp_path: Path) -> None:
+    big = train_lora(tiny_base, smol_tokenizer, "x", tmp_path / "big", rank=32, steps=1)
+    with pytest.raises(AdapterError, match="rank 32 exceeds max_lora_rank 16"):
+        await tiny_generator.load_adapter("big", big)
+    saved = train_lora(tiny_base, smol_tokenizer, "x", tmp_path / "save", steps=1,
+                       modules_to_save=["lm_head"])
+    with pytest.raises(AdapterError, match="modules_to_save"):
+        await tiny_generator.load_adapter("save", saved)
+    config = json.loads((big / "adapter_config.json").read_text())
+    (big / "adapter_config.json").write_text(json.dumps({**config, "peft_type": "IA3"}))
+    with pytest.raises(AdapterError, match="only plain LORA"):
+        await tiny_generator.load_adapter("ia3", big)
+    assert tiny_generator.list_adapters() == []

@@ -1,0 +1,95 @@
+"""The embedded decode loop on a tiny random Llama: greedy agrees with transformers' generate,
+left padding is harmless, seeds repeat whatever the batch, stop sequences and counts are exact."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from service.generation.sampling import sample_batch
+from service.generation.types import SamplingParams
+
+PROMPTS = ["def add(a, b):", "Write a python function to reverse a string and return it."]
+NO_SPECIALS = {"add_special_tokens": False}
+
+
+def _sample(model: Any, tok: Any, prompts: list[str], params: SamplingParams,
+            seeds: list[list[int]] | None = None) -> Any:
+    seeds = seeds or [[j for j in range(params.n)] for _ in prompts]
+    return sample_batch(model, tok, prompts, params, seeds, NO_SPECIALS)
+
+
+def test_greedy_matches_transformers_generate(tiny_model: Any, smol_tokenizer: Any) -> None:
+    params = SamplingParams(temperature=0, max_new_tokens=12)
+    ours = _sample(tiny_model, smol_tokenizer, PROMPTS, params)
+    enc = smol_tokenizer(PROMPTS, padding=True, return_tensors="pt", **NO_SPECIALS)
+    ref = tiny_model.generate(**enc, do_sample=False, max_new_tokens=12,
+                              pad_token_id=smol_tokenizer.pad_token_id)
+    for i, rows in enumerate(ours):
+        new = ref[i, enc["input_ids"].shape[1]:].tolist()
+        assert rows[0].text == smol_tokenizer.decode(new, skip_special_tokens=True)
+        assert rows[0].prompt_tokens == int(enc["attention_mask"][i].sum())
+
+
+def test_left_padding_does_not_change_a_prompt_answer(tiny_model: Any, smol_tokenizer: Any
+                                                      ) -> None:
+    params = SamplingParams(temperature=0, max_new_tokens=10)
+    alone = _sample(tiny_model, smol_tokenizer, PROMPTS[:1], params)[0][0]
+    batched = _sample(tiny_model, smol_tokenizer, PROMPTS, params)[0][0]
+    assert alone == batched
+
+
+def test_seeds_repeat_and_each_sample_has_its_own_stream(tiny_model: Any, smol_tokenizer: Any
+                                                         ) -> None:
+    params = SamplingParams(n=3, temperature=1.0, top_p=0.9, max_new_tokens=8)
+    seeds = [[11, 12, 13], [21, 22, 23]]
+    first = _sample(tiny_model, smol_tokenizer, PROMPTS, params, seeds)
+    again = _sample(tiny_model, smol_tokenizer, PROMPTS, params, seeds)
+    assert first == again
+    assert len({s.text for s in first[0]}) == 3  # different seeds, different samples
+    reseeded = _sample(tiny_model, smol_tokenizer, PROMPTS, params, [[11, 12, 99], [21, 22, 23]])
+    assert reseeded[0][:2] == first[0][:2] and reseeded[0][2] != first[0][2]
+
+
+def test_stop_sequence_cuts_the_text_and_counts_every_generated_token(
+        tiny_model: Any, smol_tokenizer: Any) -> None:
+    free = _sample(tiny_model, smol_tokenizer, PROMPTS[:1],
+                   SamplingParams(temperature=0, max_new_tokens=16))[0][0]
+    assert free.finish_reason == "length" and free.completion_tokens == 16
+    stop = free.text[len(free.text) // 2: len(free.text) // 2 + 3]
+    cut = _sample(tiny_model, smol_tokenizer, PROMPTS[:1],
+                  SamplingParams(temperature=0, max_new_tokens=16, stop=(stop,)))[0][0]
+    assert cut.finish_reason == "stop"
+    assert cut.text == free.text[:free.text.index(stop)]
+    assert stop not in cut.text and cut.completion_tokens < 16
+    tokens_for_stop = smol_tokenizer(free.text, add_special_tokens=False)["input_ids"]
+    assert cut.completion_tokens <= len(tokens_for_stop)
+
+
+def test_eos_ends_a_sample_with_finish_reason_stop(tiny_model: Any, smol_tokenizer: Any) -> None:
+    eos = smol_tokenizer.eos_token_id
+
+    def favour_eos(_module: Any, _inputs: Any, logits: Any) -> Any:
+        logits[..., eos] += 1000.0  # the model now always wants to stop
+        return logits
+
+    tiny_model.lm_head.register_forward_hook(favour_eos)
+    out = _sample(tiny_model, smol_tokenizer, PROMPTS,
+                  SamplingParams(temperature=0, max_new_tokens=8))
+    for rows in out:
+        assert rows[0].text == "" and rows[0].finish_reason == "stop"
+        assert rows[0].completion_tokens == 1  # the EOS token itself, as vLLM counts it
+
+
+def test_too_long_a_request_is_a_clear_error(tiny_model: Any, smol_tokenizer: Any) -> None:
+    with pytest.raises(ValueError, match="exceeds the model's context"):
+        _sample(tiny_model, smol_tokenizer, PROMPTS, SamplingParams(max_new_tokens=5000))
+
+
+@pytest.mark.parametrize("bad", [dict(n=0), dict(temperature=-1), dict(top_p=0),
+                                 dict(max_new_tokens=0), dict(stop=("",)), dict(seed=-2)])
+def test_bad_sampling_parameters_are_refused(bad: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        SamplingParams(**bad)
