@@ -102,7 +102,8 @@ class EvaluateResponse(BaseModel):
 class SamplingIn(Strict):
     temperature: float = Field(0.8, ge=0, le=5)
     top_p: float = Field(0.95, gt=0, le=1)
-    max_new_tokens: int = Field(256, ge=1, le=32_768)
+    max_new_tokens: int | None = Field(None, ge=1, le=32_768,
+                                       description="default: 256, or the server's limit if lower")
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
 
 

@@ -60,7 +60,9 @@ class Settings(BaseSettings):
     generator_backend: Literal["embedded", "vllm", "none"] = Field(
         "embedded", description="embedded (transformers+peft in process), vllm, or none")
     generator_model: str | None = Field(None, description="model name or path (backend default)")
-    vllm_url: str = Field("http://127.0.0.1:8001/v1", description="the vLLM server's base URL")
+    vllm_url: str = Field("http://127.0.0.1:8001", description="the vLLM server's base URL")
+    tokenizer: str | None = Field(None, description="tokenizer for prompts with vLLM (default: "
+                                                    "the default model's)")
 
     max_body_bytes: int = Field(1 << 20, ge=1024, description="largest request body")
     max_program_bytes: int = Field(64 * 1024, ge=256, le=256 * 1024,

@@ -25,6 +25,7 @@ from service.store.triples import prompt_tests
 
 log = logging.getLogger(__name__)
 BASE = "base"
+DEFAULT_NEW_TOKENS = 256
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class GenerationInput:
     n: int = 1
     temperature: float = 0.8
     top_p: float = 0.95
-    max_new_tokens: int = 256
+    max_new_tokens: int | None = None  # None: DEFAULT_NEW_TOKENS, capped by the server's limit
     seed: int | None = None
     adapter: str | None = None
     condition_on_good: bool | None = None
@@ -69,9 +70,10 @@ def _model_name(generator: Any) -> str | None:
 class Generation:
     """The generate use case over one generator, store and evaluator."""
 
-    def __init__(self, generator: Any, store: Store, evaluator: Evaluator, settings: Settings,
-                 metrics: Any) -> None:
+    def __init__(self, generator: Any, tokenizer: Any, store: Store, evaluator: Evaluator,
+                 settings: Settings, metrics: Any) -> None:
         self.generator = generator
+        self.tokenizer = tokenizer
         self.store = store
         self.evaluator = evaluator
         self.settings = settings
@@ -96,7 +98,7 @@ class Generation:
         prompt_task = TaskPrompt(kind=task.kind, instruction=task.instruction,  # type: ignore[arg-type]
                                  tests=tuple(prompt_tests(task)), entry_point=task.entry_point)
         return build_prompt(prompt_task, reward=Reward.GOOD if conditioned else None,
-                            tokenizer=getattr(self.generator, "tokenizer", None))
+                            tokenizer=self.tokenizer)
 
     def _resolved_adapter(self, adapter: str | None) -> str | None:
         """The concrete adapter a request will use (None: the base model)."""
@@ -107,11 +109,11 @@ class Generation:
         return adapter
 
     async def generate(self, what: GenerationInput) -> GenerationResult:
-        from service.generation.extract import extract_program
-        from service.generation.types import SamplingParams
+        from service.generation import SamplingParams, extract_program
 
         check_limit(what.n, self.settings.max_n, "n", "LETI_MAX_N")
-        check_limit(what.max_new_tokens, self.settings.max_new_tokens, "max_new_tokens",
+        new_tokens = what.max_new_tokens or min(DEFAULT_NEW_TOKENS, self.settings.max_new_tokens)
+        check_limit(new_tokens, self.settings.max_new_tokens, "max_new_tokens",
                     "LETI_MAX_NEW_TOKENS")
         task = await anyio.to_thread.run_sync(self._task, what)
         conditioned = what.condition_on_good
@@ -119,7 +121,7 @@ class Generation:
             conditioned = self._resolved_adapter(what.adapter) is not None
         prompt = self._prompt(task, conditioned)
         params = SamplingParams(n=what.n, temperature=what.temperature, top_p=what.top_p,
-                                max_new_tokens=what.max_new_tokens, seed=what.seed)
+                                max_new_tokens=new_tokens, seed=what.seed)
         completions = (await self.generator.generate([prompt], params, adapter=what.adapter))[0]
         sampling = {k: v for k, v in asdict(params).items() if k != "stop"}
         entry_point = task.entry_point or _function_name(task)
@@ -168,17 +170,31 @@ async def start_generation(settings: Settings, store: Store, evaluator: Evaluato
         log.exception("the generator did not start")
         return None, f"the {settings.generator_backend} generator did not start: " \
                      f"{type(exc).__name__}: {exc}"
-    return Generation(generator, store, evaluator, settings, metrics), None
+    try:
+        tokenizer = await anyio.to_thread.run_sync(prompt_tokenizer, generator, settings)
+    except Exception as exc:  # noqa: BLE001 - no tokenizer, no prompts: generation is down
+        await generator.close()
+        return None, f"no tokenizer to build prompts with: {type(exc).__name__}: {exc}"
+    return Generation(generator, tokenizer, store, evaluator, settings, metrics), None
 
 
 async def build_generator(settings: Settings) -> Any:
-    """The configured backend; heavy libraries load only here, only for the chosen backend."""
-    if settings.generator_backend == "vllm":
-        from service.generation.vllm_client import VLLMGenerator
+    """The configured backend, started; heavy libraries load only for the chosen backend."""
+    from service.generation import make_generator
 
-        generator = VLLMGenerator(settings.vllm_url, settings.generator_model or "")
-        await generator.start()
-        return generator
-    from service.generation.embedded import EmbeddedGenerator
+    generator = await anyio.to_thread.run_sync(lambda: make_generator(
+        settings.generator_backend, model=settings.generator_model,  # type: ignore[arg-type]
+        vllm_url=settings.vllm_url))
+    await generator.start()
+    return generator
 
-    return await anyio.to_thread.run_sync(lambda: EmbeddedGenerator.load(settings.generator_model))
+
+def prompt_tokenizer(generator: Any, settings: Settings) -> Any:
+    """The tokenizer whose chat template shapes prompts: the embedded model's own; for vLLM,
+    ``LETI_TOKENIZER`` or the default model's (the model vLLM serves by default)."""
+    own = getattr(generator, "tokenizer", None)
+    if own is not None:
+        return own
+    from trainer.base_model import load_tokenizer, resolve_model_source
+
+    return load_tokenizer(resolve_model_source(settings.tokenizer))
