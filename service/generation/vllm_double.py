@@ -23,8 +23,34 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from service.generation.embedded import EmbeddedGenerator
 from service.generation.types import SamplingParams
+
+
+class CompletionRequest(BaseModel):
+    """The ``/v1/completions`` fields the double honours (vLLM accepts many more)."""
+
+    model: str
+    prompt: str | list[str]
+    n: int = 1
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = 16
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    return_token_ids: bool | None = None
+
+
+class LoadRequest(BaseModel):
+    lora_name: str = ""
+    lora_path: str = ""
+
+
+class UnloadRequest(BaseModel):
+    lora_name: str = ""
+    lora_int_id: int | None = None
 
 
 @dataclass
@@ -52,26 +78,6 @@ def create_app(generator: EmbeddedGenerator, served_model_name: str, *, max_lora
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import PlainTextResponse
-    from pydantic import BaseModel
-
-    class CompletionRequest(BaseModel):
-        model: str
-        prompt: str | list[str]
-        n: int = 1
-        temperature: float | None = None
-        top_p: float | None = None
-        max_tokens: int | None = 16
-        stop: str | list[str] | None = None
-        seed: int | None = None
-        return_token_ids: bool | None = None
-
-    class LoadRequest(BaseModel):
-        lora_name: str = ""
-        lora_path: str = ""
-
-    class UnloadRequest(BaseModel):
-        lora_name: str = ""
-        lora_int_id: int | None = None
 
     app = FastAPI(title=f"vLLM test double (not vLLM; follows {served_model_name})")
     app.state.faults = Faults()
