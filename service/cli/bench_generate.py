@@ -1,0 +1,76 @@
+"""``leti bench generate``: embedded-backend tokens/s at batch 1, 8, 32 against a one-prompt-at-a-
+time loop, and adapter-swap latency; the figures go into docs/BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+from dataclasses import asdict
+from datetime import date
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "BENCHMARKS.md"
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise typer.BadParameter("expected positive integers")
+    return values
+
+
+def _machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
+
+
+def generate(
+    batches: Annotated[str, typer.Option(help="prompts per request, comma-separated")] = "1,8,32",
+    chunks: Annotated[str, typer.Option(help="rows per forward pass to try")] = "8,16,32",
+    max_new_tokens: Annotated[int, typer.Option(help="tokens per sample at most")] = 64,
+    swaps: Annotated[int, typer.Option(help="adapter swaps to time, idle and busy")] = 5,
+    model: Annotated[str | None, typer.Option(help="HF model dir/name (default SmolLM2)")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+    threads: Annotated[int, typer.Option(help="torch threads (0: torch's default)")] = 0,
+    docs: Annotated[Path | None, typer.Option(help="markdown file to update")] = DOCS,
+    no_docs: Annotated[bool, typer.Option("--no-docs", help="print only")] = False,
+    json_out: Annotated[Path | None, typer.Option("--json", help="also write figures")] = None,
+) -> None:
+    """Tokens/s of the embedded backend (batched vs one prompt at a time) and swap latency."""
+    console = Console()
+    batch_sizes, chunk_sizes = _ints(batches), _ints(chunks)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    from service.generation.benchmark import markdown_section, run_generation_bench, write_section
+    from service.generation.embedded import EmbeddedGenerator
+
+    console.print("loading the model ...")
+    generator = EmbeddedGenerator.load(model, device=device)
+    result = asyncio.run(run_generation_bench(generator, batch_sizes, chunk_sizes,
+                                              max_new_tokens, swaps, log=console.print))
+    section = markdown_section(result, _machine(), date.today().isoformat(),
+                               generator.model_name)
+    console.print(section)
+    if docs is not None and not no_docs:
+        write_section(docs, section)
+        console.print(f"updated {docs}")
+    if json_out is not None:
+        json_out.write_text(json.dumps(asdict(result), indent=2))
