@@ -63,11 +63,11 @@ class Faults:
     delay_s: float = 0.0
 
 
-def _error(message: str, err_type: str, status: HTTPStatus, param: str | None = None) -> Any:
+def _error(message: str, err_type: str, status: HTTPStatus) -> Any:
     from fastapi.responses import JSONResponse
 
     # vLLM >= 0.10.1 nests the error object (ErrorResponse{error: ErrorInfo}).
-    return JSONResponse({"error": {"message": message, "type": err_type, "param": param,
+    return JSONResponse({"error": {"message": message, "type": err_type, "param": None,
                                    "code": status.value}}, status_code=status.value)
 
 
@@ -117,7 +117,7 @@ def create_app(generator: EmbeddedGenerator, served_model_name: str, *, max_lora
     async def completions(req: CompletionRequest) -> Any:
         if req.model != served_model_name and req.model not in loras:
             return _error(f"The model `{req.model}` does not exist.", "NotFoundError",
-                          HTTPStatus.NOT_FOUND, param="model")
+                          HTTPStatus.NOT_FOUND)
         prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
         stop = [req.stop] if isinstance(req.stop, str) else (req.stop or [])
         try:
