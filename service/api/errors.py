@@ -14,6 +14,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import InterfaceError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from sandbox import JobError, SandboxError
 from service.core.errors import InvalidRequest, LimitExceeded, NotFound, Unavailable
@@ -47,6 +49,20 @@ def _database(_request: Request, exc: Exception) -> JSONResponse:
     return _answer(503, f"store unavailable: {type(exc).__name__}", component="store")
 
 
+def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    """Starlette's own errors (401, 404, 405...) as JSON; a 405 lists in ``Allow`` every method
+    any route serves at this path (Starlette names only the first route's)."""
+    assert isinstance(exc, StarletteHTTPException)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        allowed: set[str] = set()
+        for route in request.app.router.routes:
+            if route.matches(request.scope)[0] is not Match.NONE:
+                allowed |= set(getattr(route, "methods", None) or ())
+        headers["Allow"] = ", ".join(sorted(allowed))
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
+
+
 def _invalid(_request: Request, exc: Exception) -> JSONResponse:
     """422 listing each problem by location; the offending input is not echoed (it may be huge,
     or not representable in JSON at all, such as NaN)."""
@@ -64,6 +80,7 @@ def _bug(request: Request, exc: Exception) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     """Register the mapping; the most specific class wins (Starlette walks the MRO)."""
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(NotFound, _fixed(404))
     app.add_exception_handler(AdapterNotFound, _fixed(404))

@@ -7,7 +7,7 @@ NUL characters and unpaired surrogates, which no database column can store.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
@@ -232,7 +232,25 @@ class TriplePage(BaseModel):
     next_cursor: int | None
 
 
-class Problem(BaseModel):
-    """Every error answer: what went wrong, in words."""
+class Readiness(BaseModel):
+    status: Literal["ready", "not ready"]
+    checks: dict[str, str] = Field(description="store, sandbox, generator: 'ok', 'disabled' "
+                                               "or why not")
+    down: list[str]
 
-    detail: str | list
+
+class Problem(BaseModel):
+    """Every error answer: what went wrong, in words (a list of problems for a 422)."""
+
+    detail: str | list[dict[str, Any]]
+    component: str | None = Field(None, description="on a 503: store, sandbox or generator")
+
+
+_WHY = {400: "the body is not valid JSON text", 401: "missing or wrong X-API-Key", 404: "an id that does not exist",
+        413: "over a limit (the message names the setting)", 422: "invalid request",
+        503: "a backend is down (named in 'component')"}
+
+
+def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for the error answers a route can give."""
+    return {code: {"model": Problem, "description": _WHY[code]} for code in codes}

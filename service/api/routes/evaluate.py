@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from service.api.deps import ApiKey, EvaluatorDep
-from service.api.schemas import EvaluateRequest, EvaluateResponse, ResultOut
+from service.api.schemas import problems, EvaluateRequest, EvaluateResponse, ResultOut
 from service.core.evaluation import Evaluated, EvaluationInput
 
 router = APIRouter(prefix="/v1", tags=["evaluate"])
@@ -22,7 +22,7 @@ def result_out(result: Evaluated) -> ResultOut:
 
 
 @router.post("/evaluate", response_model=EvaluateResponse, dependencies=[ApiKey],
-             responses={404: {}, 413: {}, 503: {}})
+             responses=problems(400, 401, 404, 413, 422, 503))
 async def evaluate(body: EvaluateRequest, evaluator: EvaluatorDep) -> EvaluateResponse:
     """Run ``sample_ids``, or ``programs`` with ``tests``, or a ``task_id``'s programs (or its
     samples that never ran); every result is committed before this answers."""

@@ -6,7 +6,7 @@ import anyio.to_thread
 from fastapi import APIRouter
 
 from service.api.deps import ApiKey, SettingsDep, StoreDep
-from service.api.schemas import FeedbackIn, FeedbackOut
+from service.api.schemas import problems, FeedbackIn, FeedbackOut
 from service.core.feedback import Feedback, Scaled, submit
 
 router = APIRouter(prefix="/v1", tags=["feedback"])
@@ -20,8 +20,8 @@ def to_domain(body: FeedbackIn) -> Feedback:
     return Feedback(thumb=body.thumb, score=score, ratings=ratings, text=body.text)
 
 
-@router.post("/feedback", response_model=FeedbackOut, status_code=201, dependencies=[ApiKey],
-             responses={404: {}})
+@router.post("/feedback", response_model=FeedbackOut, status_code=201,
+             dependencies=[ApiKey], responses=problems(400, 401, 404, 413, 422, 503))
 async def post_feedback(body: FeedbackIn, store: StoreDep, settings: SettingsDep) -> FeedbackOut:
     """Stored as given and normalised into a label, a score in [0, 1] and text (docs/API.md)."""
     raw = body.model_dump(mode="json", exclude_unset=True)  # what the client sent

@@ -6,14 +6,14 @@ from fastapi import APIRouter
 
 from service.api.deps import ApiKey, GenerationDep
 from service.api.routes.evaluate import result_out
-from service.api.schemas import GenerateRequest, GenerateResponse, SampleOut
+from service.api.schemas import problems, GenerateRequest, GenerateResponse, SampleOut
 from service.core.generation import GenerationInput
 
 router = APIRouter(prefix="/v1", tags=["generate"])
 
 
 @router.post("/generate", response_model=GenerateResponse, dependencies=[ApiKey],
-             responses={404: {}, 413: {}, 503: {}})
+             responses=problems(400, 401, 404, 413, 422, 503))
 async def generate(body: GenerateRequest, generation: GenerationDep) -> GenerateResponse:
     """``n`` samples for ``task_id`` or ``instruction``; stored, with ids, before answering."""
     what = GenerationInput(task_id=body.task_id, instruction=body.instruction,

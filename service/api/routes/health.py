@@ -6,6 +6,7 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 
 from service.api.deps import MetricsDep, ServicesDep
+from service.api.schemas import Readiness
 from service.core.readiness import check_ready
 
 router = APIRouter(tags=["health"])
@@ -16,7 +17,8 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "a backend is down (named in 'down')"}})
+@router.get("/readyz", response_model=Readiness,
+            responses={503: {"model": Readiness, "description": "a backend is down ('down')"}})
 async def readyz(services: ServicesDep) -> JSONResponse:
     """Store, sandbox and generator each checked now; 503 names whichever is down."""
     report = await check_ready(services.store, services.sandbox, services.generation,

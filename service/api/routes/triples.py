@@ -9,11 +9,11 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 
 from service.api.deps import StoreDep
-from service.api.schemas import Id, ShortText, TriplePage
+from service.api.schemas import Id, ShortText, TriplePage, problems
 from service.core.triples import export_lines, export_window, triple_page
 from service.store.triples import TripleFilter
 
-router = APIRouter(prefix="/v1/triples", tags=["triples"])
+router = APIRouter(prefix="/v1/triples", tags=["triples"], responses=problems(422, 503))
 MAX_CURSOR = 2**62
 
 
