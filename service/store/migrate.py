@@ -35,6 +35,16 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         command.upgrade(cfg, revision)
 
 
+def downgrade(engine: Engine, revision: str) -> None:
+    """Undo migrations down to ``revision`` (``base``: an empty database)."""
+    from alembic import command
+
+    cfg = _config()
+    with engine.begin() as connection:
+        cfg.attributes["connection"] = connection
+        command.downgrade(cfg, revision)
+
+
 def head_revision() -> str:
     from alembic.script import ScriptDirectory
 
