@@ -78,7 +78,7 @@ def test_hf_export_loads_with_datasets(store: Store, tmp_path: Path) -> None:
     datasets = pytest.importorskip("datasets")
     folder = tmp_path / "hf"
     assert export_hf(store, folder) == 3
-    loaded = datasets.load_dataset(str(folder), split="train")
+    loaded = datasets.load_dataset(str(folder), split="train", cache_dir=str(tmp_path / "cache"))
     assert loaded.num_rows == 3 and tuple(loaded.column_names) == CONTRACT_FIELDS
     assert loaded.features["tests"].feature.dtype == "string"
     assert loaded.features["entry_point"].dtype == "string"  # null in every row, still typed
