@@ -3,10 +3,11 @@
 Instruct models answer in chat: a sentence, a fenced block, an explanation, sometimes a second
 block with example usage. Base models prompted with an open fence write code and close it. So:
 the first fenced Python block (preferring the first one that defines the wanted function), else
-the code before a closing fence, else the code found among the prose; then trailing example
-usage (``print(...)``, bare asserts, ``if __name__ == "__main__":``) after the last definition
-is dropped, because it is not part of the answer and may fail or block under the tests.
-When nothing parses, the best guess is returned as is: its syntax error is feedback too.
+the code before a closing fence, else the code found among the prose. Then a broken or cut-off
+tail after complete definitions is dropped, and so is trailing example usage after the last
+definition (prints, asserts, bare calls, test data, ``if __name__ == "__main__":``): it is not
+part of the answer and may fail or block under the tests. When nothing parses, the best guess
+is returned as is: its syntax error is feedback too.
 """
 
 from __future__ import annotations
@@ -30,7 +31,12 @@ def extract_program(completion: str, entry_point: str | None = None) -> str:
         code = (defining or [b for b in blocks if b.strip()] or blocks)[0]
     else:
         code = _code_among_prose(text)
-    return _drop_example_usage(code.strip("\n")).rstrip() + "\n" if code.strip() else ""
+    if not code.strip():
+        return ""
+    lines = _drop_example_usage(_complete_definitions(code.strip("\n"))).split("\n")
+    while len(lines) > 1 and (not lines[-1].strip() or lines[-1].lstrip().startswith("#")):
+        lines.pop()  # comments that introduced a dropped part, or trail the program
+    return "\n".join(lines).rstrip() + "\n"
 
 
 def _defines(code: str, name: str) -> bool:
@@ -58,16 +64,34 @@ def _parses(code: str) -> bool:
     return True
 
 
-def _is_example_usage(node: ast.stmt) -> bool:
-    if isinstance(node, ast.Assert):
+def _globals_read_by_definitions(body: list[ast.stmt]) -> set[str]:
+    """Names the defs and classes read but do not bind themselves: module-level constants."""
+    free: set[str] = set()
+    for node in body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            nodes = list(ast.walk(node))
+            bound = {a.arg for a in nodes if isinstance(a, ast.arg)}
+            bound |= {n.id for n in nodes if isinstance(n, ast.Name)
+                      and isinstance(n.ctx, (ast.Store, ast.Del))}
+            free |= {n.id for n in nodes if isinstance(n, ast.Name)
+                     and isinstance(n.ctx, ast.Load)} - bound
+    return free
+
+
+def _is_example_usage(node: ast.stmt, used: set[str]) -> bool:
+    """Top-level code after the definitions that only exercises them: prints, asserts, bare
+    calls and comparisons, loops, ``if __name__ == "__main__":``, and test data (assignments to
+    names no function reads as a global; a constant a function reads is kept)."""
+    if isinstance(node, (ast.Assert, ast.Expr, ast.For, ast.While)):
         return True
-    if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
-        func = node.value.func
-        return isinstance(func, ast.Name) and func.id in {"print", "input", "exit", "quit"}
-    if isinstance(node, ast.If):  # if __name__ == "__main__":
+    if isinstance(node, ast.If):
         test = node.test
         return (isinstance(test, ast.Compare) and isinstance(test.left, ast.Name)
                 and test.left.id == "__name__")
+    if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        names = {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+        return not names & used
     return False
 
 
@@ -81,9 +105,27 @@ def _drop_example_usage(code: str) -> str:
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
     if not defs:
         return code
+    used = _globals_read_by_definitions(body)
     first_dropped = len(body)
-    while first_dropped - 1 > defs[-1] and _is_example_usage(body[first_dropped - 1]):
+    while first_dropped - 1 > defs[-1] and _is_example_usage(body[first_dropped - 1], used):
         first_dropped -= 1
     if first_dropped == len(body):
         return code
-    return "\n".join(code.split("\n")[:body[first_dropped].lineno - 1]).rstrip()
+    return "\n".join(code.split("\n")[:body[first_dropped].lineno - 1])
+
+
+def _complete_definitions(code: str) -> str:
+    """A program cut off (``max_new_tokens``) or broken after its definitions: keep the longest
+    prefix that parses, ends before a top-level line and still defines something. A cut inside
+    a function is left alone: its syntax error is the truthful feedback."""
+    if _parses(code):
+        return code
+    lines = code.split("\n")
+    for end in range(len(lines) - 1, 0, -1):
+        if not lines[end].strip() or lines[end][0].isspace():
+            continue
+        prefix = "\n".join(lines[:end])
+        if _parses(prefix) and any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef,
+                                                  ast.ClassDef)) for n in ast.parse(prefix).body):
+            return prefix
+    return code

