@@ -1,0 +1,161 @@
+"""REST API load: many concurrent ``POST /v1/evaluate`` against a real ``leti serve`` on 127.0.0.1.
+
+The server runs as its own process (SQLite store in a scratch directory, the local sandbox, no
+model); clients keep ``concurrency`` requests in flight until ``requests`` have been answered,
+each one MBPP reference solution to run. The anchor, in the same run, is the same programs through
+the sandbox pool called directly with as many workers: the difference is what the API costs
+(HTTP, validation, the store's durable commits).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from sandbox.tasks import Task
+
+SANDBOX_ANCHOR = "sandbox pool, called directly"
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    name: str
+    requests: int
+    errors: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+
+    @property
+    def per_second(self) -> float:
+        return self.requests / self.seconds
+
+    def as_dict(self) -> dict[str, float | int | str]:
+        return {**asdict(self), "per_second": round(self.per_second, 1)}
+
+
+def summarise(name: str, latencies_s: list[float], errors: int, seconds: float) -> LoadResult:
+    ms = sorted(x * 1000 for x in latencies_s) or [0.0]
+    p99 = ms[min(len(ms) - 1, int(round(0.99 * (len(ms) - 1))))]
+    return LoadResult(name, len(latencies_s), errors, seconds, statistics.median(ms), p99)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def running_server(mbpp_path: Path, workers: int) -> Iterator[str]:
+    """``leti serve`` in a scratch data directory; yields its URL once it answers /readyz."""
+    import httpx
+
+    port = _free_port()
+    with tempfile.TemporaryDirectory(prefix="leti-bench-") as data_dir:
+        env = {**os.environ, "LETI_DATA_DIR": data_dir, "LETI_MBPP_PATH": str(mbpp_path),
+               "LETI_GENERATOR_BACKEND": "none", "LETI_LOAD_HUMANEVAL": "false",
+               "LETI_SANDBOX_WORKERS": str(workers), "LETI_MAX_PROGRAMS": "1024"}
+        for name in ("LETI_API_KEY", "LETI_DATABASE_URL"):
+            env.pop(name, None)
+        proc = subprocess.Popen([sys.executable, "-c", "from service.cli import app; app()",
+                                 "serve", "--port", str(port), "--log-level", "warning"],
+                                env=env, start_new_session=True)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError("leti serve exited during start-up")
+                try:
+                    if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError("leti serve did not become ready in 120 s")
+                time.sleep(0.2)
+            yield url
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(60)
+
+
+async def _load(url: str, bodies: list[dict], concurrency: int) -> tuple[list[float], int, float]:
+    import httpx
+
+    latencies: list[float] = []
+    errors = 0
+    queue: asyncio.Queue[dict] = asyncio.Queue()
+    for body in bodies:
+        queue.put_nowait(body)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+
+    async def client(http: httpx.AsyncClient) -> None:
+        nonlocal errors
+        while not queue.empty():
+            body = queue.get_nowait()
+            start = time.perf_counter()
+            try:
+                response = await http.post("/v1/evaluate", json=body)
+                ok = response.status_code == 200 and response.json()["results"][0]["passed"]
+            except httpx.HTTPError:
+                ok = False
+            latencies.append(time.perf_counter() - start)
+            errors += not ok
+
+    async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as http:
+        start = time.perf_counter()
+        await asyncio.gather(*(client(http) for _ in range(concurrency)))
+        return latencies, errors, time.perf_counter() - start
+
+
+def bench_api(tasks: list[Task], mbpp_path: Path, requests: int, concurrency: int,
+              workers: int) -> LoadResult:
+    """``requests`` evaluate calls (one reference program each), ``concurrency`` at a time."""
+    bodies = [{"task_id": t.task_id, "programs": [t.reference or ""]}
+              for t in (tasks[i % len(tasks)] for i in range(requests))]
+    with running_server(mbpp_path, workers) as url:
+        asyncio.run(_load(url, bodies[:concurrency], concurrency))  # warm-up, not timed
+        latencies, errors, seconds = asyncio.run(_load(url, bodies, concurrency))
+    return summarise(f"REST API, {concurrency} concurrent", latencies, errors, seconds)
+
+
+def bench_sandbox_direct(tasks: list[Task], requests: int, workers: int) -> LoadResult:
+    """The anchor: the same programs through a warm pool of the same size, no API."""
+    from sandbox import make_sandbox
+
+    jobs = [t.job_for(t.reference or "") for t in (tasks[i % len(tasks)] for i in range(requests))]
+    latencies: list[float] = []
+
+    with make_sandbox("local", workers=workers) as pool:
+        pool.warm_up()
+
+        async def timed() -> int:
+            limit = asyncio.Semaphore(workers)
+
+            async def one(job):  # type: ignore[no-untyped-def]
+                async with limit:
+                    begin = time.perf_counter()
+                    outcome = await asyncio.to_thread(pool.run, job)
+                    latencies.append(time.perf_counter() - begin)
+                    return outcome.passed
+
+            return sum(not ok for ok in await asyncio.gather(*(one(j) for j in jobs)))
+
+        start = time.perf_counter()
+        errors = asyncio.run(timed())
+        seconds = time.perf_counter() - start
+    return summarise(SANDBOX_ANCHOR, latencies, errors, seconds)
