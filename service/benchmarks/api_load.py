@@ -25,13 +25,16 @@ from pathlib import Path
 from sandbox.tasks import Task
 
 SANDBOX_ANCHOR = "sandbox pool, called directly"
+# A few MBPP references run for seconds (mbpp/123 sums amicable numbers below 10,000); with 64
+# requests sharing two cores they must not time out, in either harness.
+TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
 class LoadResult:
     name: str
     requests: int
-    errors: int
+    errors: int  # requests answered with anything but 200 and a passing program
     seconds: float
     p50_ms: float
     p99_ms: float
@@ -45,6 +48,7 @@ class LoadResult:
 
 
 def summarise(name: str, latencies_s: list[float], errors: int, seconds: float) -> LoadResult:
+    """Throughput and latency percentiles of one harness."""
     ms = sorted(x * 1000 for x in latencies_s) or [0.0]
     p99 = ms[min(len(ms) - 1, int(round(0.99 * (len(ms) - 1))))]
     return LoadResult(name, len(latencies_s), errors, seconds, statistics.median(ms), p99)
@@ -67,7 +71,7 @@ def running_server(mbpp_path: Path, workers: int) -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="leti-bench-") as data_dir:
         env = {**os.environ, "LETI_DATA_DIR": data_dir, "LETI_MBPP_PATH": str(mbpp_path),
                "LETI_GENERATOR_BACKEND": "none", "LETI_LOAD_HUMANEVAL": "false",
-               "LETI_SANDBOX_WORKERS": str(workers), "LETI_MAX_PROGRAMS": "1024"}
+               "LETI_SANDBOX_WORKERS": str(workers), "LETI_SANDBOX_TIMEOUT_S": str(TIMEOUT_S)}
         for name in ("LETI_API_KEY", "LETI_DATABASE_URL"):
             env.pop(name, None)
         proc = subprocess.Popen([sys.executable, "-c", "from service.cli import app; app()",
@@ -93,28 +97,32 @@ def running_server(mbpp_path: Path, workers: int) -> Iterator[str]:
             proc.wait(60)
 
 
-async def _load(url: str, bodies: list[dict], concurrency: int) -> tuple[list[float], int, float]:
+async def _load(url: str, bodies: list[dict], concurrency: int) -> tuple[list[float], list[str],
+                                                                        float]:
     import httpx
 
     latencies: list[float] = []
-    errors = 0
+    errors: list[str] = []
     queue: asyncio.Queue[dict] = asyncio.Queue()
     for body in bodies:
         queue.put_nowait(body)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
 
     async def client(http: httpx.AsyncClient) -> None:
-        nonlocal errors
         while not queue.empty():
             body = queue.get_nowait()
             start = time.perf_counter()
             try:
                 response = await http.post("/v1/evaluate", json=body)
-                ok = response.status_code == 200 and response.json()["results"][0]["passed"]
-            except httpx.HTTPError:
-                ok = False
+                if response.status_code != 200:
+                    errors.append(f"{body['task_id']}: HTTP {response.status_code} "
+                                  f"{response.text[:300]}")
+                elif not (result := response.json()["results"][0])["passed"]:
+                    errors.append(f"{body['task_id']}: {result['status']}: "
+                                  f"{result['feedback'][:300]}")
+            except httpx.HTTPError as exc:
+                errors.append(f"{body['task_id']}: {type(exc).__name__}: {exc}")
             latencies.append(time.perf_counter() - start)
-            errors += not ok
 
     async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as http:
         start = time.perf_counter()
@@ -123,21 +131,24 @@ async def _load(url: str, bodies: list[dict], concurrency: int) -> tuple[list[fl
 
 
 def bench_api(tasks: list[Task], mbpp_path: Path, requests: int, concurrency: int,
-              workers: int) -> LoadResult:
-    """``requests`` evaluate calls (one reference program each), ``concurrency`` at a time."""
+              workers: int) -> tuple[LoadResult, list[str]]:
+    """``requests`` evaluate calls (one reference program each), ``concurrency`` at a time;
+    returns the figures and a description of each failed request."""
     bodies = [{"task_id": t.task_id, "programs": [t.reference or ""]}
               for t in (tasks[i % len(tasks)] for i in range(requests))]
     with running_server(mbpp_path, workers) as url:
         asyncio.run(_load(url, bodies[:concurrency], concurrency))  # warm-up, not timed
         latencies, errors, seconds = asyncio.run(_load(url, bodies, concurrency))
-    return summarise(f"REST API, {concurrency} concurrent", latencies, errors, seconds)
+    return summarise(f"REST API, {concurrency} concurrent", latencies, len(errors), seconds), \
+        errors
 
 
 def bench_sandbox_direct(tasks: list[Task], requests: int, workers: int) -> LoadResult:
     """The anchor: the same programs through a warm pool of the same size, no API."""
     from sandbox import make_sandbox
 
-    jobs = [t.job_for(t.reference or "") for t in (tasks[i % len(tasks)] for i in range(requests))]
+    jobs = [t.job_for(t.reference or "", timeout=TIMEOUT_S)
+            for t in (tasks[i % len(tasks)] for i in range(requests))]
     latencies: list[float] = []
 
     with make_sandbox("local", workers=workers) as pool:

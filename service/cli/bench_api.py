@@ -40,7 +40,7 @@ def api(
     workers = workers or os.cpu_count() or 2
     console.print(f"{requests} evaluate requests, {concurrency} at a time, {workers} sandbox "
                   "workers ...")
-    result = bench_api(tasks, path, requests, concurrency, workers)
+    result, failures = bench_api(tasks, path, requests, concurrency, workers)
     console.print("the same programs through the sandbox pool directly ...")
     anchor = bench_sandbox_direct(tasks, requests, workers)
 
@@ -58,6 +58,8 @@ def api(
             "concurrency": concurrency, "workers": workers,
             "results": [result.as_dict(), anchor.as_dict()],
         }, indent=2))
-    if result.errors:
-        console.print(f"[red]{result.errors} requests failed[/red]")
+    if failures:
+        console.print(f"[red]{len(failures)} requests failed:[/red]")
+        for failure in failures[:10]:
+            console.print(f"  {failure}")
         raise typer.Exit(1)
