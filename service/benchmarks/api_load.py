@@ -97,13 +97,14 @@ def running_server(mbpp_path: Path, workers: int) -> Iterator[str]:
             proc.wait(60)
 
 
-async def _load(url: str, bodies: list[dict], concurrency: int) -> tuple[list[float], list[str],
-                                                                        float]:
+async def _load(url: str, bodies: list[dict | None], concurrency: int,
+                ) -> tuple[list[float], list[str], float]:
+    """POST each body to /v1/evaluate (a None body: GET /healthz), ``concurrency`` at a time."""
     import httpx
 
     latencies: list[float] = []
     errors: list[str] = []
-    queue: asyncio.Queue[dict] = asyncio.Queue()
+    queue: asyncio.Queue[dict | None] = asyncio.Queue()
     for body in bodies:
         queue.put_nowait(body)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -113,6 +114,12 @@ async def _load(url: str, bodies: list[dict], concurrency: int) -> tuple[list[fl
             body = queue.get_nowait()
             start = time.perf_counter()
             try:
+                if body is None:
+                    response = await http.get("/healthz")
+                    if response.status_code != 200:
+                        errors.append(f"/healthz: HTTP {response.status_code}")
+                    latencies.append(time.perf_counter() - start)
+                    continue
                 response = await http.post("/v1/evaluate", json=body)
                 if response.status_code != 200:
                     errors.append(f"{body['task_id']}: HTTP {response.status_code} "
@@ -131,16 +138,21 @@ async def _load(url: str, bodies: list[dict], concurrency: int) -> tuple[list[fl
 
 
 def bench_api(tasks: list[Task], mbpp_path: Path, requests: int, concurrency: int,
-              workers: int) -> tuple[LoadResult, list[str]]:
-    """``requests`` evaluate calls (one reference program each), ``concurrency`` at a time;
-    returns the figures and a description of each failed request."""
-    bodies = [{"task_id": t.task_id, "programs": [t.reference or ""]}
-              for t in (tasks[i % len(tasks)] for i in range(requests))]
+              workers: int) -> tuple[LoadResult, LoadResult, list[str]]:
+    """``requests`` evaluate calls (one reference program each), ``concurrency`` at a time, and
+    as many ``GET /healthz`` from the same client: the HTTP ceiling of this machine (client and
+    server share its cores). Returns both figures and a description of each failed request."""
+    bodies: list[dict | None] = [{"task_id": t.task_id, "programs": [t.reference or ""]}
+                                 for t in (tasks[i % len(tasks)] for i in range(requests))]
     with running_server(mbpp_path, workers) as url:
         asyncio.run(_load(url, bodies[:concurrency], concurrency))  # warm-up, not timed
         latencies, errors, seconds = asyncio.run(_load(url, bodies, concurrency))
-    return summarise(f"REST API, {concurrency} concurrent", latencies, len(errors), seconds), \
-        errors
+        ceiling = asyncio.run(_load(url, [None] * requests, concurrency))
+    evaluate = summarise(f"POST /v1/evaluate, {concurrency} concurrent", latencies, len(errors),
+                         seconds)
+    healthz = summarise(f"GET /healthz, {concurrency} concurrent", ceiling[0], len(ceiling[1]),
+                        ceiling[2])
+    return evaluate, healthz, errors + ceiling[1]
 
 
 def bench_sandbox_direct(tasks: list[Task], requests: int, workers: int) -> LoadResult:

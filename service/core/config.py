@@ -86,6 +86,9 @@ class Settings(BaseSettings):
             problems.append(f"LETI_API_KEY is shorter than {MIN_KEY_LENGTH} characters")
         if key is None and self.environment == "production":
             problems.append("LETI_API_KEY is not set: state-changing endpoints would be open")
+        if self.generator_backend == "vllm" and not self.generator_model:
+            raise ValueError("LETI_GENERATOR_BACKEND=vllm needs LETI_GENERATOR_MODEL: the model "
+                             "name the vLLM server serves")
         for problem in problems:
             if self.environment != "development":
                 raise ValueError(f"{problem} (refused because LETI_ENVIRONMENT=production)")
