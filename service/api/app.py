@@ -18,6 +18,7 @@ from service.api.routes import ROUTERS
 from service.core.catalogue import load_catalogue
 from service.core.config import Settings
 from service.core.evaluation import Evaluator, SandboxGate
+from service.core.generation import start_generation
 from service.store.db import Store
 
 log = logging.getLogger(__name__)
@@ -34,14 +35,16 @@ def _sandbox(settings: Settings) -> SandboxGate:
 async def build_services(settings: Settings, metrics: Metrics) -> Services:
     """Open the store (migrated, catalogue loaded), start the sandbox and the generator."""
     store = Store(settings.resolved_database_url)
-    await anyio.to_thread.run_sync(store.migrate)
-    await anyio.to_thread.run_sync(load_catalogue, store, settings)
-    sandbox = await anyio.to_thread.run_sync(_sandbox, settings)
+    try:
+        await anyio.to_thread.run_sync(store.migrate)
+        await anyio.to_thread.run_sync(load_catalogue, store, settings)
+        sandbox = await anyio.to_thread.run_sync(_sandbox, settings)
+    except BaseException:
+        store.close()
+        raise
     evaluator = Evaluator(store, sandbox, settings,
                           on_outcome=lambda o: metrics.executions.labels(o.status.value).inc())
     services = Services(settings, store, sandbox, evaluator, metrics)
-    from service.core.generation import start_generation
-
     services.generation, services.generator_problem = await start_generation(
         settings, store, evaluator, metrics)
     return services

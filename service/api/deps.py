@@ -7,7 +7,7 @@ FastAPI hands them the instances kept on ``app.state.services``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader
@@ -16,20 +16,21 @@ from service.api.metrics import Metrics
 from service.core.config import Settings
 from service.core.errors import Unavailable
 from service.core.evaluation import Evaluator, SandboxGate
+from service.core.generation import Generation
 from service.core.security import API_KEY_HEADER, key_matches
 from service.store.db import Store
 
 
 @dataclass
 class Services:
-    """Everything built in the lifespan; ``generator`` is None when it could not start."""
+    """Everything built in the lifespan, once."""
 
     settings: Settings
     store: Store
     sandbox: SandboxGate
     evaluator: Evaluator
     metrics: Metrics
-    generation: Any = None  # service.core.generation.Generation
+    generation: Generation | None = None  # None: the generator is off or did not start
     generator_problem: str | None = None
 
     async def close(self) -> None:
@@ -62,7 +63,7 @@ def get_metrics(services: ServicesDep) -> Metrics:
     return services.metrics
 
 
-def get_generation(services: ServicesDep) -> Any:
+def get_generation(services: ServicesDep) -> Generation:
     """The generation service, or a 503 that says why there is none."""
     if services.generation is None:
         raise Unavailable("generator", services.generator_problem or "not configured")
@@ -73,7 +74,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[Store, Depends(get_store)]
 EvaluatorDep = Annotated[Evaluator, Depends(get_evaluator)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
-GenerationDep = Annotated[Any, Depends(get_generation)]
+GenerationDep = Annotated[Generation, Depends(get_generation)]
 
 _api_key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False,
                                description="required on state-changing endpoints when the "

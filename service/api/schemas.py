@@ -68,14 +68,15 @@ class TaskPage(BaseModel):
 class EvaluateRequest(Strict):
     """Exactly one of: ``sample_ids``; ``programs`` + ``tests``; ``task_id`` (+ ``programs``)."""
 
-    sample_ids: list[Id] | None = Field(None, max_length=1024)
-    programs: list[Program] | None = Field(None, max_length=1024)
-    tests: list[Statement] | None = Field(None, max_length=10_000)
+    sample_ids: list[Id] | None = Field(default=None, max_length=1024)
+    programs: list[Program] | None = Field(default=None, max_length=1024)
+    tests: list[Statement] | None = Field(default=None, max_length=10_000)
     setup: LongText = ""
-    instruction: LongText = Field("", description="stored with the programs; without it they "
-                                                  "are not exported as training triples")
+    instruction: LongText = Field(
+        default="", description="stored with the programs; without it they are not exported as "
+                                "training triples")
     task_id: Id | None = None
-    timeout: float | None = Field(None, gt=0, le=300, description="seconds per program")
+    timeout: float | None = Field(default=None, gt=0, le=300, description="seconds per program")
 
 
 class ResultOut(BaseModel):
@@ -100,27 +101,28 @@ class EvaluateResponse(BaseModel):
 # -- generate -----------------------------------------------------------------------------------
 
 class SamplingIn(Strict):
-    temperature: float = Field(0.8, ge=0, le=5)
-    top_p: float = Field(0.95, gt=0, le=1)
-    max_new_tokens: int | None = Field(None, ge=1, le=32_768,
-                                       description="default: 256, or the server's limit if lower")
-    seed: int | None = Field(None, ge=0, le=2**63 - 1)
+    temperature: float = Field(default=0.8, ge=0, le=5)
+    top_p: float = Field(default=0.95, gt=0, le=1)
+    max_new_tokens: int | None = Field(
+        default=None, ge=1, le=32_768, description="default: 256, or the server's limit if lower")
+    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
 
 
 class GenerateRequest(Strict):
     """A ``task_id``, or an ``instruction`` (with optional ``tests``)."""
 
     task_id: Id | None = None
-    instruction: LongText | None = Field(None, min_length=1)
+    instruction: LongText | None = Field(default=None, min_length=1)
     tests: list[Statement] = Field(default_factory=list, max_length=1000)
     setup: LongText = ""
-    n: int = Field(1, ge=1, le=1024)
+    n: int = Field(default=1, ge=1, le=1024)
     sampling: SamplingIn = Field(default_factory=SamplingIn)
-    adapter: ShortText | None = Field(None, description="adapter name, 'base', or none for the "
-                                                        "one serving")
+    adapter: ShortText | None = Field(
+        default=None, description="adapter name, 'base', or none for the one serving")
     condition_on_good: bool | None = Field(
-        None, description="prefix 'Reward: good' (default: when an adapter produces the sample)")
-    evaluate: bool = Field(False, description="also run every sample in the sandbox")
+        default=None,
+        description="prefix 'Reward: good' (default: when an adapter produces the sample)")
+    evaluate: bool = Field(default=False, description="also run every sample in the sandbox")
 
 
 class SampleOut(BaseModel):
@@ -152,7 +154,7 @@ class ScoreIn(Strict):
 
 
 class RatingIn(ScoreIn):
-    weight: float = Field(1.0, gt=0, le=1e6, allow_inf_nan=False)
+    weight: float = Field(default=1.0, gt=0, le=1e6, allow_inf_nan=False)
 
 
 class FeedbackIn(Strict):
@@ -161,7 +163,7 @@ class FeedbackIn(Strict):
     sample_id: Id
     thumb: Literal["up", "down"] | None = None
     score: ScoreIn | None = None
-    ratings: dict[DimensionName, RatingIn] | None = Field(None, max_length=64)
+    ratings: dict[DimensionName, RatingIn] | None = Field(default=None, max_length=64)
     text: LongText | None = None
     author: ShortText | None = None
 
@@ -243,10 +245,12 @@ class Problem(BaseModel):
     """Every error answer: what went wrong, in words (a list of problems for a 422)."""
 
     detail: str | list[dict[str, Any]]
-    component: str | None = Field(None, description="on a 503: store, sandbox or generator")
+    component: str | None = Field(default=None,
+                                  description="on a 503: store, sandbox or generator")
 
 
-_WHY = {400: "the body is not valid JSON text", 401: "missing or wrong X-API-Key", 404: "an id that does not exist",
+_WHY = {400: "the body is not valid JSON text", 401: "missing or wrong X-API-Key",
+        404: "an id that does not exist",
         413: "over a limit (the message names the setting)", 422: "invalid request",
         503: "a backend is down (named in 'component')"}
 

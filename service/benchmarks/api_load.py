@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from sandbox import Job
 from sandbox.tasks import Task
 
 SANDBOX_ANCHOR = "sandbox pool, called directly"
@@ -128,7 +129,8 @@ async def _load(url: str, bodies: list[dict | None], concurrency: int,
                     errors.append(f"{body['task_id']}: {result['status']}: "
                                   f"{result['feedback'][:300]}")
             except httpx.HTTPError as exc:
-                errors.append(f"{body['task_id']}: {type(exc).__name__}: {exc}")
+                what = "/healthz" if body is None else body["task_id"]
+                errors.append(f"{what}: {type(exc).__name__}: {exc}")
             latencies.append(time.perf_counter() - start)
 
     async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as http:
@@ -169,7 +171,7 @@ def bench_sandbox_direct(tasks: list[Task], requests: int, workers: int) -> Load
         async def timed() -> int:
             limit = asyncio.Semaphore(workers)
 
-            async def one(job):  # type: ignore[no-untyped-def]
+            async def one(job: Job) -> bool:
                 async with limit:
                     begin = time.perf_counter()
                     outcome = await asyncio.to_thread(pool.run, job)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import platform
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -19,8 +19,10 @@ def api(
     concurrency: Annotated[int, typer.Option(help="requests in flight at once")] = 64,
     requests: Annotated[int, typer.Option(help="evaluate requests in all")] = 512,
     workers: Annotated[int, typer.Option(help="sandbox workers (0: CPU cores)")] = 0,
-    mbpp_path: Annotated[Path | None, typer.Option(help="mbpp.jsonl (default: LETI_MBPP_PATH)")] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="also write the figures here")] = None,
+    mbpp_path: Annotated[Path | None,
+                         typer.Option(help="mbpp.jsonl (default: LETI_MBPP_PATH)")] = None,
+    json_out: Annotated[Path | None,
+                        typer.Option("--json", help="also write the figures here")] = None,
 ) -> None:
     """Load `leti serve` on 127.0.0.1 with concurrent POST /v1/evaluate (MBPP references)."""
     from sandbox.tasks import TaskDataError, load_mbpp
@@ -49,11 +51,12 @@ def api(
         table.add_column(column, justify="left" if column == "harness" else "right")
     for r in (result, ceiling, anchor):
         table.add_row(r.name, str(r.requests), str(r.errors), f"{r.per_second:.1f}",
-                      f"{r.p50_ms:.1f}", f"{r.p99_ms:.1f}", f"{r.per_second / anchor.per_second:.2f}x")
+                      f"{r.p50_ms:.1f}", f"{r.p99_ms:.1f}",
+                      f"{r.per_second / anchor.per_second:.2f}x")
     console.print(table)
     if json_out:
         json_out.write_text(json.dumps({
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
             "concurrency": concurrency, "workers": workers,
             "results": [result.as_dict(), ceiling.as_dict(), anchor.as_dict()],

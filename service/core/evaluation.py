@@ -20,7 +20,7 @@ from sandbox import Job, JobError, Outcome, RunnerPool, SandboxError, render_fee
 from service.core.config import Settings
 from service.core.errors import InvalidRequest, NotFound, Unavailable, check_limit
 from service.store.db import Store
-from service.store.models import SampleRow, TaskRow
+from service.store.models import Label, SampleRow, TaskRow
 from service.store.samples import (ExecutionRecord, NewSample, add_execution, add_samples,
                                    get_samples, task_of, unexecuted_samples)
 from service.store.tasks import ensure_user_task, get_task
@@ -73,13 +73,13 @@ class Evaluated:
     execution_id: str
     outcome: Outcome
     feedback: str
-    reward: str
+    reward: Label
     score: float
 
 
 @dataclass(frozen=True)
 class EvaluationInput:
-    """What to evaluate: sample ids; programs with tests; or a task id (with or without programs)."""
+    """What to evaluate: sample ids; programs with tests; or a task id (with programs or not)."""
 
     sample_ids: list[str] | None = None
     programs: list[str] | None = None
@@ -201,9 +201,11 @@ class Evaluator:
         """The one entry point: exactly one way of naming programs must be used."""
         modes = [what.sample_ids is not None, what.programs is not None and what.task_id is None,
                  what.task_id is not None]
-        if sum(modes) != 1 or (what.sample_ids is not None and what.programs is not None):
+        if sum(modes) != 1:
             raise InvalidRequest("give exactly one of: 'sample_ids'; 'programs' with 'tests'; "
                                  "'task_id' (with 'programs', or alone for its unrun samples)")
+        if what.tests is not None and (what.task_id is not None or what.sample_ids is not None):
+            raise InvalidRequest("'tests' go with bare 'programs'; a task or sample brings its own")
         if what.sample_ids is not None:
             plan = partial(self.plan_samples, what.sample_ids, what.timeout)
         elif what.task_id is not None and what.programs is not None:

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from service.core.errors import InvalidRequest, NotFound
 from service.store.db import Store
+from service.store.models import Label
 from service.store.samples import FeedbackRecord, add_feedback, get_sample, latest_execution
 
 Thumb = Literal["up", "down"]
@@ -78,7 +79,7 @@ class Feedback:
 class Normalised:
     """The unified record; ``label``/``score`` are None for text-only feedback."""
 
-    label: Literal["good", "bad"] | None
+    label: Label | None
     score: float | None
     text: str
     components: dict[str, float]
@@ -114,7 +115,7 @@ def normalise(feedback: Feedback, threshold: float = 0.5) -> Normalised:
         raise FeedbackError("feedback needs at least one of: thumb, score, ratings, text")
     score = min(1.0, max(0.0, sum(components.values()) / len(components))) if components \
         else None
-    label = None if score is None else ("good" if score >= threshold else "bad")
+    label: Label | None = None if score is None else ("good" if score >= threshold else "bad")
     summary = _summary(feedback, label, bool(text))
     full_text = "\n".join(part for part in (text, summary) if part)
     return Normalised(label=label, score=score, text=full_text, components=components)
@@ -144,7 +145,8 @@ def submit(store: Store, sample_id: str, feedback: Feedback, raw: dict[str, Any]
         if record.label is None:
             ran = latest_execution(session, sample_id)
             if ran is not None:
-                record = replace(record, label=ran.reward, score=ran.score,  # type: ignore[arg-type]
+                label: Label = "good" if ran.reward == "good" else "bad"
+                record = replace(record, label=label, score=ran.score,
                                  components={"sandbox": ran.score})
         row, triple = add_feedback(session, sample_id, FeedbackRecord(
             raw=raw, label=record.label, score=record.score, text=record.text, author=author,

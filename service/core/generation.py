@@ -20,7 +20,7 @@ from service.core.evaluation import Evaluated, EvaluationInput, Evaluator, execu
 from service.store.db import Store
 from service.store.models import SampleRow, TaskRow
 from service.store.samples import NewSample, add_samples
-from service.store.tasks import ensure_user_task, get_task
+from service.store.tasks import get_task
 from service.store.triples import prompt_tests
 
 log = logging.getLogger(__name__)

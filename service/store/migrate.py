@@ -9,13 +9,17 @@ from __future__ import annotations
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
-def _config(url: str | None = None):  # type: ignore[no-untyped-def]
+def _config(url: str | None = None) -> Config:
     from alembic.config import Config
 
     cfg = Config()

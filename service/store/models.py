@@ -10,11 +10,14 @@ in ``service/store/migrations/versions`` (a test checks the two agree).
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+Label = Literal["good", "bad"]  # LETI's binary reward, as stored
 
 
 def new_id() -> str:
@@ -22,7 +25,7 @@ def new_id() -> str:
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Base(DeclarativeBase):
@@ -151,7 +154,8 @@ class TrainingRunRow(Base):
     triples_from: Mapped[int | None] = mapped_column(Integer)  # triple id range exported
     triples_to: Mapped[int | None] = mapped_column(Integer)
     config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|running|done|failed
+    # pending | running | done | failed
+    status: Mapped[str] = mapped_column(String(16), default="pending")
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -173,4 +177,4 @@ class PromotionRow(Base):
 
 
 __all__ = ["AdapterRow", "Base", "ExecutionRow", "FeedbackRow", "PromotionRow", "SampleRow",
-           "TaskRow", "TrainingRunRow", "TripleRow", "new_id", "utcnow"]
+           "Label", "TaskRow", "TrainingRunRow", "TripleRow", "new_id", "utcnow"]

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
-from service.store.models import ExecutionRow, FeedbackRow, SampleRow, TaskRow, TripleRow
+from service.store.models import ExecutionRow, FeedbackRow, Label, SampleRow, TaskRow, TripleRow
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class ExecutionRecord:
 
     status: str
     feedback: str
-    reward: str
+    reward: Label
     score: float
     tests_passed: int
     tests_total: int
@@ -53,7 +53,7 @@ class FeedbackRecord:
     """External feedback as given (``raw``) and normalised (label, score, text)."""
 
     raw: dict[str, Any]
-    label: str | None
+    label: Label | None
     score: float | None
     text: str
     author: str | None = None

@@ -7,7 +7,7 @@ and exporting are range scans that never skip or repeat a row that was committed
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
@@ -18,6 +18,9 @@ from service.store.models import SampleRow, TaskRow, TripleRow
 CONTRACT_FIELDS = ("sample_id", "task_id", "kind", "instruction", "tests", "entry_point",
                    "program", "status", "feedback", "reward", "score", "source", "adapter",
                    "reference")
+
+
+_Query = TypeVar("_Query", bound=Select)
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,7 @@ class TripleFilter:
     after: int | None = None  # cursor: triples with a larger id
     upto: int | None = None  # only triples with an id <= this (a fixed export window)
 
-    def apply(self, query: Select[Any]) -> Select[Any]:
+    def apply(self, query: _Query) -> _Query:
         equal = {TripleRow.source: self.source, TripleRow.reward: self.reward,
                  TaskRow.kind: self.kind, TaskRow.id: self.task_id, TripleRow.status: self.status,
                  SampleRow.adapter: self.adapter, TripleRow.sample_id: self.sample_id}
@@ -49,7 +52,7 @@ class TripleFilter:
         return query.where(TaskRow.instruction != "")
 
 
-def _query(where: TripleFilter) -> Select[Any]:
+def _query(where: TripleFilter) -> Select:
     query = (select(TripleRow, SampleRow, TaskRow)
              .join(SampleRow, SampleRow.id == TripleRow.sample_id)
              .join(TaskRow, TaskRow.id == SampleRow.task_id)

@@ -103,7 +103,7 @@ def test_inconsistent_feedback_is_refused_with_the_reason(client: TestClient) ->
 
 def test_non_finite_numbers_are_refused(client: TestClient) -> None:
     sample_id = _sample(client)
-    body = '{"sample_id": "%s", "score": {"value": NaN, "max": 10}}' % sample_id
+    body = f'{{"sample_id": "{sample_id}", "score": {{"value": NaN, "max": 10}}}}'
     response = client.post("/v1/feedback", content=body,
                            headers={"content-type": "application/json"})
     assert response.status_code == 422
