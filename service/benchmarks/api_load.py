@@ -77,7 +77,8 @@ def running_server(mbpp_path: Path, workers: int) -> Iterator[str]:
             env.pop(name, None)
         proc = subprocess.Popen([sys.executable, "-c", "from service.cli import app; app()",
                                  "serve", "--port", str(port), "--log-level", "warning"],
-                                env=env, start_new_session=True)
+                                env=env, start_new_session=True,
+                                cwd=data_dir)  # no .env of the caller's applies
         url = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 120

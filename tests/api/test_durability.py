@@ -35,7 +35,7 @@ def serve(data_dir: Path, mbpp_path: Path) -> Iterator[tuple[subprocess.Popen, s
     command = [sys.executable, "-c", "from service.cli import app; app()", "serve",
                "--port", str(port), "--log-level", "warning"]  # what `leti serve` runs
     proc = subprocess.Popen(command, env=env, start_new_session=True,
-                            cwd=Path(__file__).resolve().parents[2])
+                            cwd=data_dir)  # no developer's .env applies
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
