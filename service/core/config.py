@@ -66,8 +66,16 @@ class Settings(BaseSettings):
         default="embedded", description="embedded (transformers+peft in process), vllm, or none")
     generator_model: str | None = Field(default=None,
                                         description="model name or path (backend default)")
+    generator_device: str = Field(default="auto", description="embedded: auto, cpu or cuda[:n]")
+    generator_dtype: str = Field(default="auto",
+                                 description="embedded: auto (float32 on CPU, bfloat16 on CUDA), "
+                                             "float32, bfloat16 or float16")
+    generator_batch_size: int = Field(default=32, ge=1, le=1024,
+                                      description="embedded: most sequences decoded together")
     vllm_url: str = Field(default="http://127.0.0.1:8001",
                           description="the vLLM server's base URL")
+    vllm_api_key: SecretStr | None = Field(default=None,
+                                           description="the vLLM server's --api-key, if any")
     tokenizer: str | None = Field(default=None, description="tokenizer for prompts with vLLM "
                                                             "(default: the default model's)")
 

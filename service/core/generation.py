@@ -182,9 +182,12 @@ async def build_generator(settings: Settings) -> Any:
     """The configured backend, started; heavy libraries load only for the chosen backend."""
     from service.generation import make_generator
 
+    key = settings.vllm_api_key.get_secret_value() if settings.vllm_api_key else None
     generator = await anyio.to_thread.run_sync(lambda: make_generator(
-        settings.generator_backend, model=settings.generator_model,  # type: ignore[arg-type]
-        vllm_url=settings.vllm_url))
+        settings.generator_backend,  # type: ignore[arg-type]  # "none" never gets here
+        model=settings.generator_model, device=settings.generator_device,
+        dtype=settings.generator_dtype, max_batch_size=settings.generator_batch_size,
+        vllm_url=settings.vllm_url, vllm_api_key=key))
     await generator.start()
     return generator
 
