@@ -1,0 +1,1 @@
+"""Settings, security and the use cases the API calls: evaluate, generate, feedback, tasks."""

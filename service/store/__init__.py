@@ -1,0 +1,1 @@
+"""The store: SQLAlchemy tables, sessions, queries, triple export, Alembic migrations."""
