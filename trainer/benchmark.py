@@ -1,0 +1,116 @@
+"""Training throughput and peak memory, against a bare PyTorch loop as the anchor.
+
+``leti bench train`` runs each measurement in its own process (``python -m trainer.benchmark``),
+so peak resident memory belongs to that measurement alone:
+
+* ``trainer``      — the real ``leti train`` loop on feedback batches only (``--code-ratio 0``);
+* ``trainer+code`` — the default: feedback and plain-code steps interleaved 1:1;
+* ``bare``         — the anchor: the same LoRA model and the same encoded feedback batches in a
+  plain forward/backward/AdamW loop, what the hardware gives with no trainer around it.
+
+Model loading and adapter validation are outside the timing.
+
+Tokens are the non-padding tokens of each batch; warm-up steps are excluded from the rate.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class BenchResult:
+    """One measurement: which loop, how fast, how much memory."""
+
+    loop: str
+    steps: int
+    tokens: int
+    seconds: float
+    tokens_per_s: float
+    s_per_step: float
+    peak_rss_mib: float
+    peak_gpu_mib: float | None
+    device: str
+
+
+def run_trainer(data: Path, out: Path, *, steps: int, batch_size: int, base_model: str,
+                device: str, code_ratio: float = 0.0) -> BenchResult:
+    """The real loop; its step events carry the timing (model loading and validation excluded)."""
+    from trainer.config import LetiConfig
+    from trainer.events import read_events
+    from trainer.outputs import peak_memory
+    from trainer.train import train
+
+    config = LetiConfig(data=data, output_dir=out, base_model=base_model, max_steps=steps,
+                        batch_size=batch_size, save_every=0, resume=False, validate_load=False,
+                        device=device, code_ratio=code_ratio)
+    train(config)
+    events = [e for e in read_events(out / "events.jsonl") if e["event"] == "step"]
+    first, last = events[0], events[-1]  # the first step warms up kernels and allocators
+    tokens, seconds = last["tokens"] - first["tokens"], last["elapsed_s"] - first["elapsed_s"]
+    mem = peak_memory()
+    return BenchResult("trainer+code" if code_ratio else "trainer", len(events) - 1, tokens, round(seconds, 2),
+                       round(tokens / seconds, 1), round(seconds / (len(events) - 1), 3),
+                       mem["peak_rss_mib"], mem.get("peak_gpu_mib"), device)
+
+
+def run_bare(data: Path, *, steps: int, batch_size: int, base_model: str,
+             device: str) -> BenchResult:
+    """The anchor: identical model, LoRA and batches, in the plainest loop PyTorch allows."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from trainer.base_model import load_base_model
+    from trainer.batches import ExampleStream, collate, encode_example
+    from trainer.data import feedback_examples, read_triples
+    from trainer.outputs import lora_targets, peak_memory
+
+    torch.manual_seed(0)
+    model, tok = load_base_model(base_model, device=device)
+    examples = feedback_examples(read_triples(data), "leti", tokenizer=tok)
+    encoded = [e for e in (encode_example(x, tok, mask_prompt=False, max_length=1024)
+                           for x in examples) if e]
+    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05,
+                                             target_modules=lora_targets(model),
+                                             task_type="CAUSAL_LM"))
+    model.train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4)
+    stream = ExampleStream(encoded, seed=0)
+    tokens, start = 0, 0.0
+    for step in range(steps):
+        if step == 1:
+            tokens, start = 0, time.perf_counter()
+        batch = {k: v.to(device) for k, v in
+                 collate(stream.next_batch(batch_size), tok.pad_token_id).items()}
+        model(**batch).loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        tokens += int(batch["attention_mask"].sum())
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    mem = peak_memory()
+    return BenchResult("bare", steps - 1, tokens, round(seconds, 2), round(tokens / seconds, 1),
+                       round(seconds / (steps - 1), 3), mem["peak_rss_mib"],
+                       mem.get("peak_gpu_mib"), device)
+
+
+def measure(loop: str, args: dict[str, Any]) -> BenchResult:
+    """Run one measurement in this process (called in a fresh process by the CLI)."""
+    if loop in ("trainer", "trainer+code"):
+        return run_trainer(Path(args["data"]), Path(args["out"]), steps=args["steps"],
+                           batch_size=args["batch_size"], base_model=args["base_model"],
+                           device=args["device"], code_ratio=1.0 if loop == "trainer+code" else 0)
+    if loop == "bare":
+        return run_bare(Path(args["data"]), steps=args["steps"], batch_size=args["batch_size"],
+                        base_model=args["base_model"], device=args["device"])
+    raise ValueError(f"unknown loop {loop!r}: 'trainer', 'trainer+code' or 'bare'")
+
+
+if __name__ == "__main__":  # python -m trainer.benchmark LOOP '{"data": ...}'
+    print(json.dumps(asdict(measure(sys.argv[1], json.loads(sys.argv[2])))))
