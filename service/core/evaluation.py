@@ -8,11 +8,10 @@ that commits before the answer is sent.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
 
 import anyio.to_thread
 
@@ -119,7 +118,7 @@ class Evaluator:
     """Runs the evaluate use cases against one store and one sandbox."""
 
     def __init__(self, store: Store, sandbox: SandboxGate, settings: Settings,
-                 on_outcome: Any = None) -> None:
+                 on_outcome: Callable[[Outcome], None] | None = None) -> None:
         self.store = store
         self.sandbox = sandbox
         self.settings = settings
@@ -147,7 +146,7 @@ class Evaluator:
         check_limit(n, self.settings.max_programs, "the number of programs",
                     "LETI_MAX_PROGRAMS")
 
-    # -- resolving a request into planned jobs (reads only) --------------------------------
+    # -- resolving a request into planned jobs -------------------------------------------
 
     def plan_programs(self, programs: Sequence[str], tests: Sequence[str], setup: str,
                       instruction: str, timeout: float | None) -> list[_Planned]:
@@ -155,10 +154,11 @@ class Evaluator:
         self._count(len(programs))
         if not tests:
             raise InvalidRequest("programs without a task_id need 'tests' to run against")
+        jobs = [self._job(p, tests, setup, timeout) for p in programs]  # refused before storing
         with self.store.write() as session:
             task = ensure_user_task(session, instruction, tests, setup)
-        return [_Planned(NewSample(task.id, p, origin="submitted"), None,
-                         self._job(p, tests, setup, timeout)) for p in programs]
+        return [_Planned(NewSample(task.id, p, origin="submitted"), None, job)
+                for p, job in zip(programs, jobs, strict=True)]
 
     def plan_task_programs(self, task_id: str, programs: Sequence[str],
                            timeout: float | None) -> list[_Planned]:
