@@ -168,8 +168,6 @@ def _train(config: LetiConfig, events: EventLog) -> TrainResult:
                                         accelerator.unwrap_model(model), optimizer, scheduler,
                                         state, keep=config.keep_checkpoints)
             events.emit("checkpoint", step=step + 1, path=str(path))
-        if accelerator.num_processes > 1:
-            accelerator.wait_for_everyone()  # others wait while the main process checkpoints
 
     # --- outputs: adapter, validation, metrics, manifest (main process only) ------------------
     elapsed = elapsed_before + time.perf_counter() - t0
