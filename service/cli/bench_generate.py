@@ -43,11 +43,14 @@ def _machine() -> str:
 def generate(
     batches: Annotated[str, typer.Option(help="prompts per request, comma-separated")] = "1,8,32",
     chunks: Annotated[str, typer.Option(help="rows per forward pass to try")] = "8,16,32",
-    max_new_tokens: Annotated[int, typer.Option(help="tokens per sample at most")] = 64,
+    max_new_tokens: Annotated[int, typer.Option(help="tokens per sample at most")] = 128,
     swaps: Annotated[int, typer.Option(help="adapter swaps to time, idle and busy")] = 5,
     model: Annotated[str | None, typer.Option(help="HF model dir/name (default SmolLM2)")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+    dtype: Annotated[str, typer.Option(help="auto, float32 or bfloat16")] = "auto",
     threads: Annotated[int, typer.Option(help="torch threads (0: torch's default)")] = 0,
+    mbpp_path: Annotated[Path | None, typer.Option(
+        help="mbpp.jsonl for the prompts (default LETI_MBPP_PATH; else HumanEval)")] = None,
     docs: Annotated[Path | None, typer.Option(help="markdown file to update")] = DOCS,
     no_docs: Annotated[bool, typer.Option("--no-docs", help="print only")] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="also write figures")] = None,
@@ -55,17 +58,14 @@ def generate(
     """Tokens/s of the embedded backend (batched vs one prompt at a time) and swap latency."""
     console = Console()
     batch_sizes, chunk_sizes = _ints(batches), _ints(chunks)
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
     from service.generation.benchmark import markdown_section, run_generation_bench, write_section
     from service.generation.embedded import EmbeddedGenerator
 
     console.print("loading the model ...")
-    generator = EmbeddedGenerator.load(model, device=device)
+    generator = EmbeddedGenerator.load(model, device=device, dtype=dtype, threads=threads or None)
     result = asyncio.run(run_generation_bench(generator, batch_sizes, chunk_sizes,
-                                              max_new_tokens, swaps, log=console.print))
+                                              max_new_tokens, swaps, mbpp_path,
+                                              log=console.print))
     section = markdown_section(result, _machine(), date.today().isoformat(),
                                generator.model_name)
     console.print(section)

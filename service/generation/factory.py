@@ -12,7 +12,7 @@ Backend = Literal["embedded", "vllm"]
 
 def make_generator(backend: Backend = "embedded", *, model: str | None = None,
                    cache_dir: str | Path | None = None, device: str | None = "auto",
-                   dtype: Any = "auto", max_batch_size: int = 32,
+                   dtype: Any = "auto", max_batch_size: int = 16, threads: int | None = None,
                    vllm_url: str | None = None, vllm_api_key: str | None = None,
                    alias: str = "policy", max_lora_rank: int | None = 64,
                    retry: Any = None) -> Generator:
@@ -23,7 +23,7 @@ def make_generator(backend: Backend = "embedded", *, model: str | None = None,
         from service.generation.embedded import EmbeddedGenerator
 
         return EmbeddedGenerator.load(model, cache_dir=cache_dir, device=device, dtype=dtype,
-                                      max_batch_size=max_batch_size, alias=alias,
+                                      threads=threads, max_batch_size=max_batch_size, alias=alias,
                                       max_lora_rank=max_lora_rank)
     if backend == "vllm":
         if not vllm_url or not model:

@@ -74,11 +74,13 @@ def _final_text(tokenizer: Any, tokens: list[int], eos_ids: set[int], stops: tup
 def sample_batch(model: Any, tokenizer: Any, prompts: list[str], params: SamplingParams,
                  seeds: list[list[int]], encode_kwargs: dict[str, bool],
                  guard: Callable[[], AbstractContextManager[Any]] = nullcontext,
-                 ) -> list[list[RawSample]]:
+                 prefill_tokens: int = 256) -> list[list[RawSample]]:
     """``len(seeds[i])`` samples of prompt ``i`` (``seeds[i][j]`` seeds sample ``j``), in one batch.
 
     Every forward pass runs inside ``guard()``: the embedded backend takes its model lock and
-    activates this batch's adapter there, so adapters can be loaded between two decode steps."""
+    activates this batch's adapter there, so adapters can be loaded between two forward passes.
+    The prompts are prefilled in slices of about ``prefill_tokens`` tokens (all rows together),
+    so no single pass holds the lock for long."""
     import torch
     from transformers import DynamicCache
 
@@ -105,9 +107,13 @@ def sample_batch(model: Any, tokenizer: Any, prompts: list[str], params: Samplin
     cache = DynamicCache(config=model.config)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     with torch.inference_mode():
-        with guard():
-            out = model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                        past_key_values=cache, use_cache=True, logits_to_keep=1)
+        width = max(1, prefill_tokens // len(prompts))
+        for start in range(0, ids.shape[1], width):
+            end = start + width
+            with guard():
+                out = model(input_ids=ids[:, start:end], attention_mask=mask[:, :end],
+                            position_ids=positions[:, start:end], past_key_values=cache,
+                            use_cache=True, logits_to_keep=1)
         logits = out.logits[:, -1, :].float()
         if rows > len(prompts):  # prefill each prompt once, then fan out its samples
             fan = torch.repeat_interleave(torch.arange(len(prompts), device=device),

@@ -33,6 +33,16 @@ def test_greedy_matches_transformers_generate(tiny_model: Any, smol_tokenizer: A
         assert rows[0].prompt_tokens == int(enc["attention_mask"][i].sum())
 
 
+def test_prefill_in_slices_gives_the_same_answers(tiny_model: Any, smol_tokenizer: Any) -> None:
+    params = SamplingParams(n=2, temperature=0, max_new_tokens=8)
+    seeds = [[0, 1], [0, 1]]
+    whole = sample_batch(tiny_model, smol_tokenizer, PROMPTS, params, seeds, NO_SPECIALS,
+                         prefill_tokens=10_000)
+    sliced = sample_batch(tiny_model, smol_tokenizer, PROMPTS, params, seeds, NO_SPECIALS,
+                          prefill_tokens=6)  # 3 tokens per pass for each of the 2 prompts
+    assert sliced == whole
+
+
 def test_left_padding_does_not_change_a_prompt_answer(tiny_model: Any, smol_tokenizer: Any
                                                       ) -> None:
     params = SamplingParams(temperature=0, max_new_tokens=10)
