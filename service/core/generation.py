@@ -187,6 +187,7 @@ async def build_generator(settings: Settings) -> Any:
         settings.generator_backend,  # type: ignore[arg-type]  # "none" never gets here
         model=settings.generator_model, device=settings.generator_device,
         dtype=settings.generator_dtype, max_batch_size=settings.generator_batch_size,
+        threads=settings.generator_threads,
         vllm_url=settings.vllm_url, vllm_api_key=key))
     await generator.start()
     return generator
