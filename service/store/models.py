@@ -176,5 +176,48 @@ class PromotionRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
-__all__ = ["AdapterRow", "Base", "ExecutionRow", "FeedbackRow", "PromotionRow", "SampleRow",
-           "Label", "TaskRow", "TrainingRunRow", "TripleRow", "new_id", "utcnow"]
+class BenchmarkRunRow(Base):
+    """A HumanEval/MBPP pass@k job for one adapter: settings, progress, and the final scores.
+
+    Kept apart from the loop's samples so benchmark runs never feed training, and so runs are
+    comparable across adapters by (benchmark, adapter, n, temperature)."""
+
+    __tablename__ = "benchmark_runs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    benchmark: Mapped[str] = mapped_column(String(16), index=True)  # humaneval | mbpp
+    adapter: Mapped[str | None] = mapped_column(String(300), index=True)  # None: base model
+    model: Mapped[str | None] = mapped_column(String(300))
+    n: Mapped[int] = mapped_column(Integer)
+    temperature: Mapped[float] = mapped_column(Float)
+    ks: Mapped[list[int]] = mapped_column(JSON)
+    task_limit: Mapped[int | None] = mapped_column(Integer)
+    # pending | running | done | failed
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    tasks_total: Mapped[int] = mapped_column(Integer, default=0)
+    tasks_done: Mapped[int] = mapped_column(Integer, default=0)
+    pass_at_k: Mapped[dict[str, float] | None] = mapped_column(JSON)  # {"pass@1": 0.42, ...}
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class BenchmarkResultRow(Base):
+    """One task's outcome in a benchmark run: n samples, how many passed, and each status."""
+
+    __tablename__ = "benchmark_results"
+    __table_args__ = (Index("ix_benchmark_results_run_task", "run_id", "task_id", unique=True),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("benchmark_runs.id"))
+    task_id: Mapped[str] = mapped_column(String(200))
+    n: Mapped[int] = mapped_column(Integer)
+    correct: Mapped[int] = mapped_column(Integer)
+    pass_at_k: Mapped[dict[str, float]] = mapped_column(JSON)
+    samples: Mapped[list[dict[str, Any]]] = mapped_column(JSON)  # program, status, feedback
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+__all__ = ["AdapterRow", "Base", "BenchmarkResultRow", "BenchmarkRunRow", "ExecutionRow",
+           "FeedbackRow", "PromotionRow", "SampleRow", "Label", "TaskRow", "TrainingRunRow", "TripleRow", "new_id", "utcnow"]
