@@ -1,0 +1,141 @@
+"""``/v1/benchmarks``: start HumanEval/MBPP pass@k jobs for an adapter and read their results."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import anyio.to_thread
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from service.api.deps import ApiKey, GenerationDep, ServicesDep
+from service.api.schemas import problems
+from service.benchmarks import records
+from service.benchmarks.jobs import BenchmarkJobs, BenchmarkSpec
+from service.benchmarks.scoring import HUMAN_EVAL_TIMEOUT_S
+from service.core.errors import NotFound
+
+router = APIRouter(prefix="/v1/benchmarks", tags=["benchmarks"], responses=problems(422, 503))
+
+
+class BenchmarkIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    adapter: str | None = Field(default=None, max_length=64, description=(
+        "adapter name; 'base' for the base model; omitted: whatever serves now"))
+    n: int = Field(default=1, ge=1, le=256, description="samples per task")
+    temperature: float = Field(default=0.2, ge=0.0, le=2.0)
+    top_p: float = Field(default=0.95, gt=0.0, le=1.0)
+    k: list[int] = Field(default_factory=lambda: [1], min_length=1, max_length=16,
+                         description="pass@k values to report (each at most n)")
+    limit: int | None = Field(default=None, ge=1, le=10_000,
+                              description="run only the first `limit` tasks (CPU smoke runs)")
+    split: str | None = Field(default="test", max_length=32, description="MBPP split")
+    max_new_tokens: int = Field(default=256, ge=1, le=4096)
+    seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
+    timeout_s: float = Field(default=HUMAN_EVAL_TIMEOUT_S, gt=0, le=60)
+
+    @model_validator(mode="after")
+    def _ks_fit_n(self) -> BenchmarkIn:
+        bad = [k for k in self.k if k < 1 or k > self.n]
+        if bad:
+            raise ValueError(f"every k must be between 1 and n={self.n}; got {bad}")
+        return self
+
+
+class TaskResultOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    task_id: str
+    n: int
+    correct: int
+    pass_at_k: dict[str, float]
+    samples: list[dict[str, Any]] | None = None
+
+
+class BenchmarkOut(BaseModel):
+    id: str
+    benchmark: str
+    adapter: str | None
+    model: str | None
+    n: int
+    temperature: float
+    k: list[int]
+    limit: int | None
+    status: Literal["pending", "running", "done", "failed"]
+    progress: dict[str, int]
+    pass_at_k: dict[str, float] | None
+    error: str | None
+    config: dict[str, Any]
+    created_at: datetime
+    finished_at: datetime | None
+    results: list[TaskResultOut] | None = None
+
+
+def _out(run: Any, results: list[Any] | None = None, samples: bool = True) -> BenchmarkOut:
+    listed = None
+    if results is not None:
+        listed = [TaskResultOut(task_id=r.task_id, n=r.n, correct=r.correct,
+                                pass_at_k=r.pass_at_k, samples=r.samples if samples else None)
+                  for r in results]
+    return BenchmarkOut(id=run.id, benchmark=run.benchmark, adapter=run.adapter, model=run.model,
+                        n=run.n, temperature=run.temperature, k=list(run.ks),
+                        limit=run.task_limit, status=run.status,
+                        progress={"tasks_done": run.tasks_done, "tasks_total": run.tasks_total},
+                        pass_at_k=run.pass_at_k, error=run.error, config=run.config or {},
+                        created_at=run.created_at, finished_at=run.finished_at, results=listed)
+
+
+def jobs_for(request: Request, services: ServicesDep) -> BenchmarkJobs:
+    """One job manager per app, made on first use (it marks runs a crash left as failed)."""
+    jobs = getattr(request.app.state, "benchmark_jobs", None)
+    if jobs is None:
+        jobs = BenchmarkJobs(services.store, services.sandbox, services.generation,
+                             services.settings.sandbox_memory_mb)
+        request.app.state.benchmark_jobs = jobs
+    return jobs
+
+
+@router.post("/{benchmark}", response_model=BenchmarkOut, status_code=202,
+             dependencies=[ApiKey], responses=problems(401, 404, 413))
+async def start_benchmark(benchmark: Literal["humaneval", "mbpp"], body: BenchmarkIn,
+                          request: Request, services: ServicesDep,
+                          generation: GenerationDep) -> BenchmarkOut:
+    """Start a pass@k run; poll ``GET /v1/benchmarks/{id}`` for progress and results."""
+    spec = BenchmarkSpec(benchmark=benchmark, adapter=body.adapter, n=body.n,
+                         temperature=body.temperature, top_p=body.top_p,
+                         ks=tuple(dict.fromkeys(body.k)), limit=body.limit, split=body.split,
+                         max_new_tokens=min(body.max_new_tokens,
+                                            services.settings.max_new_tokens),
+                         seed=body.seed, timeout_s=body.timeout_s)
+    run = await jobs_for(request, services).start(spec, generation)
+    return _out(run)
+
+
+@router.get("", response_model=list[BenchmarkOut])
+async def list_benchmarks(request: Request, services: ServicesDep,
+                          benchmark: Annotated[str | None,
+                                               Query(pattern="^(humaneval|mbpp)$")] = None,
+                          adapter: Annotated[str | None, Query(max_length=300)] = None,
+                          limit: Annotated[int, Query(ge=1, le=1000)] = 100
+                          ) -> list[BenchmarkOut]:
+    """Runs, newest first, without per-task results: compare adapters on one benchmark."""
+    jobs_for(request, services)
+    rows = await anyio.to_thread.run_sync(records.list_runs, services.store, benchmark,
+                                          adapter, limit)
+    return [_out(r) for r in rows]
+
+
+@router.get("/{run_id}", response_model=BenchmarkOut, responses=problems(404))
+async def get_benchmark(run_id: str, request: Request, services: ServicesDep,
+                        samples: Annotated[bool, Query(description="include each sample's "
+                                                       "program, status and feedback")] = True
+                        ) -> BenchmarkOut:
+    """A run's progress and, as tasks finish, its per-task results and then its pass@k."""
+    jobs_for(request, services)
+    found = await anyio.to_thread.run_sync(records.get_run, services.store, run_id)
+    if found is None:
+        raise NotFound(f"no benchmark run {run_id!r} (list them with GET /v1/benchmarks)")
+    run, results = found
+    return _out(run, results, samples)
