@@ -15,6 +15,7 @@ from service.api.errors import install_error_handlers
 from service.api.limits import BodySizeLimit
 from service.api.metrics import Metrics, MetricsMiddleware
 from service.api.routes import ROUTERS
+from service.api.routes import adapters, loop, train
 from service.api.routes import benchmarks as benchmarks_routes
 from service.api.routes import dashboard as dashboard_routes
 from service.core.catalogue import load_catalogue
@@ -74,6 +75,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    app.include_router(loop.router)
+    app.include_router(train.router)
+    app.include_router(adapters.router)
     app.include_router(benchmarks_routes.router)
     app.include_router(dashboard_routes.router)
     return app

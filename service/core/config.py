@@ -96,6 +96,38 @@ class Settings(BaseSettings):
                                       description="normalised score at or above which feedback "
                                                   "is labelled 'good'")
 
+    # -- the self-improvement loop (docs/LOOP.md) --------------------------------------------
+    loop_enabled: bool = Field(default=False, description="start the loop with the service "
+                                                          "(`leti serve` turns it on by default)")
+    loop_problems_per_round: int = Field(default=4, ge=1, le=1000,
+                                         description="training problems sampled per round")
+    loop_samples_per_problem: int = Field(default=4, ge=1, le=64,
+                                          description="programs sampled per problem (n)")
+    loop_temperature: float = Field(default=0.8, ge=0, le=2, description="sampling temperature")
+    loop_max_new_tokens: int = Field(default=256, ge=16, le=4096,
+                                     description="token budget of each sampled program")
+    loop_mbpp_hub: bool = Field(default=True, description="without LETI_MBPP_PATH, try the "
+                                                          "dataset hub before the built-in set")
+    train_min_new_triples: int = Field(default=64, ge=1,
+                                       description="new triples that trigger a training run")
+    train_interval_s: float = Field(default=3600.0, ge=0,
+                                    description="also train when this long has passed since the "
+                                                "last run and any new triple exists (0: off)")
+    train_steps: int = Field(default=8, ge=1, description="optimiser steps per training run")
+    train_batch_size: int = Field(default=2, ge=1, le=256, description="sequences per step")
+    train_max_length: int = Field(default=512, ge=64, le=8192,
+                                  description="longest training sequence in tokens")
+    train_code_ratio: float = Field(default=0.0, ge=0, le=16,
+                                    description="plain-code steps per feedback step")
+    gate_problems: int = Field(default=10, ge=1, le=1000,
+                               description="validation problems the promotion gate samples")
+    gate_margin: float = Field(default=0.02, ge=0, le=1,
+                               description="largest pass@1 drop a candidate may show and still "
+                                           "be promoted")
+    gate_temperature: float = Field(default=0.2, ge=0, le=2,
+                                    description="the gate's (low) sampling temperature")
+    gate_seed: int = Field(default=1234, description="the gate's sampling seed (fixed)")
+
     @model_validator(mode="after")
     def _refuse_unsafe(self) -> Settings:
         key = self.api_key.get_secret_value() if self.api_key is not None else None
@@ -122,3 +154,8 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'leti.db').resolve()}"
+
+    @property
+    def adapters_dir(self) -> Path:
+        """Where the loop's training runs write their adapters (``<data_dir>/adapters``)."""
+        return self.data_dir / "adapters"

@@ -219,5 +219,17 @@ class BenchmarkResultRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class LoopStateRow(Base):
+    """The loop's own small state, one JSON value per key (round, task cursor, running flag),
+    so a restarted service resumes where it was."""
+
+    __tablename__ = "loop_state"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[Any] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
+                                                 onupdate=utcnow)
+
+
 __all__ = ["AdapterRow", "Base", "BenchmarkResultRow", "BenchmarkRunRow", "ExecutionRow",
            "FeedbackRow", "PromotionRow", "SampleRow", "Label", "TaskRow", "TrainingRunRow", "TripleRow", "new_id", "utcnow"]

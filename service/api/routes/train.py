@@ -1,0 +1,44 @@
+"""``/v1/train``: start a training run by hand and follow it (progress from the trainer's
+events)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio.to_thread
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from service.api.deps import ApiKey, StoreDep
+from service.api.routes.loop import LoopDep
+from service.api.schemas import Id, Problem, Strict, problems
+from service.core.errors import NotFound
+from service.loop.controller import TrainingBusy
+from service.loop.training import NothingToTrain, run_progress
+
+router = APIRouter(prefix="/v1/train", tags=["training"], responses=problems(503))
+
+
+class TrainIn(Strict):
+    gate: bool = True  # gate the candidate when the run finishes (promote or reject)
+
+
+@router.post("", status_code=202, dependencies=[ApiKey], responses={**problems(401, 422), 409: {
+                 "model": Problem, "description": "a run is in progress, or no new triples"}})
+async def start_training(loop: LoopDep, body: TrainIn | None = None) -> Any:
+    """Train on the triples no finished run has seen yet; 409 while a run is in progress or
+    when there is nothing new."""
+    try:
+        run_id = await loop.train(gate=body.gate if body is not None else True)
+    except (TrainingBusy, NothingToTrain) as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=409)
+    return {"id": run_id, "status": "running"}
+
+
+@router.get("/{run_id}", responses=problems(404))
+async def training_run(run_id: Id, store: StoreDep) -> dict[str, Any]:
+    """A run: status, step/total_steps/loss from its events, its adapter or its error."""
+    found = await anyio.to_thread.run_sync(run_progress, store, run_id)
+    if found is None:
+        raise NotFound(f"no training run {run_id!r}")
+    return found

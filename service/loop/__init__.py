@@ -1,0 +1,1 @@
+"""The continuous self-improvement loop: collect, train, gate, hot-swap (docs/LOOP.md)."""

@@ -1,0 +1,197 @@
+"""Training runs: export the new triples, launch ``python -m trainer train`` as its own process,
+follow its JSON-line events, and record the run (and its adapter, or its failure) in the store.
+
+The trainer is a subprocess so that a crash or an out-of-memory kill ends the run, never the API;
+its exit code and last ``error`` event become the run's recorded failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+from service.core.config import Settings
+from service.store import lineage
+from service.store.db import Store
+from service.store.export import export_jsonl
+from service.store.models import AdapterRow, TrainingRunRow, TripleRow
+from service.store.triples import TripleFilter
+from service.loop.state import last_trained_triple
+
+log = logging.getLogger(__name__)
+
+
+class NothingToTrain(ValueError):
+    """No new triple since the last finished run (answered 409)."""
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """A run recorded as ``running``, with its data exported and its command built."""
+
+    run_id: str
+    output_dir: Path
+    command: list[str]
+    parent_adapter: str | None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def prepare_run(store: Store, settings: Settings) -> PreparedRun:
+    """Export the triples no finished run has trained on and record a run about to train on
+    them, starting from the serving adapter (iteration N+1 from N)."""
+    with store.read() as session:
+        after = last_trained_triple(session)
+        upto = session.scalar(select(func.max(TripleRow.id))) or 0
+        serving = lineage.serving_adapter(session)
+    if upto <= after:
+        raise NothingToTrain("no new triples since the last training run")
+    runs_dir = settings.adapters_dir
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    data = runs_dir / f"triples-{after + 1}-{upto}.jsonl"
+    if export_jsonl(store, data, TripleFilter(after=after, upto=upto)) == 0:
+        raise NothingToTrain("the new triples have no instruction to train on")
+    config: dict[str, Any] = {"steps": settings.train_steps, "batch_size": settings.train_batch_size,
+                              "max_length": settings.train_max_length,
+                              "code_ratio": settings.train_code_ratio,
+                              "base_model": settings.generator_model or "default"}
+    with store.write() as session:
+        run = lineage.start_training_run(
+            session, parent_adapter_id=serving.id if serving else None, data_path=str(data),
+            data_sha256=_sha256(data), triples_from=after + 1, triples_to=upto, config=config)
+        output = runs_dir / f"run-{run.id}"
+        run.config = {**config, "output_dir": str(output)}
+    command = [sys.executable, "-m", "trainer", "train", "--data", str(data),
+               "--output", str(output), "--base-model", config["base_model"],
+               "--max-steps", str(settings.train_steps),
+               "--batch-size", str(settings.train_batch_size),
+               "--max-length", str(settings.train_max_length),
+               "--code-ratio", str(settings.train_code_ratio),
+               "--save-every", str(max(settings.train_steps, 1)),
+               "--events", "-", "--no-progress"]
+    if serving is not None:
+        command += ["--init-adapter", serving.path]
+    return PreparedRun(run.id, output, command, serving.id if serving else None)
+
+
+def next_adapter_name(store: Store, alias: str, loaded_version: int) -> str:
+    """``<alias>-vN`` with N above every version in the store and in the generator, so names
+    never collide, after a restart either."""
+    with store.read() as session:
+        names = list(session.scalars(select(AdapterRow.id)))
+    versions = [int(n.rsplit("-v", 1)[1]) for n in names
+                if n.startswith(f"{alias}-v") and n.rsplit("-v", 1)[1].isdigit()]
+    return f"{alias}-v{max([loaded_version, *versions]) + 1}"
+
+
+class TrainerProcess:
+    """One running trainer: its pid, the events seen so far, and how it ended."""
+
+    def __init__(self, prepared: PreparedRun) -> None:
+        self.prepared = prepared
+        self.process: asyncio.subprocess.Process | None = None
+        self.last_event: dict[str, Any] | None = None
+        self.error: str | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    async def run(self) -> Path | None:
+        """Run to the end; the adapter directory, or None with ``error`` set."""
+        out = self.prepared.output_dir
+        out.mkdir(parents=True, exist_ok=True)
+        with (out / "trainer.log").open("ab") as stderr:
+            self.process = await asyncio.create_subprocess_exec(
+                *self.prepared.command, stdout=asyncio.subprocess.PIPE, stderr=stderr)
+            assert self.process.stdout is not None
+            async for raw in self.process.stdout:
+                try:
+                    event = json.loads(raw)
+                except ValueError:
+                    continue  # a stray print from a library
+                self.last_event = event
+                if event.get("event") == "error":
+                    self.error = str(event.get("message"))
+            code = await self.process.wait()
+        if code == 0 and self.last_event and self.last_event.get("event") == "done":
+            return Path(str(self.last_event["adapter"]))
+        self.error = self.error or f"the trainer exited with code {code}" + \
+            (" (killed by a signal)" if code < 0 else "")
+        return None
+
+
+def finish_run(store: Store, run_id: str, *, adapter_name: str | None, adapter_dir: Path | None,
+               base_model: str, parent: str | None, error: str | None) -> None:
+    """Record the run's end: its candidate adapter, or the failure (the serving one stays)."""
+    metrics_file = adapter_dir.parent / "metrics.json" if adapter_dir is not None else None
+    metrics = None
+    if metrics_file is not None and metrics_file.is_file():
+        full = json.loads(metrics_file.read_text(encoding="utf-8"))
+        metrics = {k: _no_lists(full[k]) for k in ("steps", "tokens", "tokens_per_s", "loss")
+                   if k in full}
+    with store.write() as session:
+        row = None
+        if adapter_dir is not None and adapter_name is not None and error is None:
+            row = lineage.register_adapter(session, name=adapter_name, path=str(adapter_dir),
+                                           base_model=base_model, parent_id=parent,
+                                           metrics={"training": metrics})
+        lineage.finish_training_run(session, run_id, adapter=row, metrics=metrics, error=error)
+
+
+def _no_lists(value: Any) -> Any:
+    """A summary without the long per-step histories."""
+    if isinstance(value, dict):
+        return {k: _no_lists(v) for k, v in value.items() if not isinstance(v, list)}
+    return value
+
+
+def fail_interrupted_runs(store: Store) -> int:
+    """Runs still ``running`` at start-up died with the previous service: record them failed."""
+    with store.write() as session:
+        rows = list(session.scalars(select(TrainingRunRow)
+                                    .where(TrainingRunRow.status.in_(("running", "pending")))))
+        for row in rows:
+            lineage.finish_training_run(session, row.id, adapter=None, metrics=row.metrics,
+                                        error="interrupted: the service stopped during the run")
+    return len(rows)
+
+
+def run_progress(store: Store, run_id: str) -> dict[str, Any] | None:
+    """A run as stored, with its progress read from the trainer's own events file."""
+    with store.read() as session:
+        run = session.get(TrainingRunRow, run_id)
+        if run is None:
+            return None
+    events_file = Path(str((run.config or {}).get("output_dir", ""))) / "events.jsonl"
+    step: dict[str, Any] | None = None
+    if events_file.is_file():
+        for line in events_file.read_text(encoding="utf-8").splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if event.get("event") == "step":
+                step = event
+    return {"id": run.id, "status": run.status, "parent_adapter": run.parent_adapter_id,
+            "adapter": run.output_adapter_id, "triples": [run.triples_from, run.triples_to],
+            "data": run.data_path, "config": run.config, "metrics": run.metrics,
+            "error": run.error, "started_at": run.started_at.isoformat(),
+            "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+            "step": step["step"] if step else 0,
+            "total_steps": step["total_steps"] if step else run.config.get("steps"),
+            "loss": step["loss"] if step else None}
