@@ -66,6 +66,8 @@ class AdapterSwitch:
     async def _ensure_loaded(self, row: AdapterRow) -> None:
         if row.id in self.loaded():
             return
+        if any(a.name == row.id for a in self.generator.list_adapters()):
+            await self.wait()  # being unloaded (retiring): let that finish, then load it again
         if not Path(row.path).is_dir():
             raise InvalidRequest(f"adapter {row.id!r}: its directory {row.path} is gone")
         await self.generator.load_adapter(row.id, row.path)

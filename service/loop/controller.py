@@ -150,13 +150,13 @@ class LoopController:
     def training(self) -> bool:
         return self._train_task is not None and not self._train_task.done()
 
-    async def train(self, gate: bool = True) -> str:
+    async def train(self, gate: bool = True, steps: int | None = None) -> str:
         """Start a training run on the new triples now; returns its id (it runs in the
         background: the API and the loop go on)."""
         self._need_generator()
         if self.training:
             raise TrainingBusy("a training run is already in progress")
-        prepared = await anyio.to_thread.run_sync(prepare_run, self.store, self.settings)
+        prepared = await anyio.to_thread.run_sync(prepare_run, self.store, self.settings, steps)
         self._last_train_at = time.time()
         self.trainer = TrainerProcess(prepared)
         self._train_task = asyncio.get_running_loop().create_task(

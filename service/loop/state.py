@@ -132,8 +132,8 @@ def adapter_json(row: AdapterRow, run_id: str | None, loaded: bool) -> dict[str,
 def adapters(store: Store, loaded: set[str]) -> list[dict[str, Any]]:
     """Every adapter the loop made, newest first, with the run that produced it."""
     with store.read() as session:
-        runs = dict(session.execute(select(TrainingRunRow.output_adapter_id, TrainingRunRow.id)
-                                    .where(TrainingRunRow.output_adapter_id.is_not(None)))
-                    .tuples().all())
+        pairs = session.execute(select(TrainingRunRow.output_adapter_id, TrainingRunRow.id)
+                                .where(TrainingRunRow.output_adapter_id.is_not(None))).all()
+        runs = {adapter: run for adapter, run in pairs}
         rows = session.scalars(select(AdapterRow).order_by(AdapterRow.created_at.desc()))
         return [adapter_json(r, runs.get(r.id), r.id in loaded) for r in rows]

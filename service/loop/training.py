@@ -51,9 +51,11 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def prepare_run(store: Store, settings: Settings) -> PreparedRun:
+def prepare_run(store: Store, settings: Settings, steps: int | None = None) -> PreparedRun:
     """Export the triples no finished run has trained on and record a run about to train on
-    them, starting from the serving adapter (iteration N+1 from N)."""
+    them, starting from the serving adapter (iteration N+1 from N). ``steps`` overrides
+    ``LETI_TRAIN_STEPS`` for this run."""
+    steps = steps or settings.train_steps
     with store.read() as session:
         after = last_trained_triple(session)
         upto = session.scalar(select(func.max(TripleRow.id))) or 0
@@ -65,7 +67,7 @@ def prepare_run(store: Store, settings: Settings) -> PreparedRun:
     data = runs_dir / f"triples-{after + 1}-{upto}.jsonl"
     if export_jsonl(store, data, TripleFilter(after=after, upto=upto)) == 0:
         raise NothingToTrain("the new triples have no instruction to train on")
-    config: dict[str, Any] = {"steps": settings.train_steps, "batch_size": settings.train_batch_size,
+    config: dict[str, Any] = {"steps": steps, "batch_size": settings.train_batch_size,
                               "max_length": settings.train_max_length,
                               "code_ratio": settings.train_code_ratio,
                               "base_model": settings.generator_model or "default"}
@@ -77,11 +79,11 @@ def prepare_run(store: Store, settings: Settings) -> PreparedRun:
         run.config = {**config, "output_dir": str(output)}
     command = [sys.executable, "-m", "trainer", "train", "--data", str(data),
                "--output", str(output), "--base-model", config["base_model"],
-               "--max-steps", str(settings.train_steps),
+               "--max-steps", str(steps),
                "--batch-size", str(settings.train_batch_size),
                "--max-length", str(settings.train_max_length),
                "--code-ratio", str(settings.train_code_ratio),
-               "--save-every", str(max(settings.train_steps, 1)),
+               "--save-every", str(steps),
                "--events", "-", "--no-progress"]
     if serving is not None:
         command += ["--init-adapter", serving.path]

@@ -7,6 +7,7 @@ from typing import Any
 
 import anyio.to_thread
 from fastapi import APIRouter
+from pydantic import Field
 from fastapi.responses import JSONResponse
 
 from service.api.deps import ApiKey, StoreDep
@@ -21,6 +22,7 @@ router = APIRouter(prefix="/v1/train", tags=["training"], responses=problems(503
 
 class TrainIn(Strict):
     gate: bool = True  # gate the candidate when the run finishes (promote or reject)
+    steps: int | None = Field(default=None, ge=1, le=1_000_000)  # None: LETI_TRAIN_STEPS
 
 
 @router.post("", status_code=202, dependencies=[ApiKey], responses={**problems(401, 422), 409: {
@@ -29,7 +31,8 @@ async def start_training(loop: LoopDep, body: TrainIn | None = None) -> Any:
     """Train on the triples no finished run has seen yet; 409 while a run is in progress or
     when there is nothing new."""
     try:
-        run_id = await loop.train(gate=body.gate if body is not None else True)
+        body = body or TrainIn()
+        run_id = await loop.train(gate=body.gate, steps=body.steps)
     except (TrainingBusy, NothingToTrain) as exc:
         return JSONResponse({"detail": str(exc)}, status_code=409)
     return {"id": run_id, "status": "running"}
