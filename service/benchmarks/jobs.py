@@ -17,8 +17,13 @@ import anyio.to_thread
 from sqlalchemy import select
 
 from service.benchmarks import records
-from service.benchmarks.scoring import (HUMAN_EVAL_TIMEOUT_S, BenchSample, BenchTask,
-                                        overall_pass_at_k, score_samples)
+from service.benchmarks.scoring import (
+    HUMAN_EVAL_TIMEOUT_S,
+    BenchSample,
+    BenchTask,
+    overall_pass_at_k,
+    score_samples,
+)
 from service.core.errors import NotFound, check_limit
 from service.core.evaluation import SandboxGate
 from service.core.generation import BASE, Generation
@@ -70,7 +75,8 @@ def load_bench_tasks(store: Store, benchmark: str, split: str | None,
 
 def build_prompt(task: TaskRow, conditioned: bool, tokenizer: Any) -> str:
     """The prompt ``POST /v1/generate`` would use for this task."""
-    from trainer.prompts import Reward, TaskPrompt, build_prompt as leti_prompt
+    from trainer.prompts import Reward, TaskPrompt
+    from trainer.prompts import build_prompt as leti_prompt
 
     prompt_task = TaskPrompt(kind=task.kind, instruction=task.instruction,  # type: ignore[arg-type]
                              tests=tuple(prompt_tests(task)), entry_point=task.entry_point)
@@ -94,7 +100,7 @@ class BenchmarkJobs:
         generator = generation.generator
         if adapter in (None, BASE, getattr(generator, "alias", None)):
             return
-        names = {a.name for a in getattr(generator, "list_adapters", lambda: [])()}
+        names = {a.name for a in getattr(generator, "list_adapters", list)()}
         if adapter not in names:
             raise AdapterNotFound(f"no adapter {adapter!r} is being served "
                                   f"(served: {', '.join(sorted(names)) or 'none'})")
@@ -142,10 +148,11 @@ class BenchmarkJobs:
             await anyio.to_thread.run_sync(lambda: records.finish_run(
                 self.store, run_id, None, error=records.INTERRUPTED))
             raise
-        except Exception as exc:  # noqa: BLE001 - a failed run is stored with why, never lost
+        except Exception as exc:  # a failed run is stored with why, never lost
             log.exception("benchmark run %s failed", run_id)
+            why = f"{type(exc).__name__}: {exc}"
             await anyio.to_thread.run_sync(lambda: records.finish_run(
-                self.store, run_id, None, error=f"{type(exc).__name__}: {exc}"))
+                self.store, run_id, None, error=why))
 
     async def _sample(self, spec: BenchmarkSpec, generation: Generation,
                       chunk: list[tuple[TaskRow, BenchTask]]

