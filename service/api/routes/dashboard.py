@@ -6,11 +6,21 @@ air-gapped host; every panel fetches its endpoint and says "not available" on a 
 
 from __future__ import annotations
 
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
-from fastapi import APIRouter
+import anyio.to_thread
+from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
+from pydantic import BaseModel
+from sqlalchemy import select
+
+from service.api.deps import StoreDep
+from service.api.schemas import problems
+from service.store.db import Store
+from service.store.models import ExecutionRow, SampleRow
 
 router = APIRouter(tags=["dashboard"])
 PAGE = Path(__file__).resolve().parents[1] / "static" / "dashboard.html"
@@ -25,3 +35,36 @@ def _page() -> str:
 async def dashboard() -> HTMLResponse:
     """The loop at a glance: state, pass@1 across adapters, lineage, recent failures."""
     return HTMLResponse(_page(), headers={"Cache-Control": "no-cache"})
+
+
+class FailureOut(BaseModel):
+    sample_id: str
+    task_id: str
+    adapter: str | None
+    origin: str  # generated | submitted
+    status: str
+    feedback: str
+    created_at: datetime
+
+
+class FailurePage(BaseModel):
+    items: list[FailureOut]
+
+
+def recent_failures(store: Store, limit: int) -> list[FailureOut]:
+    """The newest executions that earned the "bad" reward, with LETI's textual feedback."""
+    query = (select(ExecutionRow, SampleRow).join(SampleRow, SampleRow.id == ExecutionRow.sample_id)
+             .where(ExecutionRow.reward == "bad")
+             .order_by(ExecutionRow.created_at.desc()).limit(limit))
+    with store.read() as session:
+        return [FailureOut(sample_id=s.id, task_id=s.task_id, adapter=s.adapter, origin=s.origin,
+                           status=e.status,
+                           feedback=e.feedback, created_at=e.created_at)
+                for e, s in session.execute(query).all()]
+
+
+@router.get("/v1/dashboard/failures", response_model=FailurePage, responses=problems(422, 503))
+async def failures(store: StoreDep,
+                   limit: Annotated[int, Query(ge=1, le=100)] = 10) -> FailurePage:
+    """Recent failed programs and their feedback, newest first (the dashboard's panel)."""
+    return FailurePage(items=await anyio.to_thread.run_sync(recent_failures, store, limit))
