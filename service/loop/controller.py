@@ -54,6 +54,7 @@ class LoopController:
         self._train_task: asyncio.Task[None] | None = None
         self.trainer: TrainerProcess | None = None
         self._last_train_at = time.time()
+        self._source_task: asyncio.Task[str] | None = None
 
     # -- life cycle --------------------------------------------------------------------------
     async def startup(self) -> None:
@@ -61,17 +62,27 @@ class LoopController:
         failed = await anyio.to_thread.run_sync(fail_interrupted_runs, self.store)
         if failed:
             log.warning("%d training run(s) were interrupted by a restart: recorded failed", failed)
-        self.task_source = await anyio.to_thread.run_sync(
-            state.ensure_task_source, self.store, self.settings.loop_mbpp_hub)
         if self.generation is not None:
             await self.adapters.restore_serving()
         wanted = await anyio.to_thread.run_sync(state.get_value, self.store, "running", None)
         if self.settings.loop_enabled and wanted is not False and self.generation is not None:
             await self.start()
 
+    async def _find_tasks(self) -> str:
+        """MBPP or the built-in problems; off the start-up path (the hub may take a while)."""
+        self.task_source = await anyio.to_thread.run_sync(
+            state.ensure_task_source, self.store, self.settings.loop_mbpp_hub)
+        return self.task_source
+
+    async def tasks_ready(self) -> str:
+        """Wait until the loop's problems are in the store."""
+        if self._source_task is None:
+            self._source_task = asyncio.get_running_loop().create_task(self._find_tasks())
+        return await asyncio.shield(self._source_task)
+
     async def close(self) -> None:
         """Stop the loop and any trainer (a killed run is recorded failed at the next start)."""
-        for task in (self._task, self._train_task):
+        for task in (self._task, self._train_task, self._source_task):
             if task is not None:
                 task.cancel()
         if self.trainer is not None and self.trainer.process is not None \
@@ -110,6 +121,7 @@ class LoopController:
     # -- the loop ----------------------------------------------------------------------------
     async def _loop(self) -> None:
         generation = self._need_generator()
+        await self.tasks_ready()
         while True:
             try:
                 self.phase = "collecting"
@@ -181,6 +193,7 @@ class LoopController:
             self.last_error = f"training run {prepared.run_id} failed: {trainer.error}"
             return
         if gate:
+            await self.tasks_ready()
             await self._guard(self.adapters.gate(name))
 
     async def _guard(self, step: Awaitable[Any]) -> None:
