@@ -124,7 +124,7 @@ def validate_adapter(path: Path, base_model: Any = None, *, trained_model: Any =
 
     try:
         loaded = PeftModel.from_pretrained(base_model, str(path), is_trainable=False)
-    except Exception as exc:  # noqa: BLE001 - any load failure means "not servable"
+    except Exception as exc:
         raise AdapterError(f"adapter {path} does not load with peft on the base model: {exc}") \
             from exc
     check.loaded_with_peft = True

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -27,22 +27,22 @@ def _h(name: str) -> str:
 
 def train_command(
     data: Annotated[Path, typer.Option("--data", help=_h("data"))],
-    output: Annotated[Optional[Path], typer.Option("--output", help=_h("output_dir") + " "
+    output: Annotated[Path | None, typer.Option("--output", help=_h("output_dir") + " "
                                                    "Default: runs/run-<time>.")] = None,
     base_model: Annotated[str, typer.Option("--base-model", help=_h("base_model"))] = "default",
-    cache_dir: Annotated[Optional[Path], typer.Option(help=_h("cache_dir"))] = None,
-    init_adapter: Annotated[Optional[Path], typer.Option(help=_h("init_adapter"))] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help=_h("cache_dir"))] = None,
+    init_adapter: Annotated[Path | None, typer.Option(help=_h("init_adapter"))] = None,
     objective: Annotated[str, typer.Option(help=_h("objective"))] = "leti",
     mask_prompt: Annotated[bool, typer.Option(help=_h("mask_prompt"))] = False,
     code_ratio: Annotated[float, typer.Option(help=_h("code_ratio"))] = 1.0,
     code_corpus: Annotated[str, typer.Option(help=_h("code_corpus"))] = "stdlib",
-    code_block_size: Annotated[Optional[int], typer.Option(help=_h("code_block_size"))] = None,
+    code_block_size: Annotated[int | None, typer.Option(help=_h("code_block_size"))] = None,
     laffi_ratio: Annotated[float, typer.Option(help=_h("laffi_ratio"))] = 0.0,
     laffi_holdout: Annotated[float, typer.Option(help=_h("laffi_holdout"))] = 0.1,
     rank: Annotated[int, typer.Option("--rank", help=_h("lora_rank"))] = 16,
-    alpha: Annotated[Optional[int], typer.Option("--alpha", help=_h("lora_alpha"))] = None,
+    alpha: Annotated[int | None, typer.Option("--alpha", help=_h("lora_alpha"))] = None,
     dropout: Annotated[float, typer.Option("--dropout", help=_h("lora_dropout"))] = 0.05,
-    target_modules: Annotated[Optional[str], typer.Option(
+    target_modules: Annotated[str | None, typer.Option(
         help=_h("target_modules") + " Comma-separated.")] = None,
     lr: Annotated[float, typer.Option("--lr", help=_h("learning_rate"))] = 2e-4,
     weight_decay: Annotated[float, typer.Option(help=_h("weight_decay"))] = 0.0,
@@ -52,19 +52,19 @@ def train_command(
     grad_accum: Annotated[int, typer.Option(help=_h("grad_accum"))] = 1,
     max_grad_norm: Annotated[float, typer.Option(help=_h("max_grad_norm"))] = 1.0,
     epochs: Annotated[float, typer.Option(help=_h("epochs"))] = 1.0,
-    max_steps: Annotated[Optional[int], typer.Option(help=_h("max_steps"))] = None,
+    max_steps: Annotated[int | None, typer.Option(help=_h("max_steps"))] = None,
     max_length: Annotated[int, typer.Option(help=_h("max_length"))] = 1024,
     precision: Annotated[str, typer.Option(help=_h("precision"))] = "auto",
     device: Annotated[str, typer.Option(help=_h("device"))] = "auto",
     seed: Annotated[int, typer.Option(help=_h("seed"))] = 0,
     save_every: Annotated[int, typer.Option(help=_h("save_every"))] = 50,
     resume: Annotated[bool, typer.Option(help=_h("resume"))] = True,
-    events: Annotated[Optional[str], typer.Option(help=_h("events"))] = None,
+    events: Annotated[str | None, typer.Option(help=_h("events"))] = None,
     validate_load: Annotated[bool, typer.Option(help=_h("validate_load"))] = True,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
     min_score: Annotated[float, typer.Option(help=_h("min_score"))] = 0.0,
     keep_fraction: Annotated[float, typer.Option(help=_h("keep_fraction"))] = 1.0,
-    clusters: Annotated[Optional[int], typer.Option(help=_h("clusters"))] = None,
+    clusters: Annotated[int | None, typer.Option(help=_h("clusters"))] = None,
     cluster_by: Annotated[str, typer.Option(help=_h("cluster_by"))] = "tfidf",
 ) -> None:
     """Fine-tune a LoRA adapter on exported triples (LETI by default; see docs/TRAINING.md)."""

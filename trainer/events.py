@@ -20,7 +20,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Self
 
 
 class EventLog:
@@ -61,8 +61,14 @@ class EventLog:
             return
         if record["event"] == "start":
             from rich.console import Console
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeElapsedColumn, TimeRemainingColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             self._progress = Progress(TextColumn("[bold]training"), BarColumn(),
                                       MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
@@ -88,7 +94,7 @@ class EventLog:
         self._owned.clear()
         self._sinks.clear()
 
-    def __enter__(self) -> EventLog:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -15,8 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trainer.data import Example, Triple
-from trainer.prompts import CLOSE_FENCE, OPEN_FENCE, Reward, build_prompt, has_chat_template
-from trainer.prompts import instruction_text
+from trainer.prompts import (
+    CLOSE_FENCE,
+    OPEN_FENCE,
+    Reward,
+    build_prompt,
+    has_chat_template,
+    instruction_text,
+)
 
 PASS_TEXT = "The program passes all tests."
 FAIL_TEXT = "The program does not pass the tests."
@@ -63,11 +69,11 @@ def laffi_example(triple: Triple, tokenizer: Any = None) -> Example:
 
 
 _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("passed", re.compile(r"passes all tests|All \d+ tests passed|The test passed", re.I)),
+    ("passed", re.compile(r"passes all tests|All \d+ tests passed|The test passed", re.IGNORECASE)),
     ("syntax_error", re.compile(r"\b(SyntaxError|IndentationError|TabError)\b")),
-    ("timeout", re.compile(r"^\s*Timeout\b|did not finish within", re.I | re.M)),
-    ("memory", re.compile(r"\bMemoryError\b|^\s*Killed\b", re.M)),
-    ("crashed", re.compile(r"\bSIG[A-Z]{2,}\b|\bcrashed\b|\bSystemExit\b|exited early", re.I)),
+    ("timeout", re.compile(r"^\s*Timeout\b|did not finish within", re.IGNORECASE | re.MULTILINE)),
+    ("memory", re.compile(r"\bMemoryError\b|^\s*Killed\b", re.MULTILINE)),
+    ("crashed", re.compile(r"\bSIG[A-Z]{2,}\b|\bcrashed\b|\bSystemExit\b|exited early", re.IGNORECASE)),
     ("failed", re.compile(r"\bTest \d+ failed\b|\bAssertionError\b")),
     ("error", re.compile(r"Traceback|\b[A-Z]\w*(Error|Exception)\b")),
 )

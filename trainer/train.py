@@ -19,11 +19,24 @@ from pathlib import Path
 from typing import Any
 
 from trainer import checkpoint as ckpt
-from trainer.batches import ExampleStream, collate, encode_code, encode_example, step_kind
-from trainer.batches import total_steps
-from trainer.config import LetiConfig
-from trainer.data import DataSummary, DatasetError, feedback_examples, file_sha256, read_triples
-from trainer.data import split_by_task
+from trainer.batches import (
+    Encoded,
+    ExampleStream,
+    collate,
+    encode_code,
+    encode_example,
+    step_kind,
+    total_steps,
+)
+from trainer.config import ConfigError, LetiConfig
+from trainer.data import (
+    DatasetError,
+    DataSummary,
+    feedback_examples,
+    file_sha256,
+    read_triples,
+    split_by_task,
+)
 from trainer.events import EventLog
 from trainer.outputs import TrainResult, finish_run, lora_targets, prepare_selection
 
@@ -75,35 +88,18 @@ def _train(config: LetiConfig, events: EventLog) -> TrainResult:
         heldout = heldout[:config.laffi_eval_max]
 
     # --- sequences: the prompt text comes from trainer.prompts, as at sampling time -----------
-    examples = feedback_examples(triples, config.objective, laffi_ratio=config.laffi_ratio,
-                                 seed=config.seed, tokenizer=tokenizer)
-    encoded = [e for e in (encode_example(x, tokenizer, mask_prompt=config.mask_prompt,
-                                          max_length=config.max_length) for x in examples) if e]
-    summary = DataSummary(triples=len(triples), examples=len(encoded),
-                          skipped_too_long=len(examples) - len(encoded),
-                          heldout_triples=len(heldout))
-    for e in encoded:
-        summary.by_kind[e.kind] = summary.by_kind.get(e.kind, 0) + 1
-    if not encoded:
-        raise DatasetError(f"all {len(examples)} examples are longer than max_length="
-                           f"{config.max_length} tokens: raise --max-length")
-    stream = ExampleStream(encoded, seed=config.seed, rank=accelerator.process_index,
-                           world_size=accelerator.num_processes)
-    code = None
-    if config.code_ratio > 0:
-        from trainer.corpus import CodeStream
-
-        eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-        code = CodeStream(config.code_corpus, lambda text: tokenizer(
-            text, add_special_tokens=False, verbose=False)["input_ids"] + eos,
-            config.code_block_size, seed=config.seed)  # type: ignore[arg-type]
+    encoded, summary = _sequences(config, triples, tokenizer)
+    summary.heldout_triples = len(heldout)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    stream = ExampleStream(encoded, seed=config.seed, rank=rank, world_size=world)
+    code = _code_stream(config, tokenizer) if config.code_ratio > 0 else None
 
     # --- the LoRA model: fresh on the base, or continuing the parent adapter ------------------
     model = _lora_model(model, config)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate,
                                   weight_decay=config.weight_decay)
-    per_step = config.batch_size * config.grad_accum * accelerator.num_processes
+    per_step = config.batch_size * config.grad_accum * world
     feedback_steps = max(1, math.ceil(config.epochs * len(encoded) / per_step))
     steps = config.max_steps or total_steps(feedback_steps, config.code_ratio)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config, steps))
@@ -134,8 +130,11 @@ def _train(config: LetiConfig, events: EventLog) -> TrainResult:
         kind = step_kind(step, config.code_ratio if code is not None else 0.0)
         loss_sum, step_tokens = 0.0, 0
         for micro in range(config.grad_accum):
-            batch = stream.next_batch(config.batch_size) if kind == "feedback" else \
-                [encode_code(b) for b in code.blocks(config.batch_size)]  # type: ignore[union-attr]
+            if kind == "feedback":
+                batch = stream.next_batch(config.batch_size)
+            else:  # every process reads the same global code batch and keeps its slice
+                blocks = code.blocks(config.batch_size * world)  # type: ignore[union-attr]
+                batch = [encode_code(b) for b in blocks[rank::world]]
             inputs = {k: v.to(accelerator.device) for k, v in collate(batch, pad_id).items()}
             last_micro = micro == config.grad_accum - 1
             # gradients are all-reduced once per optimiser step, not once per micro-batch
@@ -143,7 +142,7 @@ def _train(config: LetiConfig, events: EventLog) -> TrainResult:
                 loss = model(**inputs).loss / config.grad_accum
                 accelerator.backward(loss)
             loss_sum += float(loss.detach())
-            step_tokens += int(inputs["attention_mask"].sum()) * accelerator.num_processes
+            step_tokens += int(inputs["attention_mask"].sum()) * world
         if config.max_grad_norm > 0:
             accelerator.clip_grad_norm_(params, config.max_grad_norm)
         optimizer.step()
@@ -180,6 +179,37 @@ def _train(config: LetiConfig, events: EventLog) -> TrainResult:
                       heldout=heldout, probe=encoded[0].input_ids, steps=steps)
 
 
+def _sequences(config: LetiConfig, triples: list[Any],
+               tokenizer: Any) -> tuple[list[Encoded], DataSummary]:
+    """Token ids and labels of every feedback-side example; too-long ones are counted, and
+    none left at all is an error rather than an empty adapter."""
+    examples = feedback_examples(triples, config.objective, laffi_ratio=config.laffi_ratio,
+                                 seed=config.seed, tokenizer=tokenizer)
+    encoded = [e for e in (encode_example(x, tokenizer, mask_prompt=config.mask_prompt,
+                                          max_length=config.max_length) for x in examples) if e]
+    if not encoded:
+        raise DatasetError(f"all {len(examples)} examples are longer than max_length="
+                           f"{config.max_length} tokens: raise --max-length")
+    summary = DataSummary(triples=len(triples), examples=len(encoded),
+                          skipped_too_long=len(examples) - len(encoded))
+    for e in encoded:
+        summary.by_kind[e.kind] = summary.by_kind.get(e.kind, 0) + 1
+    return encoded, summary
+
+
+def _code_stream(config: LetiConfig, tokenizer: Any) -> Any:
+    """Plain-code blocks; documents end with EOS so the model sees where one stops."""
+    from trainer.corpus import CodeStream
+
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+
+    def encode(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"] + eos
+
+    return CodeStream(config.code_corpus, encode, config.code_block_size or 512,
+                      seed=config.seed)
+
+
 def _lora_model(model: Any, config: LetiConfig) -> Any:
     """Wrap the base in LoRA on the attention and MLP projections (no modules_to_save, no new
     tokens: servable by vLLM), or load the parent adapter to keep training it."""
@@ -188,7 +218,10 @@ def _lora_model(model: Any, config: LetiConfig) -> Any:
     if config.init_adapter is not None:
         from trainer.adapters import check_adapter_files
 
-        check_adapter_files(config.init_adapter)  # never continue from an unservable parent
+        parent = check_adapter_files(config.init_adapter)  # never continue an unservable one
+        if parent.rank != config.lora_rank:
+            raise ConfigError(f"the parent adapter {config.init_adapter} has rank {parent.rank}: "
+                              f"pass --rank {parent.rank} to continue it")
         return PeftModel.from_pretrained(model, str(config.init_adapter), is_trainable=True)
     lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha,
                       lora_dropout=config.lora_dropout, bias="none", task_type="CAUSAL_LM",

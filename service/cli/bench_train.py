@@ -13,7 +13,7 @@ import platform
 import subprocess
 import sys
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -71,7 +71,7 @@ def train(
             args = {"data": str(data), "out": str(Path(tmp) / loop), "steps": steps,
                     "batch_size": batch_size, "base_model": base_model, "device": device}
             proc = subprocess.run([sys.executable, "-m", "trainer.benchmark", loop,
-                                   json.dumps(args)], capture_output=True, text=True)
+                                   json.dumps(args)], capture_output=True, text=True, check=False)
             if proc.returncode != 0:
                 console.print(f"[red]error:[/red] {loop} failed:\n{proc.stderr[-2000:]}")
                 raise typer.Exit(1)
@@ -89,6 +89,6 @@ def train(
     console.print(table)
     if json_out:
         json_out.write_text(json.dumps({
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
             "steps": steps, "batch_size": batch_size, "results": results}, indent=2))

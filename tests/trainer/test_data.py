@@ -6,11 +6,18 @@ import json
 from pathlib import Path
 
 import pytest
-
 from tiny_models import triple, write_triples
+
 from trainer.batches import IGNORE_INDEX, encode_example
-from trainer.data import DatasetError, Triple, feedback_examples, leti_example, mix, read_triples
-from trainer.data import split_by_task
+from trainer.data import (
+    DatasetError,
+    Triple,
+    feedback_examples,
+    leti_example,
+    mix,
+    read_triples,
+    split_by_task,
+)
 from trainer.prompts import Reward
 
 FEEDBACK = "Test 1 failed: assert add3(1) == 4\nExpected 4, got -2."

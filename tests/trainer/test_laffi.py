@@ -8,8 +8,14 @@ import pytest
 from tiny_models import triple
 
 from trainer.data import Triple
-from trainer.laffi import PASS_TEXT, QUESTION, laffi_example, score_predictions, status_of
-from trainer.laffi import true_status
+from trainer.laffi import (
+    PASS_TEXT,
+    QUESTION,
+    laffi_example,
+    score_predictions,
+    status_of,
+    true_status,
+)
 
 PROGRAM = "def add3(x):\n    return x - 3"
 FEEDBACK = "Test 1 failed: assert add3(1) == 4\nExpected 4, got -2."
@@ -48,8 +54,8 @@ def test_plain_text_laffi_prompt(tiny_plain_model: Path) -> None:
 @pytest.mark.parametrize("text,status", [
     (PASS_TEXT, "passed"), ("All 3 tests passed.", "passed"), ("The test passed.", "passed"),
     (FEEDBACK, "failed"),
-    ("Traceback (most recent call last):\n  File \"<program>\", line 2\nNameError: name 'y' "
-     "is not defined", "error"),
+    (("Traceback (most recent call last):\n  File \"<program>\", line 2\nNameError: name 'y' "
+      "is not defined"), "error"),
     ("  File \"<program>\", line 1\n    def f(\n         ^\nSyntaxError: '(' was never closed",
      "syntax_error"),
     ("Timeout: the program did not finish within 5 s (test 2 was running).", "timeout"),

@@ -80,7 +80,7 @@ def test_embedding_clustering_uses_the_given_embedder() -> None:
         seen.append(texts)
         return np.array([[1.0, 0.0] if "prime" in t else [0.0, 1.0] for t in texts])
 
-    kept, report = select(corpus(), SelectionConfig(clusters=2, cluster_by="embeddings",
+    _, report = select(corpus(), SelectionConfig(clusters=2, cluster_by="embeddings",
                                                     keep_fraction=0.25), embed=embed)
     assert seen and len(seen[0]) == 12  # unique instructions
     assert sorted(c.size for c in report.clusters) == [20, 40]

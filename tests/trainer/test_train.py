@@ -61,7 +61,7 @@ def test_short_run_lowers_the_loss_and_writes_every_output(tiny_model: Path, tri
     assert manifest["base_model"]["name"] == str(tiny_model)
     assert not (out / "checkpoints").exists()  # a finished run needs none
     events = read_events(out / "events.jsonl")
-    assert [e["event"] for e in events][0] == "start" and events[-1]["event"] == "done"
+    assert events[0]["event"] == "start" and events[-1]["event"] == "done"
     steps = [e for e in events if e["event"] == "step"]
     assert [e["step"] for e in steps] == list(range(1, 17))
     assert {"loss", "lr", "tokens_per_s", "eta_s", "kind", "total_steps"} <= set(steps[0])
@@ -123,7 +123,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint_to_the_same_adapter(
     assert not (out / "adapter").exists() and (out / "checkpoints").is_dir()
 
     resumed = subprocess.run(cli_args(tiny_model, triples_file, out, code_dir), env=env,
-                             cwd=REPO, capture_output=True, text=True, timeout=300)
+                             cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
     assert resumed.returncode == 0, resumed.stderr
     starts = [e for e in read_events(out / "events.jsonl") if e["event"] == "start"]
     assert starts[0]["resumed_from"] is None and 8 <= starts[1]["resumed_from"] < 40

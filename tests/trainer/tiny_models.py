@@ -69,7 +69,7 @@ def write_triples(path: Path, n_tasks: int = 6) -> Path:
     """A small triples file: per task one passing and one failing program."""
     rows = []
     for t in range(1, n_tasks + 1):
-        rows.append(triple(t, f"def add{t}(x):\n    return x + {t}", "good", f"All 1 tests passed."))
+        rows.append(triple(t, f"def add{t}(x):\n    return x + {t}", "good", "All 1 tests passed."))
         rows.append(triple(t, f"def add{t}(x):\n    return x - {t}", "bad",
                            f"Test 1 failed: assert add{t}(1) == {1 + t}\nExpected {1 + t}, got {1 - t}."))
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
