@@ -85,3 +85,18 @@ def test_without_a_generator_a_benchmark_is_a_503(tmp_path: Path, mbpp_path: Pat
         answer = client.post("/v1/benchmarks/humaneval", json={"limit": 1})
         assert answer.status_code == 503 and answer.json()["component"] == "generator"
         assert client.get("/v1/benchmarks").json() == []
+
+
+def test_a_run_cut_short_by_a_restart_is_stored_as_interrupted(
+        tmp_path: Path, mbpp_path: Path, tiny_model_dir: Path, settings_maker: Any) -> None:
+    settings = settings_maker(tmp_path, mbpp_path, generator_backend="embedded",
+                              generator_model=str(tiny_model_dir), generator_device="cpu")
+    with TestClient(create_app(settings)) as client:
+        started = client.post("/v1/benchmarks/humaneval",
+                              json={"adapter": "base", "n": 4, "k": [1], "limit": 40,
+                                    "max_new_tokens": 64}).json()
+    # the app stopped with the run in flight: shutdown stored it as interrupted
+    with TestClient(create_app(settings)) as client:
+        body = client.get(f"/v1/benchmarks/{started['id']}").json()
+        assert body["status"] == "failed" and "interrupted" in body["error"]
+        assert body["progress"]["tasks_done"] < 40

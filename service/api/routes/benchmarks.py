@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import anyio.to_thread
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, FastAPI, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.api.deps import ApiKey, GenerationDep, ServicesDep
@@ -16,7 +18,24 @@ from service.benchmarks.jobs import BenchmarkJobs, BenchmarkSpec
 from service.benchmarks.scoring import HUMAN_EVAL_TIMEOUT_S
 from service.core.errors import NotFound
 
-router = APIRouter(prefix="/v1/benchmarks", tags=["benchmarks"], responses=problems(422, 503))
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """After the app built its services: mark runs a previous process left unfinished as
+    failed, and on shutdown cancel runs in flight (stored as interrupted)."""
+    services = app.state.services
+    jobs = await anyio.to_thread.run_sync(lambda: BenchmarkJobs(
+        services.store, services.sandbox, services.generation,
+        services.settings.sandbox_memory_mb))
+    app.state.benchmark_jobs = jobs
+    try:
+        yield
+    finally:
+        await jobs.close()
+
+
+router = APIRouter(prefix="/v1/benchmarks", tags=["benchmarks"], lifespan=_lifespan,
+                   responses=problems(422, 503))
 
 
 class BenchmarkIn(BaseModel):
@@ -87,14 +106,9 @@ def _out(run: Any, results: list[Any] | None = None, samples: bool = True) -> Be
                         created_at=run.created_at, finished_at=run.finished_at, results=listed)
 
 
-def jobs_for(request: Request, services: ServicesDep) -> BenchmarkJobs:
-    """One job manager per app, made on first use (it marks runs a crash left as failed)."""
-    jobs = getattr(request.app.state, "benchmark_jobs", None)
-    if jobs is None:
-        jobs = BenchmarkJobs(services.store, services.sandbox, services.generation,
-                             services.settings.sandbox_memory_mb)
-        request.app.state.benchmark_jobs = jobs
-    return jobs
+def jobs_for(request: Request) -> BenchmarkJobs:
+    """The app's job manager, made by this router's lifespan."""
+    return request.app.state.benchmark_jobs
 
 
 @router.post("/{benchmark}", response_model=BenchmarkOut, status_code=202,
@@ -109,31 +123,29 @@ async def start_benchmark(benchmark: Literal["humaneval", "mbpp"], body: Benchma
                          max_new_tokens=min(body.max_new_tokens,
                                             services.settings.max_new_tokens),
                          seed=body.seed, timeout_s=body.timeout_s)
-    run = await jobs_for(request, services).start(spec, generation)
+    run = await jobs_for(request).start(spec, generation)
     return _out(run)
 
 
 @router.get("", response_model=list[BenchmarkOut])
-async def list_benchmarks(request: Request, services: ServicesDep,
+async def list_benchmarks(services: ServicesDep,
                           benchmark: Annotated[str | None,
                                                Query(pattern="^(humaneval|mbpp)$")] = None,
                           adapter: Annotated[str | None, Query(max_length=300)] = None,
                           limit: Annotated[int, Query(ge=1, le=1000)] = 100
                           ) -> list[BenchmarkOut]:
     """Runs, newest first, without per-task results: compare adapters on one benchmark."""
-    jobs_for(request, services)
     rows = await anyio.to_thread.run_sync(records.list_runs, services.store, benchmark,
                                           adapter, limit)
     return [_out(r) for r in rows]
 
 
 @router.get("/{run_id}", response_model=BenchmarkOut, responses=problems(404))
-async def get_benchmark(run_id: str, request: Request, services: ServicesDep,
+async def get_benchmark(run_id: str, services: ServicesDep,
                         samples: Annotated[bool, Query(description="include each sample's "
                                                        "program, status and feedback")] = True
                         ) -> BenchmarkOut:
     """A run's progress and, as tasks finish, its per-task results and then its pass@k."""
-    jobs_for(request, services)
     found = await anyio.to_thread.run_sync(records.get_run, services.store, run_id)
     if found is None:
         raise NotFound(f"no benchmark run {run_id!r} (list them with GET /v1/benchmarks)")
