@@ -101,6 +101,8 @@ def train_command(
             ValueError) as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
+    if not result.metrics:  # a non-main process of a data-parallel run: rank 0 reports
+        return
     loss = result.metrics["loss"].get("feedback", {})
     err.print(f"adapter: {result.adapter}\nmetrics: {result.metrics_path}\n"
               f"feedback loss: {loss.get('first', float('nan')):.4f} -> "

@@ -11,6 +11,7 @@ same global batch and trains on its slice; only the main process writes files.
 from __future__ import annotations
 
 import math
+import os
 import random
 import time
 from contextlib import nullcontext
@@ -44,8 +45,9 @@ from trainer.outputs import TrainResult, finish_run, lora_targets, prepare_selec
 def train(config: LetiConfig, *, progress: bool = False) -> TrainResult:
     """Run (or resume) one training run; every failure is also reported as an ``error`` event."""
     config.output_dir.mkdir(parents=True, exist_ok=True)
-    events = EventLog(config.output_dir / "events.jsonl", extra=config.events,
-                      progress=progress)
+    main = int(os.environ.get("RANK", "0")) == 0  # under a launcher, one process reports
+    events = EventLog(config.output_dir / "events.jsonl" if main else None,
+                      extra=config.events if main else None, progress=progress and main)
     try:
         return _train(config, events)
     except BaseException as exc:
@@ -72,8 +74,9 @@ def _train(config: LetiConfig, events: EventLog) -> TrainResult:
     dtype = {"auto": "auto", "bf16": torch.bfloat16, "fp32": torch.float32}[config.precision]
     if config.precision == "auto" and accelerator.device.type == "cpu":
         dtype = torch.float32  # bf16 matmuls are slow and lossy on CPU
-    model, tokenizer = load_base_model(config.base_model, config.cache_dir,
-                                       device=str(accelerator.device), dtype=dtype)
+    device = "cpu" if accelerator.device.type == "cpu" else str(accelerator.device)
+    model, tokenizer = load_base_model(config.base_model, config.cache_dir, device=device,
+                                       dtype=dtype)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None \
         else tokenizer.eos_token_id
     embed = None
@@ -142,7 +145,11 @@ def _train(config: LetiConfig, events: EventLog) -> TrainResult:
                 loss = model(**inputs).loss / config.grad_accum
                 accelerator.backward(loss)
             loss_sum += float(loss.detach())
-            step_tokens += int(inputs["attention_mask"].sum()) * world
+            step_tokens += int(inputs["attention_mask"].sum())
+        if world > 1:  # report the global batch: mean loss and all tokens across processes
+            totals = accelerator.reduce(torch.tensor([loss_sum, float(step_tokens)],
+                                                     device=accelerator.device), reduction="sum")
+            loss_sum, step_tokens = float(totals[0]) / world, int(totals[1])
         if config.max_grad_norm > 0:
             accelerator.clip_grad_norm_(params, config.max_grad_norm)
         optimizer.step()

@@ -196,3 +196,32 @@ def test_laffi_mix_reports_heldout_feedback_prediction_accuracy(
     assert 0.0 <= laffi["status_accuracy"] <= 1.0
     held = {e["task_id"] for e in laffi["examples"]}
     assert held and len(held) == 2
+
+
+def test_data_parallel_run_under_torchrun_trains_on_the_global_batch(
+        tiny_model: Path, triples_file: Path, tmp_path: Path, code_dir: Path) -> None:
+    # two CPU processes (gloo) stand in for two GPUs: the same code path as `torchrun` on GPUs
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    args = ["--data", str(triples_file), "--base-model", str(tiny_model), "--rank", "8",
+            "--max-steps", "2", "--code-corpus", str(code_dir), "--code-block-size", "32",
+            "--device", "cpu", "--no-progress"]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                          "--nproc_per_node", "2", "-m", "trainer", "train", *args,
+                          "--batch-size", "2", "--output", str(tmp_path / "ddp")],
+                         env=env, cwd=REPO, capture_output=True, text=True, timeout=300,
+                         check=False)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = train(config(tiny_model, triples_file, tmp_path / "one", max_steps=2, batch_size=4,
+                       code_corpus=str(code_dir)))
+    events = read_events(tmp_path / "ddp" / "events.jsonl")
+    assert [e["event"] for e in events].count("start") == 1  # only rank 0 reports
+    assert events[0]["processes"] == 2
+    steps = [e for e in events if e["event"] == "step"]
+    # 2 processes x 2 sequences see exactly the tokens one process sees with 4 sequences
+    assert [e["tokens"] for e in steps] == [h["tokens"] for h in _token_history(one)]
+    assert (tmp_path / "ddp" / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def _token_history(result) -> list[dict]:
+    return [e for e in read_events(result.metrics_path.parent / "events.jsonl")
+            if e["event"] == "step"]
