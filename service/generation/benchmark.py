@@ -117,7 +117,7 @@ async def run_generation_bench(generator: EmbeddedGenerator, batches: list[int],
             await generator.hot_swap(paths[i % 2])
             result.swap_idle_s.append(time.perf_counter() - started)
             await generator.wait_retired()
-        busy = SamplingParams(max_new_tokens=max_new_tokens, seed=1)
+        busy = SamplingParams(max_new_tokens=min(32, max_new_tokens), seed=1)
         for i in range(swaps):  # with an 8-prompt generation in flight on the serving adapter
             running = asyncio.create_task(generator.generate(prompts[:8], busy))
             await asyncio.sleep(0.5)
@@ -162,7 +162,7 @@ def markdown_section(bench: GenerationBench, machine: str, date: str, model: str
         f"{statistics.median(ms):.0f} ms (max {max(ms):.0f} ms, {len(ms)} swaps); with an "
         f"8-prompt generation in flight median {statistics.median(busy):.0f} ms "
         f"(max {max(busy):.0f} ms): the load waits for at most one forward pass (prompts are "
-        "prefilled in slices of about 256 tokens), and the running generation finishes on its "
+        "prefilled in slices of about 128 tokens), and the running generation finishes on its "
         "own adapter.", ""])
 
 

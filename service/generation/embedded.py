@@ -25,6 +25,28 @@ from trainer.prompts import encode_kwargs
 _OFF = object()  # "adapters disabled" marker for the active-adapter cache
 
 
+class FairLock:
+    """A FIFO lock: whoever asked first goes next. ``threading.Lock`` lets a generation that
+    releases and re-takes it between forward passes starve an adapter load waiting for it."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._next_ticket = 0
+        self._now_serving = 0
+
+    def __enter__(self) -> FairLock:
+        with self._cond:
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            self._cond.wait_for(lambda: self._now_serving == ticket)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._cond:
+            self._now_serving += 1
+            self._cond.notify_all()
+
+
 @contextmanager
 def _quiet_loading() -> Iterator[None]:
     """Silence transformers' per-load key report and peft's multi-adapter warnings, all
@@ -48,7 +70,7 @@ class EmbeddedGenerator(Generator):
     """Generates with a model held in this process (see the module docstring)."""
 
     def __init__(self, model: Any, tokenizer: Any, *, max_batch_size: int = 16,
-                 prefill_tokens: int = 256, model_name: str = "base", **kwargs: Any) -> None:
+                 prefill_tokens: int = 128, model_name: str = "base", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
@@ -61,7 +83,7 @@ class EmbeddedGenerator(Generator):
         self.prefill_tokens = prefill_tokens  # prompt tokens per prefill pass, all rows together
         self.model_name = model_name
         self._encode = encode_kwargs(tokenizer)
-        self._model_lock = threading.Lock()
+        self._model_lock = FairLock()
         self._active: object = _OFF  # what the model's LoRA layers currently apply
 
     @classmethod

@@ -4,8 +4,9 @@ Written out instead of calling ``model.generate`` for three reasons: each row dr
 seeded generator (no other row consumes its randomness, so seeded requests repeat); stop sequences
 are found on the decoded tail, so token counts and the cut are exact; and rows that finish leave
 the batch (their KV rows are dropped), so one long sample does not keep 31 finished ones busy.
-Prompts are left-padded, positions come from the attention mask, and each distinct prompt is
-prefilled once and its cache repeated for its ``n`` samples.
+Prompts are left-padded, positions come from the attention mask; the token prefix all prompts
+share (chat template, task lead-in) is prefilled once, each distinct prompt once, and its cache
+is repeated for its ``n`` samples.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def _final_text(tokenizer: Any, tokens: list[int], eos_ids: set[int], stops: tup
 def sample_batch(model: Any, tokenizer: Any, prompts: list[str], params: SamplingParams,
                  seeds: list[list[int]], encode_kwargs: dict[str, bool],
                  guard: Callable[[], AbstractContextManager[Any]] = nullcontext,
-                 prefill_tokens: int = 256) -> list[list[RawSample]]:
+                 prefill_tokens: int = 128) -> list[list[RawSample]]:
     """``len(seeds[i])`` samples of prompt ``i`` (``seeds[i][j]`` seeds sample ``j``), in one batch.
 
     Every forward pass runs inside ``guard()``: the embedded backend takes its model lock and
@@ -88,9 +89,10 @@ def sample_batch(model: Any, tokenizer: Any, prompts: list[str], params: Samplin
     counts = [len(row) for row in seeds]
     if len(counts) != len(prompts) or min(counts, default=1) < 1:
         raise ValueError("seeds must hold at least one seed per prompt")
-    enc = tokenizer(prompts, padding=True, return_tensors="pt", **encode_kwargs)
-    ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
-    prompt_tokens = mask.sum(-1).tolist()
+    token_lists = tokenizer(prompts, **encode_kwargs)["input_ids"]
+    prompt_tokens = [len(t) for t in token_lists]
+    if min(prompt_tokens) < 1:
+        raise ValueError("a prompt encodes to no tokens")
     limit = getattr(model.config, "max_position_embeddings", None)
     if limit is not None and max(prompt_tokens) + params.max_new_tokens > limit:
         raise ValueError(f"prompt of {max(prompt_tokens)} tokens + max_new_tokens "
@@ -105,13 +107,24 @@ def sample_batch(model: Any, tokenizer: Any, prompts: list[str], params: Samplin
     tokens: list[list[int]] = [[] for _ in range(rows)]
     finish: list[FinishReason] = ["length"] * rows
     cache = DynamicCache(config=model.config)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    shared = _shared_prefix(token_lists)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0  # masked
+    ids, suffix_mask = _left_padded([t[shared:] for t in token_lists], pad_id, device)
+    mask = torch.cat([suffix_mask.new_ones((len(prompts), shared)), suffix_mask], dim=-1)
+    positions = ((mask.cumsum(-1) - 1).clamp(min=0))[:, shared:]
     with torch.inference_mode():
+        if shared:  # the chat template and task lead-in, common to every prompt: once
+            with guard():
+                model(input_ids=torch.tensor([token_lists[0][:shared]], device=device),
+                      position_ids=torch.arange(shared, device=device)[None],
+                      past_key_values=cache, use_cache=True, logits_to_keep=1)
+            cache.batch_select_indices(torch.zeros(len(prompts), dtype=torch.long,
+                                                   device=device))
         width = max(1, prefill_tokens // len(prompts))
         for start in range(0, ids.shape[1], width):
             end = start + width
             with guard():
-                out = model(input_ids=ids[:, start:end], attention_mask=mask[:, :end],
+                out = model(input_ids=ids[:, start:end], attention_mask=mask[:, :shared + end],
                             position_ids=positions[:, start:end], past_key_values=cache,
                             use_cache=True, logits_to_keep=1)
         logits = out.logits[:, -1, :].float()
@@ -147,6 +160,27 @@ def sample_batch(model: Any, tokenizer: Any, prompts: list[str], params: Samplin
     return [[RawSample(_final_text(tokenizer, tokens[starts[i] + j], eos_ids, params.stop),
                        prompt_tokens[i], len(tokens[starts[i] + j]), finish[starts[i] + j])
              for j in range(counts[i])] for i in range(len(prompts))]
+
+
+def _shared_prefix(token_lists: list[list[int]], minimum: int = 8) -> int:
+    """Tokens every prompt starts with (keeping at least one of each prompt to prefill)."""
+    if len(token_lists) < 2:
+        return 0
+    shortest = min(len(t) for t in token_lists) - 1
+    n = 0
+    while n < shortest and all(t[n] == token_lists[0][n] for t in token_lists):
+        n += 1
+    return n if n >= minimum else 0
+
+
+def _left_padded(token_lists: list[list[int]], pad_id: int, device: Any) -> tuple[Any, Any]:
+    import torch
+
+    width = max(len(t) for t in token_lists)
+    ids = torch.tensor([[pad_id] * (width - len(t)) + t for t in token_lists], device=device)
+    mask = torch.tensor([[0] * (width - len(t)) + [1] * len(t) for t in token_lists],
+                        device=device)
+    return ids, mask
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> set[int]:

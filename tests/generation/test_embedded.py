@@ -115,3 +115,26 @@ async def test_adapters_vllm_could_not_serve_are_refused(
     with pytest.raises(AdapterError, match="only plain LORA"):
         await tiny_generator.load_adapter("ia3", big)
     assert tiny_generator.list_adapters() == []
+
+
+def test_model_lock_serves_waiters_in_arrival_order() -> None:
+    """A generation re-taking the lock between passes must not starve an adapter load."""
+    import threading
+    import time
+
+    from service.generation.embedded import FairLock
+
+    lock, order = FairLock(), []
+    lock.__enter__()  # a forward pass in progress
+    waiters = []
+    for name in ("load", "next-pass-1", "next-pass-2"):
+        def take(name: str = name) -> None:
+            with lock:
+                order.append(name)
+        waiters.append(threading.Thread(target=take))
+        waiters[-1].start()
+        time.sleep(0.05)  # arrive in this order
+    lock.__exit__()
+    for thread in waiters:
+        thread.join(timeout=5)
+    assert order == ["load", "next-pass-1", "next-pass-2"]

@@ -43,6 +43,29 @@ def test_prefill_in_slices_gives_the_same_answers(tiny_model: Any, smol_tokenize
     assert sliced == whole
 
 
+def test_shared_prefix_is_prefilled_once_with_the_same_answers(
+        tiny_model: Any, smol_tokenizer: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from service.generation import sampling
+    from trainer.prompts import TaskPrompt, build_prompt
+
+    prompts = [build_prompt(TaskPrompt("user", text), tokenizer=smol_tokenizer)
+               for text in ("Reverse a string.", "Write a function that adds two numbers.")]
+    ids = [smol_tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    assert sampling._shared_prefix(ids) > 20  # the chat template's system turn and more
+    seen: list[int] = []
+    tiny_model.register_forward_pre_hook(
+        lambda _m, _a, kw: seen.append(kw["input_ids"].numel()), with_kwargs=True)
+    params = SamplingParams(n=2, temperature=0, max_new_tokens=6)
+    shared = _sample(tiny_model, smol_tokenizer, prompts, params)
+    prefill_shared = sum(seen[:-5])  # all but the 5 decode steps after the first token
+    seen.clear()
+    monkeypatch.setattr(sampling, "_shared_prefix", lambda _lists: 0)
+    assert _sample(tiny_model, smol_tokenizer, prompts, params) == shared
+    assert prefill_shared < sum(seen[:-5])
+    alone = [_sample(tiny_model, smol_tokenizer, [p], params)[0] for p in prompts]
+    assert alone == shared
+
+
 def test_left_padding_does_not_change_a_prompt_answer(tiny_model: Any, smol_tokenizer: Any
                                                       ) -> None:
     params = SamplingParams(temperature=0, max_new_tokens=10)
