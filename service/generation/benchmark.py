@@ -5,6 +5,7 @@ idle and with a generation in flight. ``leti bench generate`` drives it."""
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import tempfile
 import time
@@ -39,6 +40,7 @@ class GenerationBench:
     loop: list[Throughput] = field(default_factory=list)
     swap_idle_s: list[float] = field(default_factory=list)
     swap_busy_s: list[float] = field(default_factory=list)
+    load_average: list[float] = field(default_factory=list)  # 1-minute, before each measurement
 
     def best(self, batch: int) -> Throughput:
         return max((t for t in self.batched if t.batch == batch), key=lambda t: t.tokens_per_s)
@@ -103,9 +105,11 @@ async def run_generation_bench(generator: EmbeddedGenerator, batches: list[int],
     await _timed(generator, prompts[:2], SamplingParams(max_new_tokens=4), 2)  # warm-up
     for batch in batches:
         for chunk in sorted({min(c, batch) for c in chunks}):
+            result.load_average.append(os.getloadavg()[0])
             result.batched.append(await _timed(generator, prompts[:batch], params, chunk))
             log(f"batch {batch:>3} in chunks of {chunk:>3}: "
                 f"{result.batched[-1].tokens_per_s:7.1f} tokens/s")
+        result.load_average.append(os.getloadavg()[0])
         result.loop.append(await _timed(generator, prompts[:batch], params, 1))
         log(f"batch {batch:>3}, one prompt at a time: {result.loop[-1].tokens_per_s:7.1f} tokens/s")
     best = max(result.batched, key=lambda t: (t.batch, t.tokens_per_s))
@@ -150,7 +154,10 @@ def markdown_section(bench: GenerationBench, machine: str, date: str, model: str
         f"earlier), seeded, {bench.prompts} prompts in the project's chat format, one sample "
         "per prompt. Tokens/s counts generated tokens over the request's wall time, prompt "
         "processing included. The anchor is the plain loop: the same prompts and seeds, one "
-        "prompt per forward pass, in the same run.", "",
+        "prompt per forward pass, in the same run. The machine was shared with other work: "
+        f"the 1-minute load average ranged {min(bench.load_average):.1f}-"
+        f"{max(bench.load_average):.1f} on {os.cpu_count()} cores during the run, so absolute "
+        "figures are noisy; the ratios are what the run compares.", "",
         "| prompts | batched tokens/s | one-at-a-time tokens/s | speed-up |",
         "|---:|---:|---:|---:|", *rows, "",
         "Every chunk size tried (rows per forward pass; the default `max_batch_size` is the "

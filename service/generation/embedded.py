@@ -1,10 +1,11 @@
 """The embedded backend: transformers + peft in this process, CPU by default, CUDA when present.
 
 One base model carries every loaded LoRA adapter (``load_adapter`` / ``set_adapter`` /
-``delete_adapter``); nothing reloads the base. A model lock is taken around each forward pass,
-and the batch's own adapter is activated inside it, so several requests interleave step by step
-and an adapter can be added between two decode steps of a running generation, which finishes on
-the adapter it started with. Deletion waits for the adapter's pinned requests (see ``base``).
+``delete_adapter``); nothing reloads the base. A first-come-first-served model lock is taken
+around each forward pass (a decode step or a prefill slice), and the batch's own adapter is
+activated inside it, so several requests interleave pass by pass and an adapter can be added
+between two passes of a running generation, which finishes on the adapter it started with.
+Deletion waits for the adapter's pinned requests (see ``base``).
 """
 
 from __future__ import annotations
