@@ -28,7 +28,7 @@ async def list_adapters(loop: LoopDep) -> dict[str, Any]:
             else None, "serving": loop.adapters.serving_name(), "items": items}
 
 
-@router.post("/rollback", dependencies=[ApiKey], responses=problems(401, 404, 422))
+@router.post("/rollback", dependencies=[ApiKey], responses=problems(400, 401, 404, 422))
 async def rollback(loop: LoopDep, body: RollbackIn | None = None) -> dict[str, Any]:
     """Serve an earlier adapter again (reloaded if needed); one call."""
     return await loop.adapters.rollback(body.to if body is not None else None)

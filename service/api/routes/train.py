@@ -21,11 +21,12 @@ router = APIRouter(prefix="/v1/train", tags=["training"], responses=problems(503
 
 
 class TrainIn(Strict):
-    gate: bool = True  # gate the candidate when the run finishes (promote or reject)
-    steps: int | None = Field(default=None, ge=1, le=1_000_000)  # None: LETI_TRAIN_STEPS
+    # gate the candidate when the run finishes (promote or reject); steps: LETI_TRAIN_STEPS
+    gate: bool = Field(default=True, strict=True)
+    steps: int | None = Field(default=None, ge=1, le=1_000_000, strict=True)
 
 
-@router.post("", status_code=202, dependencies=[ApiKey], responses={**problems(401, 422), 409: {
+@router.post("", status_code=202, dependencies=[ApiKey], responses={**problems(400, 401, 422), 409: {
                  "model": Problem, "description": "a run is in progress, or no new triples"}})
 async def start_training(loop: LoopDep, body: TrainIn | None = None) -> Any:
     """Train on the triples no finished run has seen yet; 409 while a run is in progress or
