@@ -72,7 +72,7 @@ def test_bad_requests_get_clear_4xx(app_client: TestClient) -> None:
     assert too_big_k.status_code == 422 and "between 1 and n=2" in too_big_k.text
     unknown = app_client.post("/v1/benchmarks/humaneval", json={"adapter": "nope-v9"})
     assert unknown.status_code == 404 and "nope-v9" in unknown.json()["detail"]
-    assert app_client.post("/v1/benchmarks/apps", json={}).status_code == 422
+    assert app_client.post("/v1/benchmarks/apps", json={}).status_code == 405
     assert app_client.post("/v1/benchmarks/mbpp", json={"split": "nosuch"}).status_code == 404
     missing = app_client.get("/v1/benchmarks/0123456789abcdef")
     assert missing.status_code == 404 and "no benchmark run" in missing.json()["detail"]

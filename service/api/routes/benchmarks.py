@@ -4,19 +4,28 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import anyio.to_thread
 from fastapi import APIRouter, FastAPI, Query, Request
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from service.api.deps import ApiKey, GenerationDep, ServicesDep
+from service.api.deps import ApiKey, GenerationDep, Services, ServicesDep
 from service.api.schemas import problems
 from service.benchmarks import records
 from service.benchmarks.jobs import BenchmarkJobs, BenchmarkSpec
 from service.benchmarks.scoring import HUMAN_EVAL_TIMEOUT_S
 from service.core.errors import NotFound
+from service.core.generation import Generation
+
+
+def _utc(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes: they are UTC (the store writes UTC)."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+Timestamp = Annotated[datetime, AfterValidator(_utc)]
 
 
 @asynccontextmanager
@@ -87,8 +96,8 @@ class BenchmarkOut(BaseModel):
     pass_at_k: dict[str, float] | None
     error: str | None
     config: dict[str, Any]
-    created_at: datetime
-    finished_at: datetime | None
+    created_at: Timestamp
+    finished_at: Timestamp | None
     results: list[TaskResultOut] | None = None
 
 
@@ -111,12 +120,8 @@ def jobs_for(request: Request) -> BenchmarkJobs:
     return request.app.state.benchmark_jobs
 
 
-@router.post("/{benchmark}", response_model=BenchmarkOut, status_code=202,
-             dependencies=[ApiKey], responses=problems(401, 404, 413))
-async def start_benchmark(benchmark: Literal["humaneval", "mbpp"], body: BenchmarkIn,
-                          request: Request, services: ServicesDep,
-                          generation: GenerationDep) -> BenchmarkOut:
-    """Start a pass@k run; poll ``GET /v1/benchmarks/{id}`` for progress and results."""
+async def _start(benchmark: str, body: BenchmarkIn, request: Request, services: Services,
+                 generation: Generation) -> BenchmarkOut:
     spec = BenchmarkSpec(benchmark=benchmark, adapter=body.adapter, n=body.n,
                          temperature=body.temperature, top_p=body.top_p,
                          ks=tuple(dict.fromkeys(body.k)), limit=body.limit, split=body.split,
@@ -125,6 +130,22 @@ async def start_benchmark(benchmark: Literal["humaneval", "mbpp"], body: Benchma
                          seed=body.seed, timeout_s=body.timeout_s)
     run = await jobs_for(request).start(spec, generation)
     return _out(run)
+
+
+@router.post("/humaneval", response_model=BenchmarkOut, status_code=202,
+             dependencies=[ApiKey], responses=problems(400, 401, 404, 413))
+async def start_humaneval(body: BenchmarkIn, request: Request, services: ServicesDep,
+                          generation: GenerationDep) -> BenchmarkOut:
+    """Start a HumanEval pass@k run; poll ``GET /v1/benchmarks/{id}`` for progress."""
+    return await _start("humaneval", body, request, services, generation)
+
+
+@router.post("/mbpp", response_model=BenchmarkOut, status_code=202,
+             dependencies=[ApiKey], responses=problems(400, 401, 404, 413))
+async def start_mbpp(body: BenchmarkIn, request: Request, services: ServicesDep,
+                     generation: GenerationDep) -> BenchmarkOut:
+    """Start an MBPP pass@k run (``split``, default test); poll ``GET /v1/benchmarks/{id}``."""
+    return await _start("mbpp", body, request, services, generation)
 
 
 @router.get("", response_model=list[BenchmarkOut])

@@ -6,7 +6,6 @@ air-gapped host; every panel fetches its endpoint and says "not available" on a 
 
 from __future__ import annotations
 
-from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
@@ -18,6 +17,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from service.api.deps import StoreDep
+from service.api.routes.benchmarks import Timestamp
 from service.api.schemas import problems
 from service.store.db import Store
 from service.store.models import ExecutionRow, SampleRow
@@ -44,7 +44,7 @@ class FailureOut(BaseModel):
     origin: str  # generated | submitted
     status: str
     feedback: str
-    created_at: datetime
+    created_at: Timestamp
 
 
 class FailurePage(BaseModel):
