@@ -83,7 +83,7 @@ class AdapterSwitch:
         async def unload() -> None:
             try:
                 await self.generator.unload_adapter(name)
-            except Exception:  # noqa: BLE001 - it just stays loaded
+            except Exception:
                 log.exception("could not unload adapter %s", name)
         task = asyncio.get_running_loop().create_task(unload())
         self._unloads.add(task)
@@ -103,7 +103,7 @@ class AdapterSwitch:
             await self._ensure_loaded(row)
             await self.generator.activate(row.id)
             log.info("serving adapter %s again after the restart", row.id)
-        except Exception:  # noqa: BLE001 - keep serving the base model
+        except Exception:
             log.exception("could not restore serving adapter %s", row.id)
 
     # -- the gate ----------------------------------------------------------------------------

@@ -48,16 +48,16 @@ _PROBLEMS: list[tuple[str, str, tuple[str, ...]]] = [
      ("assert count_capitalised('Ann met Bob today') == 2",
       "assert count_capitalised('no caps here') == 0", "assert count_capitalised('') == 0")),
     ("Write a function to rotate a list to the left by k positions.",
-     "def rotate_left(xs, k):\n    if not xs:\n        return []\n    k %= len(xs)\n"
-     "    return xs[k:] + xs[:k]",
+     ("def rotate_left(xs, k):\n    if not xs:\n        return []\n    k %= len(xs)\n"
+     "    return xs[k:] + xs[:k]"),
      ("assert rotate_left([1, 2, 3, 4], 1) == [2, 3, 4, 1]",
       "assert rotate_left([1, 2, 3], 5) == [3, 1, 2]", "assert rotate_left([], 2) == []")),
     ("Write a function to return the number of distinct characters in a string.",
      "def distinct_chars(s):\n    return len(set(s))",
      ("assert distinct_chars('banana') == 3", "assert distinct_chars('') == 0",
       "assert distinct_chars('abc') == 3")),
-    ("Write a function to return the list of numbers from a list that are greater than their "
-     "left neighbour.",
+    (("Write a function to return the list of numbers from a list that are greater than their "
+     "left neighbour."),
      "def rising_points(xs):\n    return [b for a, b in zip(xs, xs[1:]) if b > a]",
      ("assert rising_points([1, 3, 2, 5]) == [3, 5]", "assert rising_points([5, 4, 3]) == []",
       "assert rising_points([7]) == []")),
@@ -82,16 +82,16 @@ _PROBLEMS: list[tuple[str, str, tuple[str, ...]]] = [
      ("assert all_unique([1, 2, 3]) == True", "assert all_unique([1, 2, 1]) == False",
       "assert all_unique([]) == True")),
     ("Write a function to return the running totals of a list of numbers.",
-     "def running_totals(xs):\n    out, total = [], 0\n    for x in xs:\n        total += x\n"
-     "        out.append(total)\n    return out",
+     ("def running_totals(xs):\n    out, total = [], 0\n    for x in xs:\n        total += x\n"
+     "        out.append(total)\n    return out"),
      ("assert running_totals([1, 2, 3]) == [1, 3, 6]", "assert running_totals([]) == []",
       "assert running_totals([5, -5]) == [5, 0]")),
     ("Write a function to return the initials of a full name in upper case, joined by dots.",
      "def initials(name):\n    return '.'.join(w[0].upper() for w in name.split())",
-     ("assert initials('ada lovelace') == 'A.L'", "assert initials('Alan Mathison Turing') == "
-      "'A.M.T'", "assert initials('x') == 'X'")),
-    ("Write a function to return the number of integers between a and b inclusive that are "
-     "divisible by k.",
+     ("assert initials('ada lovelace') == 'A.L'", ("assert initials('Alan Mathison Turing') == "
+      "'A.M.T'"), "assert initials('x') == 'X'")),
+    (("Write a function to return the number of integers between a and b inclusive that are "
+     "divisible by k."),
      "def count_divisible(a, b, k):\n    return sum(1 for i in range(a, b + 1) if i % k == 0)",
      ("assert count_divisible(1, 10, 3) == 3", "assert count_divisible(4, 4, 2) == 1",
       "assert count_divisible(5, 9, 10) == 0")),
@@ -112,13 +112,13 @@ _PROBLEMS: list[tuple[str, str, tuple[str, ...]]] = [
      "def count_negatives(xs):\n    return sum(1 for x in xs if x < 0)",
      ("assert count_negatives([-1, 2, -3]) == 2", "assert count_negatives([]) == 0",
       "assert count_negatives([0, 1]) == 0")),
-    ("Write a function to return the average of a non-empty list of numbers, rounded to two "
-     "decimals.",
+    (("Write a function to return the average of a non-empty list of numbers, rounded to two "
+     "decimals."),
      "def mean2(xs):\n    return round(sum(xs) / len(xs), 2)",
      ("assert mean2([1, 2, 3, 4]) == 2.5", "assert mean2([1, 1, 2]) == 1.33",
       "assert mean2([10]) == 10")),
-    ("Write a function to return the keys of a dictionary whose values are above a threshold, "
-     "sorted.",
+    (("Write a function to return the keys of a dictionary whose values are above a threshold, "
+     "sorted."),
      "def keys_above(d, t):\n    return sorted(k for k, v in d.items() if v > t)",
      ("assert keys_above({'a': 3, 'b': 1, 'c': 5}, 2) == ['a', 'c']",
       "assert keys_above({}, 0) == []", "assert keys_above({'x': 1}, 1) == []")),
@@ -131,9 +131,9 @@ _PROBLEMS: list[tuple[str, str, tuple[str, ...]]] = [
      ("assert longest_word_length('a quick fox') == 5", "assert longest_word_length('') == 0",
       "assert longest_word_length('hi') == 2")),
     ("Write a function to check whether a number is a perfect square.",
-     "def is_square(n):\n    if n < 0:\n        return False\n    r = int(n ** 0.5)\n"
+     ("def is_square(n):\n    if n < 0:\n        return False\n    r = int(n ** 0.5)\n"
      "    while r * r > n:\n        r -= 1\n    while (r + 1) * (r + 1) <= n:\n        r += 1\n"
-     "    return r * r == n",
+     "    return r * r == n"),
      ("assert is_square(16) == True", "assert is_square(15) == False",
       "assert is_square(0) == True")),
     ("Write a function to interleave two lists of equal length.",

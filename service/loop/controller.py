@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable
+from functools import partial
 from typing import Any
 
 import anyio.to_thread
@@ -24,8 +25,14 @@ from service.core.generation import Generation
 from service.loop import state
 from service.loop.adapters import AdapterSwitch
 from service.loop.rounds import collect_round, next_batch
-from service.loop.training import (NothingToTrain, TrainerProcess, fail_interrupted_runs,
-                                   finish_run, next_adapter_name, prepare_run)
+from service.loop.training import (
+    NothingToTrain,
+    TrainerProcess,
+    fail_interrupted_runs,
+    finish_run,
+    next_adapter_name,
+    prepare_run,
+)
 from service.store.db import Store
 
 log = logging.getLogger(__name__)
@@ -131,8 +138,8 @@ class LoopController:
                 batch, cursor = next_batch(problems, cursor,
                                            self.settings.loop_problems_per_round)
                 result = await collect_round(generation, batch, number + 1, self.settings)
-                await anyio.to_thread.run_sync(lambda: state.set_values(
-                    self.store, round=number + 1, cursor=cursor))
+                await anyio.to_thread.run_sync(partial(state.set_values, self.store,
+                                                       round=number + 1, cursor=cursor))
                 self.last_round = {"round": result.round, "problems": result.problems,
                                    "samples": result.samples, "passed": result.passed,
                                    "adapter": result.adapter}
@@ -142,7 +149,7 @@ class LoopController:
                 raise
             except (TrainingBusy, NothingToTrain):
                 pass
-            except Exception as exc:  # noqa: BLE001 - keep the loop alive; say why it paused
+            except Exception as exc:
                 log.exception("loop round failed")
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 self.phase = "paused after an error"
@@ -199,7 +206,7 @@ class LoopController:
     async def _guard(self, step: Awaitable[Any]) -> None:
         try:
             await step
-        except Exception as exc:  # noqa: BLE001 - a background step: record, keep serving
+        except Exception as exc:
             log.exception("loop step failed")
             self.last_error = f"{type(exc).__name__}: {exc}"
 

@@ -13,8 +13,15 @@ from sqlalchemy.orm import Session
 from sandbox.tasks import Task, TaskDataError, load_mbpp
 from service.loop.builtin_tasks import builtin_split, builtin_tasks
 from service.store.db import Store
-from service.store.models import (AdapterRow, LoopStateRow, PromotionRow, SampleRow, TaskRow,
-                                  TrainingRunRow, TripleRow)
+from service.store.models import (
+    AdapterRow,
+    LoopStateRow,
+    PromotionRow,
+    SampleRow,
+    TaskRow,
+    TrainingRunRow,
+    TripleRow,
+)
 from service.store.tasks import sync_catalogue, task_row
 
 log = logging.getLogger(__name__)

@@ -19,12 +19,12 @@ from typing import Any
 from sqlalchemy import func, select
 
 from service.core.config import Settings
+from service.loop.state import last_trained_triple
 from service.store import lineage
 from service.store.db import Store
 from service.store.export import export_jsonl
 from service.store.models import AdapterRow, TrainingRunRow, TripleRow
 from service.store.triples import TripleFilter
-from service.loop.state import last_trained_triple
 
 log = logging.getLogger(__name__)
 

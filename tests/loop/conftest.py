@@ -14,11 +14,12 @@ import pytest
 from service.core.config import Settings
 from tests.api.conftest import LiveServer, tiny_model_dir  # noqa: F401 - the fixture, reused
 
-LOOP_TEST_SETTINGS: dict[str, Any] = dict(
-    sandbox_workers=2, generator_backend="embedded", generator_threads=1, load_humaneval=False,
-    mbpp_path=None, loop_mbpp_hub=False, loop_problems_per_round=2, loop_samples_per_problem=2,
-    loop_max_new_tokens=24, train_min_new_triples=8, train_interval_s=0, train_steps=2,
-    train_batch_size=2, train_max_length=256, gate_problems=3, database_url=None, api_key=None)
+LOOP_TEST_SETTINGS: dict[str, Any] = {
+    "sandbox_workers": 2, "generator_backend": "embedded", "generator_threads": 1,
+    "load_humaneval": False, "mbpp_path": None, "loop_mbpp_hub": False,
+    "loop_problems_per_round": 2, "loop_samples_per_problem": 2, "loop_max_new_tokens": 24,
+    "train_min_new_triples": 8, "train_interval_s": 0, "train_steps": 2, "train_batch_size": 2,
+    "train_max_length": 256, "gate_problems": 3, "database_url": None, "api_key": None}
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ from typing import Any
 
 import anyio.to_thread
 from fastapi import APIRouter
-from pydantic import Field
 from fastapi.responses import JSONResponse
+from pydantic import Field
 
 from service.api.deps import ApiKey, StoreDep
 from service.api.routes.loop import LoopDep
