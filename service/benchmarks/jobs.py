@@ -87,11 +87,9 @@ def build_prompt(task: TaskRow, conditioned: bool, tokenizer: Any) -> str:
 class BenchmarkJobs:
     """Starts benchmark runs as background tasks and keeps them until they finish."""
 
-    def __init__(self, store: Store, sandbox: SandboxGate, generation: Generation | None,
-                 memory_mb: int = 1024) -> None:
+    def __init__(self, store: Store, sandbox: SandboxGate, memory_mb: int = 1024) -> None:
         self.store = store
         self.sandbox = sandbox
-        self.generation = generation
         self.memory_mb = memory_mb
         self._tasks: dict[str, asyncio.Task[None]] = {}
         records.fail_unfinished(store)  # left by a previous process: they will never finish

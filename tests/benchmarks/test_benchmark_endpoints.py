@@ -95,6 +95,14 @@ def test_a_run_cut_short_by_a_restart_is_stored_as_interrupted(
         started = client.post("/v1/benchmarks/humaneval",
                               json={"adapter": "base", "n": 4, "k": [1], "limit": 40,
                                     "max_new_tokens": 64}).json()
+        deadline = time.monotonic() + 120
+        while True:  # progress and per-task results are readable while the run goes on
+            body = client.get(f"/v1/benchmarks/{started['id']}").json()
+            if body["progress"]["tasks_done"] > 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert body["status"] == "running" and body["pass_at_k"] is None
+        assert len(body["results"]) == body["progress"]["tasks_done"] < 40
     # the app stopped with the run in flight: shutdown stored it as interrupted
     with TestClient(create_app(settings)) as client:
         body = client.get(f"/v1/benchmarks/{started['id']}").json()

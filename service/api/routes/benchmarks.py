@@ -34,8 +34,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     failed, and on shutdown cancel runs in flight (stored as interrupted)."""
     services = app.state.services
     jobs = await anyio.to_thread.run_sync(lambda: BenchmarkJobs(
-        services.store, services.sandbox, services.generation,
-        services.settings.sandbox_memory_mb))
+        services.store, services.sandbox, services.settings.sandbox_memory_mb))
     app.state.benchmark_jobs = jobs
     try:
         yield
