@@ -33,7 +33,7 @@ from service.store.models import BenchmarkRunRow, TaskRow
 from service.store.triples import prompt_tests
 
 log = logging.getLogger(__name__)
-CHUNK = 8  # prompts per generator call: batched, and progress every few tasks
+CHUNK = 4  # prompts per generator call: batched, yet progress every few tasks on a CPU
 MAX_SAMPLES_PER_TASK = 256
 
 

@@ -92,9 +92,9 @@ def test_a_run_cut_short_by_a_restart_is_stored_as_interrupted(
     settings = settings_maker(tmp_path, mbpp_path, generator_backend="embedded",
                               generator_model=str(tiny_model_dir), generator_device="cpu")
     with TestClient(create_app(settings)) as client:
-        started = client.post("/v1/benchmarks/humaneval",
-                              json={"adapter": "base", "n": 4, "k": [1], "limit": 40,
-                                    "max_new_tokens": 64}).json()
+        started = client.post("/v1/benchmarks/mbpp",
+                              json={"adapter": "base", "n": 1, "k": [1], "limit": 40,
+                                    "max_new_tokens": 8}).json()
         deadline = time.monotonic() + 120
         while True:  # progress and per-task results are readable while the run goes on
             body = client.get(f"/v1/benchmarks/{started['id']}").json()
