@@ -250,7 +250,7 @@ class Problem(BaseModel):
 
 
 _WHY = {400: "the body is not valid JSON text", 401: "missing or wrong X-API-Key",
-        404: "an id that does not exist",
+        404: "an id that does not exist", 409: "conflicts with work in progress (e.g. a run)",
         413: "over a limit (the message names the setting)", 422: "invalid request",
         503: "a backend is down (named in 'component')"}
 

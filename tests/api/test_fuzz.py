@@ -35,8 +35,8 @@ def live(tmp_path_factory: pytest.TempPathFactory, mbpp_path: Path,
 # configured limit; 422: "exactly one of", a test that does not compile; 404: an unknown id);
 # a 413 is also a correct refusal of an oversized, schema-violating body. A 5xx never is.
 CONFIG = schemathesis.Config.from_dict({"checks": {
-    "positive_data_acceptance": {"expected-statuses": ["2xx", "401", "404", "413", "422"]},
-    "negative_data_rejection": {"expected-statuses": ["400", "401", "404", "405", "413",
+    "positive_data_acceptance": {"expected-statuses": ["2xx", "401", "404", "409", "413", "422"]},
+    "negative_data_rejection": {"expected-statuses": ["400", "401", "404", "405", "409", "413",
                                                       "422"]},
 }})
 # The schema does not depend on settings, so it is read from an app that is never started

@@ -13,7 +13,8 @@ from service.store.migrate import downgrade, head_revision, upgrade
 from service.store.models import Base
 
 TABLES = {"tasks", "samples", "executions", "external_feedback", "triples", "adapters",
-          "training_runs", "promotions", "alembic_version"}
+          "training_runs", "promotions", "benchmark_runs", "benchmark_results", "loop_state",
+          "alembic_version"}
 
 
 def test_upgrade_creates_every_table_at_head_and_is_idempotent(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from pydantic import Field
 
 from service.api.deps import ApiKey, StoreDep
 from service.api.routes.loop import LoopDep
-from service.api.schemas import Id, Problem, Strict, problems
+from service.api.schemas import Id, Strict, problems
 from service.core.errors import NotFound
 from service.loop.controller import TrainingBusy
 from service.loop.training import NothingToTrain, run_progress
@@ -26,8 +26,7 @@ class TrainIn(Strict):
     steps: int | None = Field(default=None, ge=1, le=1_000_000, strict=True)
 
 
-@router.post("", status_code=202, dependencies=[ApiKey], responses={**problems(400, 401, 422), 409: {
-                 "model": Problem, "description": "a run is in progress, or no new triples"}})
+@router.post("", status_code=202, dependencies=[ApiKey], responses=problems(400, 401, 409, 422))
 async def start_training(loop: LoopDep, body: TrainIn | None = None) -> Any:
     """Train on the triples no finished run has seen yet; 409 while a run is in progress or
     when there is nothing new."""
