@@ -170,4 +170,5 @@ def load_base_model(name_or_path: str | None = None, cache_dir: Path | str | Non
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    return model.to(device).eval(), tokenizer
+    model = model.to(device)  # type: ignore[arg-type]  # transformers' stub wants a model
+    return model.eval(), tokenizer

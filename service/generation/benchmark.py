@@ -20,7 +20,7 @@ from service.generation.types import SamplingParams
 @dataclass(frozen=True)
 class Throughput:
     batch: int  # prompts in the request
-    chunk: int  # rows per forward pass (max_batch_size); 1 = the plain loop
+    chunk: int  # rows decoding together (max_batch_size); 1 = the plain loop
     tokens: int
     seconds: float
 
@@ -86,7 +86,7 @@ def make_adapter(generator: EmbeddedGenerator, out: Path, seed: int, rank: int =
     config = LoraConfig(r=rank, lora_alpha=2 * rank, init_lora_weights=False,
                         target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
                                         "up_proj", "down_proj"], task_type="CAUSAL_LM")
-    get_peft_model(copy.deepcopy(generator.model), config).save_pretrained(out)
+    get_peft_model(copy.deepcopy(generator.model), config).save_pretrained(str(out))
     return out
 
 
@@ -107,7 +107,7 @@ async def run_generation_bench(generator: EmbeddedGenerator, batches: list[int],
         for chunk in sorted({min(c, batch) for c in chunks}):
             result.load_average.append(os.getloadavg()[0])
             result.batched.append(await _timed(generator, prompts[:batch], params, chunk))
-            log(f"batch {batch:>3} in chunks of {chunk:>3}: "
+            log(f"batch {batch:>3}, {chunk:>3} rows at a time: "
                 f"{result.batched[-1].tokens_per_s:7.1f} tokens/s")
         result.load_average.append(os.getloadavg()[0])
         result.loop.append(await _timed(generator, prompts[:batch], params, 1))
@@ -140,14 +140,13 @@ def markdown_section(bench: GenerationBench, machine: str, date: str, model: str
     rows = []
     for batch in sorted({t.batch for t in bench.batched}):
         best, loop = bench.best(batch), bench.loop_for(batch)
-        rows.append(f"| {batch} | {best.tokens_per_s:.1f} (chunks of {best.chunk}) | "
+        rows.append(f"| {batch} | {best.tokens_per_s:.1f} ({best.chunk} rows) | "
                     f"{loop.tokens_per_s:.1f} | {best.tokens_per_s / loop.tokens_per_s:.1f}x |")
     chunk_rows = [f"| {t.batch} | {t.chunk} | {t.tokens} | {t.seconds:.1f} | "
                   f"{t.tokens_per_s:.1f} |" for t in bench.batched]
     ms = [x * 1000 for x in bench.swap_idle_s]
     busy = [x * 1000 for x in bench.swap_busy_s]
-    return "\n".join([
-        "## Generation (embedded backend)", "",
+    intro = (
         f"`leti bench generate` on {date}: {machine}; {model} on {bench.device}, "
         f"{bench.dtype}, {bench.threads} torch thread(s). Sampling at temperature 0.8, top-p "
         f"0.95, up to {bench.max_new_tokens} new tokens per sample (EOS ends a sample "
@@ -157,20 +156,23 @@ def markdown_section(bench: GenerationBench, machine: str, date: str, model: str
         "prompt per forward pass, in the same run. The machine was shared with other work: "
         f"the 1-minute load average ranged {min(bench.load_average):.1f}-"
         f"{max(bench.load_average):.1f} on {os.cpu_count()} cores during the run, so absolute "
-        "figures are noisy; the ratios are what the run compares.", "",
-        "| prompts | batched tokens/s | one-at-a-time tokens/s | speed-up |",
-        "|---:|---:|---:|---:|", *rows, "",
-        "Every chunk size tried (rows per forward pass; the default `max_batch_size` is the "
-        "best one here):", "",
-        "| prompts | chunk | tokens | seconds | tokens/s |", "|---:|---:|---:|---:|---:|",
-        *chunk_rows, "",
-        f"Adapter hot swap (load a rank-16 LoRA on all projections as a new version and move "
-        f"the alias; the old version is retired after its requests): idle median "
+        "figures are noisy; the ratios are what the run compares.")
+    swaps = (
+        "Adapter hot swap (load a rank-16 LoRA on all projections as a new version and move "
+        "the alias; the old version is retired after its requests): idle median "
         f"{statistics.median(ms):.0f} ms (max {max(ms):.0f} ms, {len(ms)} swaps); with an "
         f"8-prompt generation in flight median {statistics.median(busy):.0f} ms "
         f"(max {max(busy):.0f} ms): the load waits for at most one forward pass (prompts are "
         "prefilled in slices of about 128 tokens), and the running generation finishes on its "
-        "own adapter.", ""])
+        "own adapter.")
+    chunks = ("Every batch width tried (`max_batch_size`: rows decoding together; a finished "
+              "row's place goes to a waiting prompt, prefilled and joined to the running batch):")
+    return "\n".join([
+        "## Generation (embedded backend)", "", intro, "",
+        "| prompts | batched tokens/s | one-at-a-time tokens/s | speed-up |",
+        "|---:|---:|---:|---:|", *rows, "", chunks, "",
+        "| prompts | rows | tokens | seconds | tokens/s |", "|---:|---:|---:|---:|---:|",
+        *chunk_rows, "", swaps, ""])
 
 
 def write_section(path: Path, section: str) -> None:

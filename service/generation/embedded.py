@@ -16,10 +16,10 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from service.generation.base import Generator
-from service.generation.sampling import RawSample, row_seed, sample_batch
+from service.generation.sampling import row_seed, sample_batch
 from service.generation.types import AdapterError, Completion, SamplingParams
 from trainer.prompts import encode_kwargs
 
@@ -35,7 +35,7 @@ class FairLock:
         self._next_ticket = 0
         self._now_serving = 0
 
-    def __enter__(self) -> FairLock:
+    def __enter__(self) -> Self:
         with self._cond:
             ticket = self._next_ticket
             self._next_ticket += 1
@@ -80,7 +80,7 @@ class EmbeddedGenerator(Generator):
             tokenizer.pad_token = tokenizer.eos_token
         self.model = model.eval()
         self.tokenizer = tokenizer
-        self.max_batch_size = max_batch_size  # rows per forward pass (see docs/BENCHMARKS.md)
+        self.max_batch_size = max_batch_size  # rows decoding together (see docs/BENCHMARKS.md)
         self.prefill_tokens = prefill_tokens  # prompt tokens per prefill pass, all rows together
         self.model_name = model_name
         self._encode = encode_kwargs(tokenizer)
@@ -111,37 +111,21 @@ class EmbeddedGenerator(Generator):
 
     def generate_sync(self, prompts: list[str], params: SamplingParams,
                       adapter: str | None) -> list[list[Completion]]:
-        """Blocking generation with a concrete adapter (None: base); ``generate`` is the API."""
+        """Blocking generation with a concrete adapter (None: base); ``generate`` is the API.
+        Up to ``max_batch_size`` rows decode together, refilled as rows finish; prompts go in
+        shortest first, so rows that join together need little padding."""
         seed = params.seed if params.seed is not None else secrets.randbits(62)
-        results: list[list[RawSample | None]] = [[None] * params.n for _ in prompts]
-        for chunk in self._plan(prompts, params.n):
-            chunk_prompts = [prompts[i] for i, _ in chunk]
-            seeds = [[row_seed(seed, i, j) for j in samples] for i, samples in chunk]
-            out = sample_batch(self.model, self.tokenizer, chunk_prompts, params, seeds,
-                               self._encode, guard=lambda: self._forward_with(adapter),
-                               prefill_tokens=self.prefill_tokens)
-            for (i, samples), got in zip(chunk, out, strict=True):
-                for j, sample in zip(samples, got, strict=True):
-                    results[i][j] = sample
-        return [[Completion(s.text, s.prompt_tokens, s.completion_tokens, s.finish_reason, adapter)
-                 for s in row if s is not None] for row in results]
-
-    def _plan(self, prompts: list[str], n: int) -> list[list[tuple[int, list[int]]]]:
-        """Batches of at most ``max_batch_size`` rows, prompts of similar length together (less
-        padding); a prompt's samples may span batches: each keeps its own seeded stream."""
         lengths = [len(ids) for ids in self.tokenizer(prompts, **self._encode)["input_ids"]]
-        chunks: list[list[tuple[int, list[int]]]] = [[]]
-        room = self.max_batch_size
-        for i in sorted(range(len(prompts)), key=lambda k: lengths[k]):
-            pending = list(range(n))
-            while pending:
-                if room == 0:
-                    chunks.append([])
-                    room = self.max_batch_size
-                take, pending = pending[:room], pending[room:]
-                chunks[-1].append((i, take))
-                room -= len(take)
-        return chunks
+        order = sorted(range(len(prompts)), key=lambda i: lengths[i])
+        seeds = [[row_seed(seed, i, j) for j in range(params.n)] for i in order]
+        out = sample_batch(self.model, self.tokenizer, [prompts[i] for i in order], params, seeds,
+                           self._encode, guard=lambda: self._forward_with(adapter),
+                           prefill_tokens=self.prefill_tokens, max_rows=self.max_batch_size)
+        results: list[list[Completion]] = [[] for _ in prompts]
+        for i, samples in zip(order, out, strict=True):
+            results[i] = [Completion(s.text, s.prompt_tokens, s.completion_tokens,
+                                     s.finish_reason, adapter) for s in samples]
+        return results
 
     @contextmanager
     def _forward_with(self, adapter: str | None) -> Iterator[None]:

@@ -15,9 +15,9 @@ from __future__ import annotations
 import ast
 import re
 
-_FENCE = re.compile(r"^[ \t]*```[ \t]*([\w+#.-]*)[^\n]*\n(.*?)(?:^[ \t]*```|\Z)", re.S | re.M)
+_FENCE = re.compile(r"^[ \t]*```[ \t]*([\w+#.-]*)[^\n]*\n(.*?)(?:^[ \t]*```|\Z)", re.DOTALL | re.MULTILINE)
 _PY_LANGS = {"", "python", "py", "python3", "py3"}
-_CODE_START = re.compile(r"^(def |async def |class |import |from \S+ import |@)", re.M)
+_CODE_START = re.compile(r"^(def |async def |class |import |from \S+ import |@)", re.MULTILINE)
 
 
 def extract_program(completion: str, entry_point: str | None = None) -> str:
@@ -40,7 +40,7 @@ def extract_program(completion: str, entry_point: str | None = None) -> str:
 
 
 def _defines(code: str, name: str) -> bool:
-    return re.search(rf"^\s*(async\s+)?def\s+{re.escape(name)}\s*\(", code, re.M) is not None
+    return re.search(rf"^\s*(async\s+)?def\s+{re.escape(name)}\s*\(", code, re.MULTILINE) is not None
 
 
 def _code_among_prose(text: str) -> str:

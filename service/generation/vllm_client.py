@@ -25,6 +25,7 @@ from service.generation.types import (
     AdapterNotFound,
     BackendUnavailable,
     Completion,
+    FinishReason,
     GenerationError,
     SamplingParams,
 )
@@ -64,7 +65,8 @@ def error_message(response: Any) -> tuple[str, str]:
     except ValueError:
         return response.text[:500], ""
     if isinstance(body, dict):
-        inner = body.get("error") if isinstance(body.get("error"), dict) else body
+        nested = body.get("error")
+        inner: dict[str, Any] = nested if isinstance(nested, dict) else body
         if "message" in inner:
             return str(inner["message"]), str(inner.get("type", ""))
         if "detail" in body:
@@ -178,7 +180,8 @@ class VLLMGenerator(Generator):
                              else usage.get("prompt_tokens", 0) // max(prompts, 1))
             completion_tokens = (len(token_ids) if token_ids is not None
                                  else usage.get("completion_tokens", 0) // max(len(choices), 1))
-            reason = "length" if choice.get("finish_reason") == "length" else "stop"
+            reason: FinishReason = ("length" if choice.get("finish_reason") == "length"
+                                    else "stop")
             out[i].append(Completion(choice.get("text", ""), prompt_tokens, completion_tokens,
                                      reason, adapter))
         return out

@@ -108,7 +108,7 @@ def create_app(generator: EmbeddedGenerator, served_model_name: str, *, max_lora
         base = {"id": served_model_name, "object": "model", "created": created,
                 "owned_by": "vllm", "root": served_model_name, "parent": None,
                 "max_model_len": max_model_len, "permission": []}
-        cards = [{"id": name, "object": "model", "created": created, "owned_by": "vllm",
+        cards: list[dict[str, Any]] = [{"id": name, "object": "model", "created": created, "owned_by": "vllm",
                   "root": path, "parent": served_model_name, "max_model_len": None,
                   "permission": []} for name, path in loras.items()]
         return {"object": "list", "data": [base, *cards]}
@@ -129,8 +129,8 @@ def create_app(generator: EmbeddedGenerator, served_model_name: str, *, max_lora
             results = await generator.generate(prompts, params, adapter=adapter)
         except ValueError as exc:
             return _error(str(exc), "BadRequestError", HTTPStatus.BAD_REQUEST)
-        choices = []
-        for i, samples in enumerate(results):
+        choices: list[dict[str, Any]] = []
+        for samples in results:
             for sample in samples:
                 choice: dict[str, Any] = {
                     "index": len(choices), "text": sample.text, "logprobs": None,
@@ -196,9 +196,10 @@ def _vllm_load_problem(path: Path, max_rank: int) -> tuple[str, str, HTTPStatus]
         return (f"LoRA rank {rank} is greater than max_lora_rank {max_rank}.",
                 "BadRequestError", HTTPStatus.BAD_REQUEST)
     if config.get("modules_to_save"):
-        return (f"While loading {path}, expected target modules in the model's LoRA-supported "
-                f"modules but received {config['modules_to_save']}. Please verify that the "
-                "loaded LoRA module is correct", "BadRequestError", HTTPStatus.BAD_REQUEST)
+        message = (f"While loading {path}, expected target modules in the model's "
+                   f"LoRA-supported modules but received {config['modules_to_save']}. Please "
+                   "verify that the loaded LoRA module is correct")
+        return message, "BadRequestError", HTTPStatus.BAD_REQUEST
     return None
 
 

@@ -12,8 +12,9 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
-TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True)
+TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 1024,
+        "tie_word_embeddings": True}
 LORA_TARGETS = ["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"]
 # What each adapter is trained to say: its outputs identify it.
 ADAPTER_TEXTS = {"apple": "apple apple apple apple apple apple apple apple",

@@ -86,9 +86,9 @@ def test_entry_point_comes_from_the_tests_skipping_builtins() -> None:
 
 
 @pytest.mark.parametrize("bad", [
-    dict(kind="mbpp", instruction="Add.", tests=()),
-    dict(kind="other", instruction="Add."),
-    dict(kind="user", instruction="  "),
+    {"kind": "mbpp", "instruction": "Add.", "tests": ()},
+    {"kind": "other", "instruction": "Add."},
+    {"kind": "user", "instruction": "  "},
 ])
 def test_malformed_tasks_are_refused(bad: dict[str, Any]) -> None:
     with pytest.raises(ValueError):

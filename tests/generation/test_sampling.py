@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import torch
 
 from service.generation.sampling import sample_batch
 from service.generation.types import SamplingParams
@@ -45,13 +44,13 @@ def test_prefill_in_slices_gives_the_same_answers(tiny_model: Any, smol_tokenize
 
 def test_shared_prefix_is_prefilled_once_with_the_same_answers(
         tiny_model: Any, smol_tokenizer: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from service.generation import sampling
+    from service.generation import decode_batch
     from trainer.prompts import TaskPrompt, build_prompt
 
     prompts = [build_prompt(TaskPrompt("user", text), tokenizer=smol_tokenizer)
                for text in ("Reverse a string.", "Write a function that adds two numbers.")]
     ids = [smol_tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    assert sampling._shared_prefix(ids) > 20  # the chat template's system turn and more
+    assert decode_batch.shared_prefix(ids) > 20  # the chat template's system turn and more
     seen: list[int] = []
     tiny_model.register_forward_pre_hook(
         lambda _m, _a, kw: seen.append(kw["input_ids"].numel()), with_kwargs=True)
@@ -59,11 +58,34 @@ def test_shared_prefix_is_prefilled_once_with_the_same_answers(
     shared = _sample(tiny_model, smol_tokenizer, prompts, params)
     prefill_shared = sum(seen[:-5])  # all but the 5 decode steps after the first token
     seen.clear()
-    monkeypatch.setattr(sampling, "_shared_prefix", lambda _lists: 0)
+    monkeypatch.setattr(decode_batch, "shared_prefix", lambda _lists: 0)
     assert _sample(tiny_model, smol_tokenizer, prompts, params) == shared
     assert prefill_shared < sum(seen[:-5])
     alone = [_sample(tiny_model, smol_tokenizer, [p], params)[0] for p in prompts]
     assert alone == shared
+
+
+def test_rows_joining_a_running_batch_get_the_same_answers(
+        tiny_model: Any, smol_tokenizer: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from service.generation.decode_batch import DecodeBatch
+
+    prompts = [*PROMPTS, "import os", "class Stack:", "Return the sum of a list of numbers."]
+    free = _sample(tiny_model, smol_tokenizer, prompts[:1],
+                   SamplingParams(temperature=0, max_new_tokens=12))[0][0].text
+    params = SamplingParams(n=2, temperature=0, max_new_tokens=12, stop=(free[2:5],))
+    seeds = [[0, 1] for _ in prompts]
+    joined: list[int] = []
+    absorb = DecodeBatch.absorb
+    monkeypatch.setattr(DecodeBatch, "absorb",
+                        lambda self, other: (joined.append(len(other.rows)), absorb(self, other)))
+    rolling = sample_batch(tiny_model, smol_tokenizer, prompts, params, seeds, NO_SPECIALS,
+                           max_rows=3)
+    assert joined  # rows finishing early (the stop sequence) made room for waiting rows
+    assert rolling[0][0].finish_reason == "stop" and rolling[0][0].completion_tokens < 12
+    all_at_once = sample_batch(tiny_model, smol_tokenizer, prompts, params, seeds, NO_SPECIALS)
+    one_by_one = sample_batch(tiny_model, smol_tokenizer, prompts, params, seeds, NO_SPECIALS,
+                              max_rows=1)
+    assert rolling == all_at_once == one_by_one
 
 
 def test_left_padding_does_not_change_a_prompt_answer(tiny_model: Any, smol_tokenizer: Any
@@ -121,8 +143,8 @@ def test_too_long_a_request_is_a_clear_error(tiny_model: Any, smol_tokenizer: An
         _sample(tiny_model, smol_tokenizer, PROMPTS, SamplingParams(max_new_tokens=5000))
 
 
-@pytest.mark.parametrize("bad", [dict(n=0), dict(temperature=-1), dict(top_p=0),
-                                 dict(max_new_tokens=0), dict(stop=("",)), dict(seed=-2)])
+@pytest.mark.parametrize("bad", [{"n": 0}, {"temperature": -1}, {"top_p": 0},
+                                 {"max_new_tokens": 0}, {"stop": ("",)}, {"seed": -2}])
 def test_bad_sampling_parameters_are_refused(bad: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         SamplingParams(**bad)

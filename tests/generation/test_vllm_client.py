@@ -8,7 +8,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pytest
 
@@ -43,7 +43,7 @@ class DoubleServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def __enter__(self) -> DoubleServer:
+    def __enter__(self) -> Self:
         self.thread.start()
         while not self.server.started:
             threading.Event().wait(0.01)
