@@ -32,6 +32,7 @@ class BenchResult:
     tokens: int
     seconds: float
     tokens_per_s: float
+    tokens_per_cpu_s: float  # robust to other jobs on a shared machine: work, not waiting
     s_per_step: float
     peak_rss_mib: float
     peak_gpu_mib: float | None
@@ -53,10 +54,12 @@ def run_trainer(data: Path, out: Path, *, steps: int, batch_size: int, base_mode
     events = [e for e in read_events(out / "events.jsonl") if e["event"] == "step"]
     first, last = events[0], events[-1]  # the first step warms up kernels and allocators
     tokens, seconds = last["tokens"] - first["tokens"], last["elapsed_s"] - first["elapsed_s"]
+    cpu = last["cpu_s"] - first["cpu_s"]
     mem = peak_memory()
-    return BenchResult("trainer+code" if code_ratio else "trainer", len(events) - 1, tokens, round(seconds, 2),
-                       round(tokens / seconds, 1), round(seconds / (len(events) - 1), 3),
-                       mem["peak_rss_mib"], mem.get("peak_gpu_mib"), device)
+    return BenchResult("trainer+code" if code_ratio else "trainer", len(events) - 1, tokens,
+                       round(seconds, 2), round(tokens / seconds, 1), round(tokens / cpu, 1),
+                       round(seconds / (len(events) - 1), 3), mem["peak_rss_mib"],
+                       mem.get("peak_gpu_mib"), device)
 
 
 def run_bare(data: Path, *, steps: int, batch_size: int, base_model: str,
@@ -81,10 +84,10 @@ def run_bare(data: Path, *, steps: int, batch_size: int, base_model: str,
     model.train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4)
     stream = ExampleStream(encoded, seed=0)
-    tokens, start = 0, 0.0
+    tokens, start, cpu = 0, 0.0, 0.0
     for step in range(steps):
         if step == 1:
-            tokens, start = 0, time.perf_counter()
+            tokens, start, cpu = 0, time.perf_counter(), time.process_time()
         batch = {k: v.to(device) for k, v in
                  collate(stream.next_batch(batch_size), tok.pad_token_id).items()}
         model(**batch).loss.backward()
@@ -93,11 +96,11 @@ def run_bare(data: Path, *, steps: int, batch_size: int, base_model: str,
         tokens += int(batch["attention_mask"].sum())
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     mem = peak_memory()
     return BenchResult("bare", steps - 1, tokens, round(seconds, 2), round(tokens / seconds, 1),
-                       round(seconds / (steps - 1), 3), mem["peak_rss_mib"],
-                       mem.get("peak_gpu_mib"), device)
+                       round(tokens / cpu, 1), round(seconds / (steps - 1), 3),
+                       mem["peak_rss_mib"], mem.get("peak_gpu_mib"), device)
 
 
 def measure(loop: str, args: dict[str, Any]) -> BenchResult:

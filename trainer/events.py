@@ -4,7 +4,8 @@ Every event is one JSON object per line with ``event`` and ``time`` (Unix second
 
 * ``start``      — ``total_steps``, ``examples``, ``objective``, ``resumed_from`` (step or null)
 * ``step``       — ``step`` (1-based), ``total_steps``, ``kind`` (feedback|code), ``loss``, ``lr``,
-                   ``tokens``, ``tokens_per_s``, ``elapsed_s``, ``eta_s``
+                   ``tokens``, ``tokens_per_s``, ``elapsed_s``, ``eta_s``, ``cpu_s`` (this
+                   process's CPU time in the loop since it started or resumed)
 * ``checkpoint`` — ``step``, ``path``
 * ``eval``       — ``name`` and its figures (e.g. LaFFi accuracy)
 * ``done``       — ``adapter``, ``metrics`` (path), ``steps``

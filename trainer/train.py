@@ -128,7 +128,7 @@ def _train(config: LetiConfig, events: EventLog) -> TrainResult:
 
     # --- the loop --------------------------------------------------------------------------
     model.train()
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     for step in range(start, steps):
         kind = step_kind(step, config.code_ratio if code is not None else 0.0)
         loss_sum, step_tokens = 0.0, 0
@@ -165,7 +165,8 @@ def _train(config: LetiConfig, events: EventLog) -> TrainResult:
             events.emit("step", step=step + 1, total_steps=steps, kind=kind,
                         loss=round(loss_sum, 6), lr=scheduler.get_last_lr()[0],
                         tokens=tokens_done, tokens_per_s=round(rate, 1),
-                        elapsed_s=round(elapsed, 2), eta_s=round(eta, 1))
+                        elapsed_s=round(elapsed, 2), eta_s=round(eta, 1),
+                        cpu_s=round(time.process_time() - cpu0, 2))
         if main and config.save_every and (step + 1) % config.save_every == 0 and step + 1 < steps:
             state = {"history": history, "tokens": tokens_done, "elapsed_s": elapsed,
                      "stream": stream.state(), "code": code.state() if code else None,

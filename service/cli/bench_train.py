@@ -78,13 +78,14 @@ def train(
             results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     anchor = next((r for r in results if r["loop"] == "bare"), None)
     table = Table(title=f"LoRA training throughput ({device}, {platform.node()})")
-    for column in ("loop", "steps", "tokens", "tokens/s", "s/step", "peak RSS MiB",
-                   "peak GPU MiB", "vs bare"):
+    for column in ("loop", "steps", "tokens", "tokens/s", "tokens/CPU-s", "s/step",
+                   "peak RSS MiB", "peak GPU MiB", "vs bare (CPU-s)"):
         table.add_column(column, justify="left" if column == "loop" else "right")
     for r in results:
-        ratio = f"{r['tokens_per_s'] / anchor['tokens_per_s']:.2f}x" if anchor else "-"
-        table.add_row(r["loop"], str(r["steps"]), str(r["tokens"]), f"{r['tokens_per_s']:.0f}",
-                      f"{r['s_per_step']:.2f}", f"{r['peak_rss_mib']:.0f}",
+        ratio = f"{r['tokens_per_cpu_s'] / anchor['tokens_per_cpu_s']:.2f}x" if anchor else "-"
+        table.add_row(r["loop"], str(r["steps"]), str(r["tokens"]), f"{r['tokens_per_s']:.1f}",
+                      f"{r['tokens_per_cpu_s']:.1f}", f"{r['s_per_step']:.2f}",
+                      f"{r['peak_rss_mib']:.0f}",
                       "-" if r["peak_gpu_mib"] is None else f"{r['peak_gpu_mib']:.0f}", ratio)
     console.print(table)
     if json_out:
