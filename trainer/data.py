@@ -156,7 +156,8 @@ class Example:
 
 
 def leti_example(triple: Triple, *, binary: bool = False, tokenizer: Any = None) -> Example:
-    """LETI: marker, then (bad samples only, unless ``binary``) the feedback, instruction, program."""
+    """LETI: the marker, then (bad samples, unless ``binary``) the feedback, the instruction and
+    the program."""
     feedback = None
     if triple.reward is Reward.BAD and not binary and triple.feedback.strip():
         feedback = triple.feedback

@@ -80,7 +80,8 @@ class EventLog:
             self._bar = self._progress.add_task("train", total=record["total_steps"],
                                                 completed=done, info="")
         elif record["event"] == "step" and self._progress is not None:
-            info = f"loss {record['loss']:.3f} ({record['kind']}) {record['tokens_per_s']:.0f} tok/s"
+            info = (f"loss {record['loss']:.3f} ({record['kind']}) "
+                    f"{record['tokens_per_s']:.0f} tok/s")
             self._progress.update(self._bar, completed=record["step"], info=info)
         elif record["event"] in ("done", "error") and self._progress is not None:
             self._progress.stop()

@@ -73,7 +73,8 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("syntax_error", re.compile(r"\b(SyntaxError|IndentationError|TabError)\b")),
     ("timeout", re.compile(r"^\s*Timeout\b|did not finish within", re.IGNORECASE | re.MULTILINE)),
     ("memory", re.compile(r"\bMemoryError\b|^\s*Killed\b", re.MULTILINE)),
-    ("crashed", re.compile(r"\bSIG[A-Z]{2,}\b|\bcrashed\b|\bSystemExit\b|exited early", re.IGNORECASE)),
+    ("crashed", re.compile(r"\bSIG[A-Z]{2,}\b|\bcrashed\b|\bSystemExit\b|exited early",
+                           re.IGNORECASE)),
     ("failed", re.compile(r"\bTest \d+ failed\b|\bAssertionError\b")),
     ("error", re.compile(r"Traceback|\b[A-Z]\w*(Error|Exception)\b")),
 )

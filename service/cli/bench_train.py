@@ -46,15 +46,17 @@ def write_bench_triples(path: Path, mbpp_path: Path | None, limit: int) -> int:
 
 
 def train(
-    steps: Annotated[int, typer.Option(help="optimiser steps per loop (the first is warm-up)")] = 12,
+    steps: Annotated[int, typer.Option(help="optimiser steps per loop (1st: warm-up)")] = 6,
     batch_size: Annotated[int, typer.Option(help="sequences per step")] = 4,
     tasks: Annotated[int, typer.Option(help="MBPP tasks to build triples from")] = 64,
     base_model: Annotated[str, typer.Option(help="'default' or a model directory")] = "default",
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
     loops: Annotated[str, typer.Option(help=f"comma-separated, of {', '.join(LOOPS)}")] =
         ",".join(LOOPS),
-    mbpp_path: Annotated[Path | None, typer.Option(help="mbpp.jsonl (default: LETI_MBPP_PATH)")] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="also write the figures here")] = None,
+    mbpp_path: Annotated[Path | None, typer.Option(help="mbpp.jsonl (default: LETI_MBPP_PATH)")]
+        = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="also write the figures here")]
+        = None,
 ) -> None:
     """Measure LoRA training throughput of the default model on this machine."""
     console = Console()

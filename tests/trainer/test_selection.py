@@ -41,7 +41,8 @@ def corpus(per_instruction: dict[str, int] | None = None) -> list[Triple]:
         for i, text in enumerate(instructions):
             n = (per_instruction or {}).get(topic, 5)
             for j in range(n):
-                out.append(record(f"user/{topic}-{i}", text, score=round(0.1 + 0.8 * (j % 5) / 4, 2),
+                score = round(0.1 + 0.8 * (j % 5) / 4, 2)  # 0.1, 0.3, 0.5, 0.7, 0.9
+                out.append(record(f"user/{topic}-{i}", text, score=score,
                                   source="sandbox" if j % 2 else "external"))
     return out
 

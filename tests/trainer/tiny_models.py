@@ -4,6 +4,7 @@ offline in a second (no hub), with the chat template shape of the default model.
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
 
 CHAT_TEMPLATE = (
@@ -55,12 +56,13 @@ def build_tiny_model(root: Path, *, chat: bool = True, seed: int = 0) -> Path:
 
 def triple(task: int, program: str, reward: str, feedback: str = "", **extra: object) -> dict:
     """One exported triple (docs/ARCHITECTURE.md 'Training triples') for an MBPP-style task."""
-    record = {"sample_id": f"s{task}-{abs(hash(program)) % 1000}", "task_id": f"mbpp/{task}",
+    record = {"sample_id": f"s{task}-{zlib.crc32(program.encode())}", "task_id": f"mbpp/{task}",
               "kind": "mbpp", "instruction": f"Write a function to add {task} to a number.",
               "tests": [f"assert add{task}(1) == {1 + task}"], "entry_point": None,
               "program": program, "status": "passed" if reward == "good" else "failed",
               "feedback": feedback, "reward": reward, "score": 1.0 if reward == "good" else 0.0,
-              "source": "sandbox", "adapter": None, "reference": f"def add{task}(x):\n    return x + {task}"}
+              "source": "sandbox", "adapter": None,
+              "reference": f"def add{task}(x):\n    return x + {task}"}
     record.update(extra)
     return record
 
@@ -71,7 +73,8 @@ def write_triples(path: Path, n_tasks: int = 6) -> Path:
     for t in range(1, n_tasks + 1):
         rows.append(triple(t, f"def add{t}(x):\n    return x + {t}", "good", "All 1 tests passed."))
         rows.append(triple(t, f"def add{t}(x):\n    return x - {t}", "bad",
-                           f"Test 1 failed: assert add{t}(1) == {1 + t}\nExpected {1 + t}, got {1 - t}."))
+                           f"Test 1 failed: assert add{t}(1) == {1 + t}\n"
+                           f"Expected {1 + t}, got {1 - t}."))
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
 
