@@ -73,7 +73,7 @@ def _final_text(tokenizer: Any, tokens: list[int], eos_ids: set[int], stops: tup
 
 def sample_batch(model: Any, tokenizer: Any, prompts: list[str], params: SamplingParams,
                  seeds: list[list[int]], encode_kwargs: dict[str, bool],
-                 guard: Guard = nullcontext, prefill_tokens: int = 128,
+                 guard: Guard = nullcontext, prefill_tokens: int = 64,
                  max_rows: int | None = None) -> list[list[RawSample]]:
     """``len(seeds[i])`` samples of prompt ``i`` (``seeds[i][j]`` seeds sample ``j``).
 
