@@ -83,7 +83,8 @@ def prepare_run(store: Store, settings: Settings, steps: int | None = None) -> P
                "--batch-size", str(settings.train_batch_size),
                "--max-length", str(settings.train_max_length),
                "--code-ratio", str(settings.train_code_ratio),
-               "--save-every", str(steps),
+               # checkpoints along the way: a run re-launched with the same output resumes
+               "--save-every", str(max(1, steps // 4)),
                "--events", "-", "--no-progress"]
     if serving is not None:
         command += ["--init-adapter", serving.path]
