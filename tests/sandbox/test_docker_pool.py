@@ -159,16 +159,18 @@ def test_the_container_memory_limit_is_enforced(small_pool: DockerSandbox) -> No
     assert small_pool.run(HONEST).status is Status.PASSED
 
 
-def test_a_job_is_a_message_not_a_container_start(docker_sandbox: RunnerPool) -> None:
-    assert isinstance(docker_sandbox, DockerSandbox)
-    docker_sandbox.warm_up()
-    before = container_ids(docker_sandbox)
-    jobs = [Job(f"def f(x):\n    return x * {i}\n", (f"assert f(2) == {2 * i}",), id=f"job-{i}")
-            for i in range(60)]
-    outcomes = asyncio.run(docker_sandbox.run_many(jobs))
-    assert [o.id for o in outcomes] == [j.id for j in jobs]
-    assert all(o.status is Status.PASSED for o in outcomes)
-    assert container_ids(docker_sandbox) == before and len(before) == docker_sandbox.workers
+def test_a_job_is_a_message_not_a_container_start() -> None:
+    # A pool of its own: the shared session pool may be due to recycle a runner mid-test.
+    with make_sandbox("docker", workers=2) as pool:
+        assert isinstance(pool, DockerSandbox)
+        pool.warm_up()
+        before = container_ids(pool)
+        jobs = [Job(f"def f(x):\n    return x * {i}\n", (f"assert f(2) == {2 * i}",), id=f"job-{i}")
+                for i in range(60)]
+        outcomes = asyncio.run(pool.run_many(jobs))
+        assert [o.id for o in outcomes] == [j.id for j in jobs]
+        assert all(o.status is Status.PASSED for o in outcomes)
+        assert container_ids(pool) == before and len(before) == pool.workers
 
 
 def test_large_jobs_and_replies_cross_the_stream(docker_sandbox: RunnerPool) -> None:

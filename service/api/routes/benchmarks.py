@@ -47,7 +47,8 @@ router = APIRouter(prefix="/v1/benchmarks", tags=["benchmarks"], lifespan=_lifes
 
 
 class BenchmarkIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: JSON `false` is not a seed, `"3"` is not an n (the schema says integer)
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     adapter: str | None = Field(default=None, max_length=64, description=(
         "adapter name; 'base' for the base model; omitted: whatever serves now"))
