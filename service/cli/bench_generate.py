@@ -43,7 +43,8 @@ def _machine() -> str:
 def generate(
     batches: Annotated[str, typer.Option(help="prompts per request, comma-separated")] = "1,8,32",
     chunks: Annotated[str, typer.Option(help="max_batch_size values to try")] = "8,16,32",
-    max_new_tokens: Annotated[int, typer.Option(help="tokens per sample at most")] = 128,
+    max_new_tokens: Annotated[int, typer.Option(
+        help="tokens per sample at most (256: the API's default)")] = 256,
     swaps: Annotated[int, typer.Option(help="adapter swaps to time, idle and busy")] = 5,
     model: Annotated[str | None, typer.Option(help="HF model dir/name (default SmolLM2)")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
