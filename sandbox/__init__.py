@@ -7,7 +7,7 @@ This package imports nothing from ``service`` or ``trainer``. Entry points:
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal, overload
 
 from sandbox.feedback import render_feedback
 from sandbox.pool import RunnerPool
@@ -19,8 +19,25 @@ __all__ = ["Backend", "Job", "JobError", "Outcome", "RunnerPool", "SandboxError"
            "make_sandbox", "render_feedback"]
 
 
-def make_sandbox(backend: Backend = "local", workers: int | None = None, **options: object) -> RunnerPool:
-    """Build a sandbox backend; heavy dependencies (the docker SDK) load only when chosen."""
+# Each backend takes its own constructor's keyword options (sandbox/local.py LocalSandbox,
+# sandbox/docker_pool.py DockerSandbox); the overloads say which, so that callers are checked.
+@overload
+def make_sandbox(backend: Literal["local"] = "local", workers: int | None = None, *,
+                 jobs_per_runner: int = ...) -> RunnerPool: ...
+
+
+@overload
+def make_sandbox(backend: Literal["docker"], workers: int | None = None, *,
+                 jobs_per_runner: int = ..., image: str = ..., memory_mb: int = ...,
+                 pids: int = ..., cpus: float = ..., tmpfs_mb: int = ...) -> RunnerPool: ...
+
+
+def make_sandbox(backend: Backend = "local", workers: int | None = None,
+                 **options: Any) -> RunnerPool:
+    """Build a sandbox backend; heavy dependencies (the docker SDK) load only when chosen.
+
+    ``options`` are checked against the chosen backend by the overloads above and, at run time,
+    by its constructor (an option the backend lacks is a TypeError)."""
     if backend == "local":
         from sandbox.local import LocalSandbox
 

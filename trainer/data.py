@@ -74,6 +74,7 @@ class Triple:
                                   or not 0.0 <= score <= 1.0):
             raise ValueError(f"'score' must be a number in [0, 1], got {score!r}")
         if data.get("reward") is None:
+            assert score is not None  # a record with neither was refused as missing a field
             reward = derive_reward(float(score), data.get("status"), good_threshold)
         else:
             try:

@@ -231,6 +231,7 @@ def _lora_model(model: Any, config: LetiConfig) -> Any:
             raise ConfigError(f"the parent adapter {config.init_adapter} has rank {parent.rank}: "
                               f"pass --rank {parent.rank} to continue it")
         return PeftModel.from_pretrained(model, str(config.init_adapter), is_trainable=True)
+    assert config.lora_alpha is not None  # LetiConfig.__post_init__ defaults it to 2 x rank
     lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha,
                       lora_dropout=config.lora_dropout, bias="none", task_type="CAUSAL_LM",
                       target_modules=list(config.target_modules or lora_targets(model)))

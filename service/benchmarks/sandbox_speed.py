@@ -46,7 +46,7 @@ def _summarise(name: str, latencies_s: list[float], passed: int, seconds: float)
 def bench_backend(backend: str, tasks: list[Task], workers: int, timeout: float) -> HarnessResult:
     """Run every reference through a warm pool of ``backend``; start-up is not timed."""
     jobs = [t.job_for(t.reference or "", timeout=timeout) for t in tasks]
-    with make_sandbox(backend, workers=workers) as pool:  # type: ignore[arg-type]
+    with make_sandbox(backend, workers=workers) as pool:  # type: ignore[call-overload]
         pool.warm_up()
         latencies: list[float] = []
 

@@ -141,7 +141,7 @@ def evaluate_samples(
         ks = parse_ks(k)
         tasks = load_tasks(dataset, problem_file)
         parsed = read_samples(samples, tasks, timeout)
-        with make_sandbox(backend, workers=workers) as sandbox, Progress(  # type: ignore[arg-type]
+        with make_sandbox(backend, workers=workers) as sandbox, Progress(  # type: ignore[call-overload]
                 "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                 TimeElapsedColumn(), console=err) as progress:
             outcomes = asyncio.run(run_samples(sandbox, parsed, progress))

@@ -53,7 +53,7 @@ async def _run_lines(lines: list[str], backend: str, workers: int | None) -> Non
         except JobError as exc:
             parsed.append(exc)
     jobs = [p for p in parsed if isinstance(p, Job)]
-    with make_sandbox(backend, workers=workers) as sandbox, Progress(  # type: ignore[arg-type]
+    with make_sandbox(backend, workers=workers) as sandbox, Progress(  # type: ignore[call-overload]
             "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
             TimeElapsedColumn(), console=err) as progress:
         bar = progress.add_task("executing", total=len(jobs))
@@ -95,7 +95,7 @@ def demo(backend: BackendOpt = "local") -> None:
     tests = ("assert add(1, 2) == 3", "assert add(-1, 1) == 0")
     jobs = [Job(program, tests, timeout=2.0, id=name) for name, program in DEMO_PROGRAMS.items()]
     try:
-        with make_sandbox(backend) as sandbox:  # type: ignore[arg-type]
+        with make_sandbox(backend) as sandbox:  # type: ignore[call-overload]
             outcomes = asyncio.run(sandbox.run_many(jobs))
     except SandboxError as exc:
         err.print(f"[red]error:[/red] {exc}")

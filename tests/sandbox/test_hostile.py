@@ -220,7 +220,7 @@ def test_cannot_read_secrets_from_the_environment(monkeypatch: pytest.MonkeyPatc
         def f(x):
             return x + 1
     """
-    with make_sandbox(backend, workers=1) as fresh:  # type: ignore[arg-type]
+    with make_sandbox(backend, workers=1) as fresh:  # type: ignore[call-overload]
         outcome = run(fresh, program)
     assert outcome.status is Status.PASSED
     assert secret not in outcome.stdout
