@@ -155,23 +155,7 @@ class BenchmarkJobs:
     async def _sample(self, spec: BenchmarkSpec, generation: Generation,
                       chunk: list[tuple[TaskRow, BenchTask]]
                       ) -> tuple[list[BenchSample], str | None]:
-        """``n`` completions per task, extracted into programs as ``/v1/generate`` does."""
-        from service.core.generation import _function_name
-        from service.generation import SamplingParams, extract_program
-
-        conditioned = spec.adapter != BASE and (
-            spec.adapter is not None or getattr(generation.generator, "serving", None))
-        prompts = [build_prompt(row, bool(conditioned), generation.tokenizer) for row, _ in chunk]
-        params = SamplingParams(n=spec.n, temperature=spec.temperature, top_p=spec.top_p,
-                                max_new_tokens=spec.max_new_tokens, seed=spec.seed)
-        outputs = await generation.generator.generate(prompts, params, adapter=spec.adapter)
-        samples, served = [], None
-        for (row, bench), completions in zip(chunk, outputs):
-            entry = row.entry_point or _function_name(row)
-            for c in completions:
-                served = served or c.adapter
-                samples.append(BenchSample(bench.id, extract_program(c.text, entry)))
-        return samples, served
+        return await sample_programs(spec, generation, chunk)
 
     async def close(self) -> None:
         """Cancel runs in flight (each is stored as interrupted)."""
@@ -183,3 +167,26 @@ class BenchmarkJobs:
 def _config(spec: BenchmarkSpec) -> dict[str, Any]:
     return {"top_p": spec.top_p, "split": spec.split, "max_new_tokens": spec.max_new_tokens,
             "seed": spec.seed, "timeout_s": spec.timeout_s}
+
+
+async def sample_programs(spec: BenchmarkSpec, generation: Generation,
+                          chunk: list[tuple[TaskRow, BenchTask]]
+                          ) -> tuple[list[BenchSample], str | None]:
+    """``n`` completions per task, extracted into programs as ``/v1/generate`` does; and the
+    adapter that served them (None: the base model). Adapters sample conditioned on "good"."""
+    from service.core.generation import _function_name
+    from service.generation import SamplingParams, extract_program
+
+    conditioned = spec.adapter != BASE and (
+        spec.adapter is not None or getattr(generation.generator, "serving", None))
+    prompts = [build_prompt(row, bool(conditioned), generation.tokenizer) for row, _ in chunk]
+    params = SamplingParams(n=spec.n, temperature=spec.temperature, top_p=spec.top_p,
+                            max_new_tokens=spec.max_new_tokens, seed=spec.seed)
+    outputs = await generation.generator.generate(prompts, params, adapter=spec.adapter)
+    samples, served = [], None
+    for (row, bench), completions in zip(chunk, outputs, strict=True):
+        entry = row.entry_point or _function_name(row)
+        for c in completions:
+            served = served or c.adapter
+            samples.append(BenchSample(bench.id, extract_program(c.text, entry)))
+    return samples, served

@@ -97,6 +97,7 @@ async def score_samples(sandbox: RunsMany, tasks: Mapping[str, BenchTask],
     for sample, program, outcome in zip(samples, programs, outcomes):
         grouped[sample.task_id].append({
             "program": program, "status": outcome.status.value, "passed": outcome.passed,
+            "error_type": outcome.error_type,
             "feedback": render_feedback(outcome), "duration_ms": outcome.duration_ms})
     scores = []
     for task_id, results in grouped.items():

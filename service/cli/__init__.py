@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from service.cli import bench, evaluate, sandbox_cmds, serve, train, triples
+from service.cli import bench, evaluate, experiment, sandbox_cmds, serve, train, triples
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="leti-loop: improve a code model from execution feedback (LETI).")
@@ -15,3 +15,4 @@ app.command("evaluate-samples")(evaluate.evaluate_samples)
 app.command("serve")(serve.serve)
 app.add_typer(triples.app, name="triples")
 app.command("train")(train.train)
+app.command("experiment")(experiment.experiment)

@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,11 +51,53 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def prepare_run(store: Store, settings: Settings, steps: int | None = None) -> PreparedRun:
+@dataclass(frozen=True)
+class TrainOptions:
+    """Trainer flags beyond the loop's settings (the experiment's ablations set these; the loop
+    uses the defaults). ``None`` keeps the setting or the trainer's own default."""
+
+    objective: str = "leti"
+    code_ratio: float | None = None
+    learning_rate: float | None = None
+    lora_rank: int | None = None
+    seed: int | None = None
+
+
+def trainer_command(data: Path, output: Path, *, base_model: str, steps: int,
+                    settings: Settings, init_adapter: str | None = None,
+                    options: TrainOptions | None = None) -> list[str]:
+    """``python -m trainer train ...`` for one run: the one place the service spells the
+    trainer's command line (the loop and ``leti experiment`` both launch it)."""
+    options = options or TrainOptions()
+    code_ratio = settings.train_code_ratio if options.code_ratio is None else options.code_ratio
+    command = [sys.executable, "-m", "trainer", "train", "--data", str(data),
+               "--output", str(output), "--base-model", base_model,
+               "--objective", options.objective,
+               "--max-steps", str(steps),
+               "--batch-size", str(settings.train_batch_size),
+               "--max-length", str(settings.train_max_length),
+               "--code-ratio", str(code_ratio),
+               # checkpoints along the way: a run re-launched with the same output resumes
+               "--save-every", str(max(1, steps // 4)),
+               "--events", "-", "--no-progress"]
+    if options.learning_rate is not None:
+        command += ["--lr", str(options.learning_rate)]
+    if options.lora_rank is not None:
+        command += ["--rank", str(options.lora_rank)]
+    if options.seed is not None:
+        command += ["--seed", str(options.seed)]
+    if init_adapter is not None:
+        command += ["--init-adapter", init_adapter]
+    return command
+
+
+def prepare_run(store: Store, settings: Settings, steps: int | None = None,
+                options: TrainOptions | None = None) -> PreparedRun:
     """Export the triples no finished run has trained on and record a run about to train on
     them, starting from the serving adapter (iteration N+1 from N). ``steps`` overrides
-    ``LETI_TRAIN_STEPS`` for this run."""
+    ``LETI_TRAIN_STEPS`` for this run; ``options`` sets further trainer flags."""
     steps = steps or settings.train_steps
+    options = options or TrainOptions()
     with store.read() as session:
         after = last_trained_triple(session)
         upto = session.scalar(select(func.max(TripleRow.id))) or 0
@@ -70,24 +112,17 @@ def prepare_run(store: Store, settings: Settings, steps: int | None = None) -> P
     config: dict[str, Any] = {"steps": steps, "batch_size": settings.train_batch_size,
                               "max_length": settings.train_max_length,
                               "code_ratio": settings.train_code_ratio,
-                              "base_model": settings.generator_model or "default"}
+                              "base_model": settings.generator_model or "default",
+                              **{k: v for k, v in asdict(options).items() if v is not None}}
     with store.write() as session:
         run = lineage.start_training_run(
             session, parent_adapter_id=serving.id if serving else None, data_path=str(data),
             data_sha256=_sha256(data), triples_from=after + 1, triples_to=upto, config=config)
         output = runs_dir / f"run-{run.id}"
         run.config = {**config, "output_dir": str(output)}
-    command = [sys.executable, "-m", "trainer", "train", "--data", str(data),
-               "--output", str(output), "--base-model", config["base_model"],
-               "--max-steps", str(steps),
-               "--batch-size", str(settings.train_batch_size),
-               "--max-length", str(settings.train_max_length),
-               "--code-ratio", str(settings.train_code_ratio),
-               # checkpoints along the way: a run re-launched with the same output resumes
-               "--save-every", str(max(1, steps // 4)),
-               "--events", "-", "--no-progress"]
-    if serving is not None:
-        command += ["--init-adapter", serving.path]
+    command = trainer_command(data, output, base_model=config["base_model"], steps=steps,
+                              settings=settings, init_adapter=serving.path if serving else None,
+                              options=options)
     return PreparedRun(run.id, output, command, serving.id if serving else None)
 
 

@@ -1,0 +1,119 @@
+"""The study end to end on a tiny random model: every phase runs through the real store,
+sandbox, generator, trainer process and gate; a second run of the same config gives the same
+figures (the reproducibility the experiment promises); a partial run resumes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.experiment.config import ExperimentConfig, ExperimentConfigError, load_config
+from service.experiment.study import Study, StudyError
+from tests.api.conftest import tiny_model_dir  # noqa: F401 - the fixture, reused
+
+pytestmark = pytest.mark.slow
+
+
+def tiny_config(mbpp_path: Path, model: Path, **overrides: Any) -> ExperimentConfig:
+    raw: dict[str, Any] = {
+        "name": "tiny", "seed": 3,
+        "model": {"name": str(model), "threads": 1, "batch_size": 8},
+        "sandbox": {"workers": 2},
+        "data": {"mbpp_path": str(mbpp_path), "train_problems": 4, "test_problems": 3,
+                 "humaneval_problems": 2},
+        "sampling": {"n": 2, "temperature": 1.0, "max_new_tokens": 16},
+        "evaluation": {"n": 2, "temperature": 0.8, "ks": [1, 2], "max_new_tokens": 16},
+        "loop": {"rounds": 2, "problems_per_round": 2},
+        "training": {"feedback_steps": 2, "batch_size": 1, "max_length": 512,
+                     "code_ratio": 1.0},
+        "gate": {"problems": 2, "margin": 1.0},
+        "ablations": [{"name": "binary", "objective": "binary"},
+                      {"name": "no-corpus", "code_ratio": 0.0}],
+    }
+    raw.update(overrides)
+    return ExperimentConfig.model_validate(raw)
+
+
+def figures_of(results: dict[str, Any]) -> dict[str, Any]:
+    """What must repeat: every evaluation's per-task outcomes and every round's counts."""
+    return {"evaluations": {e["key"]: e["tasks"] for e in results["evaluations"]},
+            "rounds": [(r["problems"], r["statuses"], r["gate"]["decision"])
+                       for r in results["rounds"]]}
+
+
+def test_study_runs_every_phase_and_repeats(tmp_path: Path, mbpp_path: Path,
+                                             tiny_model_dir: Path) -> None:  # noqa: F811
+    config = tiny_config(mbpp_path, tiny_model_dir)
+    first = asyncio.run(Study(config, tmp_path / "a").run())
+
+    assert first["phases_done"] == ["baseline", "round-1", "ablation-binary",
+                                    "ablation-no-corpus", "round-2", "final"]
+    keys = [e["key"] for e in first["evaluations"]]
+    assert keys == ["base/mbpp", "base/humaneval", "leti-r1/mbpp", "binary-r1/mbpp",
+                    "no-corpus-r1/mbpp", "leti-r2/mbpp", "leti-r2/humaneval"]
+    base = first["evaluations"][0]
+    assert list(base["tasks"]) == ["mbpp/11", "mbpp/12", "mbpp/13"]
+    assert all(len(t["passed"]) == 2 for t in base["tasks"].values())
+    assert set(base["pass_at_k"]) == {"pass@1", "pass@2"}
+
+    r1, r2 = first["rounds"]
+    assert r1["problems"] == ["mbpp/601", "mbpp/602"] and r2["problems"] == ["mbpp/603",
+                                                                              "mbpp/604"]
+    assert r1["samples"] == 4 and sum(r1["statuses"].values()) == 4
+    assert r1["adapter_sampled"] is None  # the base model samples round 1
+    assert r1["gate"]["decision"] == "promote"  # margin 1.0: anything passes the gate
+    assert r2["adapter_sampled"] == r1["candidate"]  # the promoted adapter samples round 2
+    assert r1["training"]["steps"] == 3 and r1["training"]["feedback_steps"] == 2  # F C F
+    assert set(r1["timings_s"]) == {"sampling", "execution", "training", "evaluation", "gate"}
+    ablations = {a["name"]: a for a in first["ablations"]}
+    assert ablations["binary"]["steps"] == 3  # same code ratio as the main arm
+    assert ablations["no-corpus"]["steps"] == 2  # the same two feedback steps, no code step
+    assert (tmp_path / "a" / "results.json").is_file()
+
+    again = asyncio.run(Study(config, tmp_path / "b").run())
+    assert figures_of(again) == figures_of(first)
+
+
+def test_a_finished_study_resumes_without_work_and_refuses_another_config(
+        tmp_path: Path, mbpp_path: Path, tiny_model_dir: Path) -> None:  # noqa: F811
+    config = tiny_config(mbpp_path, tiny_model_dir, loop={"rounds": 1, "problems_per_round": 1},
+                         ablations=[])
+    out = tmp_path / "run"
+    first = asyncio.run(Study(config, out).run())
+    stamp = (out / "results.json").stat().st_mtime_ns
+    second = asyncio.run(Study(config, out).run())
+    assert second["phases_done"] == first["phases_done"]
+    assert second["evaluations"] == first["evaluations"]
+    assert (out / "results.json").stat().st_mtime_ns >= stamp
+    other = tiny_config(mbpp_path, tiny_model_dir, seed=4,
+                        loop={"rounds": 1, "problems_per_round": 1}, ablations=[])
+    with pytest.raises(StudyError, match="another config"):
+        asyncio.run(Study(other, out).run())
+
+
+def test_config_errors_name_the_setting(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "x"\n[sampling]\nn = 0\ntemprature = 1.0\n')
+    with pytest.raises(ExperimentConfigError) as info:
+        load_config(bad)
+    assert "sampling.n" in str(info.value) and "sampling.temprature" in str(info.value)
+    (tmp_path / "notoml.toml").write_text("name = \n")
+    with pytest.raises(ExperimentConfigError, match="not valid TOML"):
+        load_config(tmp_path / "notoml.toml")
+    with pytest.raises(ExperimentConfigError, match="no config file"):
+        load_config(tmp_path / "missing.toml")
+
+
+@pytest.mark.parametrize("name", ["cpu-small", "gpu"])
+def test_shipped_configs_load(name: str) -> None:
+    config = load_config(Path(__file__).resolve().parents[2] / "experiments" / f"{name}.toml")
+    assert config.name == name
+    assert {a.name for a in config.ablations} == {"binary", "no-corpus"}
+    if name == "gpu":  # LETI's scale
+        assert config.sampling.n == 128 and config.sampling.temperature == 1.0
+        assert config.data.train_problems == 374 and config.model.backend == "vllm"
+    json.dumps(config.model_dump(mode="json"))
