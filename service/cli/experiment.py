@@ -22,6 +22,9 @@ def experiment(
     ] = False,
     report_only: Annotated[bool, typer.Option(
         "--report-only", help="only redraw plots and summary from results.json")] = False,
+    stop_after: Annotated[str | None, typer.Option(
+        "--stop-after", help="end after this phase (baseline, round-1, ablation-<name>, ..., "
+                             "final): e.g. repeat the baseline only")] = None,
     compare_with: Annotated[Path | None, typer.Option(
         "--compare-with", help="an earlier results directory of the same config: write "
                                "reproducibility.md comparing the two")] = None,
@@ -47,7 +50,8 @@ def experiment(
                 import shutil
 
                 shutil.rmtree(out)
-            study = Study(cfg, out, resume=True, on_phase=lambda r: write_report(r, out))
+            study = Study(cfg, out, resume=True, on_phase=lambda r: write_report(r, out),
+                          stop_after=stop_after)
             results = asyncio.run(study.run())
         if compare_with is not None:
             earlier_file = compare_with / "results.json"

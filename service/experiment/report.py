@@ -517,53 +517,31 @@ def _timings_section(figs: Mapping[str, Any]) -> list[str]:
 
 
 def _settings_line(results: Mapping[str, Any]) -> str:
-    """Model, problems, samples, steps, seeds, machine, date and wall time on one line."""
+    """Model, problems, samples, steps, evaluation, seeds, machine, date and wall time (read
+    from the config section of ``results.json``, schema 1)."""
     config = results.get("config") or {}
     env = results.get("environment") or {}
-    rounds = _list(results, "rounds")
-    parts: list[str] = []
-
-    model = _find(config, ("model", "model_id", "base_model", "model_name", "model_path"))
-    parts.append(f"model `{model}`" if model is not None else "model ?")
-
-    problems = sorted({len(r.get("problems") or []) for r in rounds})
-    if problems:
-        parts.append(f"{_join(problems)} problems/round")
-    elif (p := _find(config, ("problems", "problems_per_round", "train_problems"))) is not None:
-        parts.append(f"{p if not isinstance(p, list) else len(p)} problems/round")
-
-    samples = sorted({int(r["samples"]) for r in rounds if r.get("samples") is not None})
-    if samples:
-        parts.append(f"{_join(samples)} samples/round")
-    elif (s := _find(config, ("samples_per_problem", "samples", "n_samples"))) is not None:
-        parts.append(f"{s} samples/problem")
-
-    steps = sorted(
-        {int(t["steps"]) for r in rounds if (t := r.get("training") or {}).get("steps") is not None}
-    )
-    if steps:
-        parts.append(f"{_join(steps)} training steps/round")
-    elif (st := _find(config, ("steps", "train_steps", "max_steps"))) is not None:
-        parts.append(f"{st} training steps/round")
-
-    seeds = {e.get("seed") for e in _list(results, "evaluations")} - {None}
-    config_seed = _find(config, ("seeds", "seed"))
-    if isinstance(config_seed, list):
-        seeds |= set(config_seed)
-    elif config_seed is not None:
-        seeds.add(config_seed)
-    if seeds:
-        parts.append(f"seed{'s' if len(seeds) > 1 else ''} {_join(sorted(seeds, key=str))}")
-
+    model, data = config.get("model") or {}, config.get("data") or {}
+    sampling, ev = config.get("sampling") or {}, config.get("evaluation") or {}
+    loop, training = config.get("loop") or {}, config.get("training") or {}
+    name = model.get("name") or "SmolLM2-135M-Instruct (default)"
+    parts = [f"model `{name}` ({model.get('backend', '?')})"]
+    if loop:
+        parts.append(f"{loop.get('rounds')} rounds x {loop.get('problems_per_round')} MBPP train "
+                     f"problems x {sampling.get('n')} samples at T={sampling.get('temperature')}")
+    if training:
+        parts.append(f"{training.get('feedback_steps')} feedback steps/round (batch "
+                     f"{training.get('batch_size')}, code ratio {training.get('code_ratio')}, "
+                     f"lr {training.get('learning_rate')}, LoRA r={training.get('lora_rank')})")
+    if ev:
+        parts.append(f"eval n={ev.get('n')} at T={ev.get('temperature')} on MBPP test "
+                     f"{data.get('test_problems')} + HumanEval {data.get('humaneval_problems')}")
+    parts.append(f"seed {config.get('seed')} (eval {ev.get('seed')})")
     machine = env.get("machine")
     if isinstance(machine, Mapping) and machine:
-        parts.append(
-            "machine "
-            + ", ".join(f"{k} {v}" for k, v in machine.items() if not isinstance(v, dict | list))
-        )
-    elif machine:
-        parts.append(f"machine {machine}")
-
+        described = [f"{k} {v}" for k, v in machine.items()
+                     if v is not None and not isinstance(v, dict | list)]
+        parts.append("machine " + ", ".join(described))
     if env.get("started_at"):
         parts.append(f"started {env['started_at']}")
     if env.get("wall_s") is not None:
@@ -659,31 +637,6 @@ def _ordered(keys: Iterable[str], order: Sequence[str]) -> list[str]:
     """Known keys in their usual order, then any others alphabetically."""
     keys = set(keys)
     return [k for k in order if k in keys] + sorted(keys - set(order))
-
-
-def _find(config: Any, names: Sequence[str]) -> Any:
-    """First value under any of ``names``, breadth-first through nested dicts (config is free)."""
-    queue = [config]
-    while queue:
-        node = queue.pop(0)
-        if not isinstance(node, Mapping):
-            continue
-        for name in names:
-            value = node.get(name)
-            if isinstance(value, Mapping):
-                inner = next(
-                    (value[k] for k in ("name", "id", "path") if value.get(k) is not None), None
-                )
-                if inner is not None:
-                    return inner
-            elif value is not None:
-                return value
-        queue.extend(v for v in node.values() if isinstance(v, Mapping))
-    return None
-
-
-def _join(values: Sequence[Any]) -> str:
-    return "/".join(str(v) for v in values)
 
 
 def _cell(value: Any) -> str:

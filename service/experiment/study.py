@@ -142,13 +142,16 @@ class Study:
     """Runs the phases of one config into ``out_dir`` (``results.json``, ``state/``)."""
 
     def __init__(self, config: ExperimentConfig, out_dir: Path, *, resume: bool = True,
-                 on_phase: Callable[[dict[str, Any]], object] | None = None) -> None:
+                 on_phase: Callable[[dict[str, Any]], object] | None = None,
+                 stop_after: str | None = None) -> None:
         self.config = config
         self.out_dir = out_dir
         self.results_path = out_dir / "results.json"
         self.resume = resume
         self.on_phase = on_phase  # called with the results after each phase (the report)
+        self.stop_after = stop_after  # a phase name: end the run there (a partial repeat)
         self.results: dict[str, Any] = {}
+        self._stopped = False
         self.services: Services | None = None
         self.switch: AdapterSwitch | None = None
 
@@ -175,7 +178,20 @@ class Study:
             except Exception:  # a broken plot must not lose a finished phase
                 log.exception("writing the report failed")
 
+    def phase_names(self) -> list[str]:
+        """Every phase of this config, in the order they run."""
+        names = ["baseline"]
+        for number in range(1, self.config.loop.rounds + 1):
+            names.append(f"round-{number}")
+            if number == 1:
+                names += [f"ablation-{a.name}" for a in self.config.ablations]
+        return [*names, "final"]
+
     async def _phase(self, name: str, body: Callable[[], Awaitable[None]]) -> None:
+        if self._stopped:
+            return
+        if name == self.stop_after:
+            self._stopped = True
         if name in self.results["phases_done"]:
             log.info("phase %s: done in an earlier run, skipped", name)
             return
@@ -202,6 +218,9 @@ class Study:
     # -- the study ---------------------------------------------------------------------------
     async def run(self) -> dict[str, Any]:
         """Run every phase not done yet; returns the results (also in ``results.json``)."""
+        if self.stop_after is not None and self.stop_after not in self.phase_names():
+            raise StudyError(f"no phase {self.stop_after!r}: this config has "
+                             f"{', '.join(self.phase_names())}")
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._start_results()
         state_dir = self.out_dir / "state"
@@ -222,8 +241,9 @@ class Study:
                         await self._phase(f"ablation-{ablation.name}",
                                           partial(self._ablation, ablation))
             await self._phase("final", self._final)
-            self.results["environment"]["finished_at"] = _now()
-            self._save()
+            if "final" in self.results["phases_done"]:
+                self.results["environment"]["finished_at"] = _now()
+                self._save()
         finally:
             await self._close()
         return self.results

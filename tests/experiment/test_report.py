@@ -66,7 +66,10 @@ def full_results() -> dict[str, Any]:
     return {
         "schema": 1,
         "name": "cpu-small",
-        "config": {"model": {"name": "SmolLM2-135M-Instruct"}, "seed": 7},
+        "config": {"model": {"name": "SmolLM2-135M-Instruct", "backend": "embedded"}, "seed": 7,
+                   "loop": {"rounds": 2, "problems_per_round": 12}, "sampling": {"n": 4,
+                   "temperature": 0.8}, "evaluation": {"n": 1, "temperature": 0.0,
+                   "seed": 1234}, "data": {"test_problems": 20, "humaneval_problems": 0}},
         "environment": {
             "machine": {"cpu": "test-cpu", "cores": 2}, "versions": {"torch": "2.13.0"},
             "started_at": "2026-01-01T00:00:00Z", "finished_at": "2026-01-01T02:00:00Z",
@@ -159,8 +162,9 @@ def test_write_report_writes_json_plots_and_summary(tmp_path: Path) -> None:
 
     text = summary.read_text()
     assert text.startswith("# LETI experiment: cpu-small")
-    assert "model `SmolLM2-135M-Instruct`" in text and "12 problems/round" in text
-    assert "96 samples/round" in text and "16 training steps/round" in text
+    assert "model `SmolLM2-135M-Instruct` (embedded)" in text
+    assert "2 rounds x 12 MBPP train problems x 4 samples at T=0.8" in text
+    assert "eval n=1 at T=0.0 on MBPP test 20" in text
     assert "seed 7" in text and "cores 2" in text and "wall 2 h 00 min" in text
     assert "| leti-r2/mbpp | leti | 2 | mbpp | 8 | 20 | 85.0% | [" in text
     assert "| base/mbpp | base | 0 | mbpp | - | 20 | 10.0% |" in text

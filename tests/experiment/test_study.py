@@ -78,12 +78,21 @@ def test_study_runs_every_phase_and_repeats(tmp_path: Path, mbpp_path: Path,
     assert figures_of(again) == figures_of(first)
 
 
-def test_a_finished_study_resumes_without_work_and_refuses_another_config(
+def test_a_study_stops_after_a_phase_resumes_and_refuses_another_config(
         tmp_path: Path, mbpp_path: Path, tiny_model_dir: Path) -> None:  # noqa: F811
     config = tiny_config(mbpp_path, tiny_model_dir, loop={"rounds": 1, "problems_per_round": 1},
                          ablations=[])
     out = tmp_path / "run"
-    first = asyncio.run(Study(config, out).run())
+    with pytest.raises(StudyError, match="no phase 'round-9'"):
+        asyncio.run(Study(config, out, stop_after="round-9").run())
+    partial = asyncio.run(Study(config, out, stop_after="baseline").run())
+    assert partial["phases_done"] == ["baseline"]
+    assert partial["environment"]["finished_at"] is None
+    base = partial["evaluations"]
+    first = asyncio.run(Study(config, out).run())  # resumes after the baseline
+    assert first["phases_done"] == ["baseline", "round-1", "final"]
+    assert first["evaluations"][:2] == base
+    assert first["environment"]["finished_at"] is not None
     stamp = (out / "results.json").stat().st_mtime_ns
     second = asyncio.run(Study(config, out).run())
     assert second["phases_done"] == first["phases_done"]
