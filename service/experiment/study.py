@@ -297,6 +297,7 @@ class Study:
                              max_new_tokens=ev.max_new_tokens, seed=ev.seed, timeout_s=timeout)
         timer = Timer()
         per_task: dict[str, dict[str, list[Any]]] = {}
+        programs: list[dict[str, Any]] = []
         for start in range(0, len(tasks), EVAL_CHUNK):
             chunk = tasks[start:start + EVAL_CHUNK]
             began = time.perf_counter()
@@ -310,6 +311,9 @@ class Study:
                     "passed": [r["passed"] for r in task.samples],
                     "statuses": [r["status"] for r in task.samples],
                     "error_types": [r.get("error_type") for r in task.samples]}
+                programs += [{"task_id": task.task_id, "program": r["program"],
+                              "status": r["status"], "feedback": r["feedback"]}
+                             for r in task.samples]
             log.info("%s %s: %d/%d problems", arm, benchmark, len(per_task), len(tasks))
         flags = {task_id: v["passed"] for task_id, v in per_task.items()}
         key = f"{arm}-r{round_number}/{benchmark}" if round_number else f"{arm}/{benchmark}"
@@ -319,10 +323,23 @@ class Study:
                   "max_new_tokens": ev.max_new_tokens, "tasks": per_task,
                   "pass_at_k": overall_pass_at_k(flags, ev.ks),
                   "timings_s": timer.seconds, "wall_s": round(sum(timer.seconds.values()), 1)}
+        record["programs_file"] = self._save_programs(key, programs)
         self.results["evaluations"] = [e for e in self.results["evaluations"] if e["key"] != key]
         self.results["evaluations"].append(record)
         log.info("%s: %s", key, record["pass_at_k"])
         return record
+
+    def _save_programs(self, key: str, programs: list[dict[str, Any]]) -> str:
+        """Write an evaluation's programs with their status and feedback to
+        ``programs/<key>.jsonl`` (kept out of results.json): what a reader looks at to see why
+        a figure moved. Returns the path relative to the results directory."""
+        relative = Path("programs") / (key.replace("/", "--") + ".jsonl")
+        path = self.out_dir / relative
+        path.parent.mkdir(exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(p) + "\n" for p in programs), encoding="utf-8")
+        os.replace(tmp, path)
+        return str(relative)
 
     # -- a LETI round ------------------------------------------------------------------------
     async def _round(self, number: int) -> None:

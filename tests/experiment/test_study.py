@@ -73,6 +73,13 @@ def test_study_runs_every_phase_and_repeats(tmp_path: Path, mbpp_path: Path,
     assert ablations["binary"]["steps"] == 3  # same code ratio as the main arm
     assert ablations["no-corpus"]["steps"] == 2  # the same two feedback steps, no code step
     assert (tmp_path / "a" / "results.json").is_file()
+    saved = [json.loads(line) for line in
+             (tmp_path / "a" / base["programs_file"]).read_text().splitlines()]
+    assert base["programs_file"] == "programs/base--mbpp.jsonl"
+    assert [p["task_id"] for p in saved] == [t for t in base["tasks"] for _ in range(2)]
+    assert [p["status"] for p in saved] == [s for t in base["tasks"].values()
+                                             for s in t["statuses"]]
+    assert all(isinstance(p["program"], str) and p["feedback"] for p in saved)
 
     again = asyncio.run(Study(config, tmp_path / "b").run())
     assert figures_of(again) == figures_of(first)
