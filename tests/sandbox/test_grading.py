@@ -128,6 +128,15 @@ def test_run_many_keeps_order(sandbox: RunnerPool) -> None:
     assert [o.passed for o in outcomes] == [i % 2 == 0 for i in range(20)]
 
 
+def test_run_many_reports_each_outcome_once_and_accepts_no_jobs(sandbox: RunnerPool) -> None:
+    jobs = [Job(f"def add(a, b):\n    return a + b + {i % 3}\n", ADD_TESTS, id=str(i))
+            for i in range(9)]
+    seen: list[str | None] = []
+    outcomes = asyncio.run(sandbox.run_many(jobs, on_done=lambda o: seen.append(o.id)))
+    assert sorted(seen, key=lambda i: int(i or 0)) == [o.id for o in outcomes]
+    assert asyncio.run(sandbox.run_many([])) == []
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"program": 3, "tests": []}, "'program' must be a string"),
     ({"program": "x", "tests": "assert 1"}, "'tests' must be a list"),
