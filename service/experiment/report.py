@@ -43,8 +43,32 @@ def figures(results: Mapping[str, Any]) -> dict[str, Any]:
         "pass_at_1": [_pass_at_1_row(e, scores[e["key"]]) for e in evaluations],
         "comparisons": _comparisons(results, evaluations, scores),
         "statuses": [_status_row(r) for r in _list(results, "rounds")],
+        "failure_classes": [_failure_row(e) for e in evaluations],
         "timings": _timing_rows(results, evaluations),
     }
+
+
+def failure_class(status: str, error_type: str | None) -> str:
+    """One program's class: ``passed``, ``wrong answer`` (a test's assert failed), ``syntax
+    error``, ``timeout``, ``memory``, ``crashed``, or the exception's type (``NameError``...)."""
+    if status == "failed":
+        return "wrong answer"
+    if status == "error":
+        return error_type or "error"
+    return status.replace("_", " ")
+
+
+def _failure_row(evaluation: Mapping[str, Any]) -> dict[str, Any]:
+    """How an evaluation's programs ended, counted by class: evaluations of one benchmark
+    score the same problems, so a class that shrinks between them shrank for the model."""
+    counts: dict[str, int] = {}
+    for task in (evaluation.get("tasks") or {}).values():
+        for status, error_type in zip(task.get("statuses") or [], task.get("error_types") or [],
+                                      strict=False):
+            name = failure_class(str(status), error_type)
+            counts[name] = counts.get(name, 0) + 1
+    return {"key": evaluation.get("key"), "benchmark": evaluation.get("benchmark"),
+            "programs": sum(counts.values()), "counts": counts}
 
 
 def _evaluations(results: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -422,6 +446,7 @@ def render_summary(results: Mapping[str, Any], images: Iterable[str] = ()) -> st
         lines.append("No comparisons: the evaluations they need are missing.")
     lines.append("")
 
+    lines += _failures_section(figs)
     lines += _rounds_section(results, figs)
     lines += _timings_section(figs)
 
@@ -497,6 +522,33 @@ def _rounds_section(results: Mapping[str, Any], figs: Mapping[str, Any]) -> list
                 + ".",
                 "",
             ]
+    return lines
+
+
+def _failures_section(figs: Mapping[str, Any]) -> list[str]:
+    """Per benchmark, one row per evaluation: how its programs ended, by class."""
+    rows = [r for r in figs.get("failure_classes") or [] if r["programs"]]
+    if not rows:
+        return []
+    lines = ["## How the evaluated programs ended", "",
+             ("Each evaluation of a benchmark runs the same problems, so a class that shrinks "
+              "from one row to the next shrank for the model. Exceptions are named by type."),
+             ""]
+    for benchmark in dict.fromkeys(r["benchmark"] for r in rows):
+        group = [r for r in rows if r["benchmark"] == benchmark]
+        totals: dict[str, int] = {}
+        for r in group:
+            for k, v in r["counts"].items():
+                totals[k] = totals.get(k, 0) + v
+        first = [k for k in ("passed", "wrong answer") if k in totals]
+        rest = sorted((k for k in totals if k not in first), key=lambda k: (-totals[k], k))
+        kinds = first + rest
+        lines += [f"**{benchmark}**", "", "| Evaluation | Programs | " + " | ".join(kinds) + " |",
+                  "|---|---:|" + "---:|" * len(kinds)]
+        for r in group:
+            lines.append(f"| {r['key']} | {r['programs']} | "
+                         + " | ".join(str(r["counts"].get(k, 0)) for k in kinds) + " |")
+        lines.append("")
     return lines
 
 

@@ -254,3 +254,18 @@ def test_a_round_cut_short_renders(tmp_path: Path) -> None:
     assert "| 1 | 12 | 96 | 3 | base | - | - | - | - | - | base |" in text
     assert (tmp_path / "statuses.png").read_bytes().startswith(PNG_MAGIC)
     assert [t["label"] for t in results["figures"]["timings"]] == ["base", "r1"]
+
+
+def test_failure_classes_count_each_evaluation_on_the_same_problems() -> None:
+    results = full_results()
+    task = next(iter(results["evaluations"][0]["tasks"].values()))
+    task["statuses"], task["error_types"] = ["error"], ["NameError"]
+    task["passed"] = [False]
+    rows = {r["key"]: r for r in figures(results)["failure_classes"]}
+    base = rows["base/mbpp"]
+    assert base["programs"] == 20
+    assert base["counts"] == {"NameError": 1, "passed": 1, "wrong answer": 18}
+    summary = render_summary(results)
+    assert "## How the evaluated programs ended" in summary
+    assert "| Evaluation | Programs | passed | wrong answer | NameError |" in summary
+    assert "| base/mbpp | 20 | 1 | 18 | 1 |" in summary
