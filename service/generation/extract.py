@@ -6,7 +6,8 @@ the first fenced Python block (preferring the first one that defines the wanted 
 the code before a closing fence, else the code found among the prose. Then a broken or cut-off
 tail after complete definitions is dropped, and so is trailing example usage after the last
 definition (prints, asserts, bare calls, test data, ``if __name__ == "__main__":``): it is not
-part of the answer and may fail or block under the tests. When nothing parses, the best guess
+part of the answer and may fail or block under the tests. A model that restates a function it
+has already written is looping: the program ends before the restatement. When nothing parses, the best guess
 is returned as is: its syntax error is feedback too.
 """
 
@@ -33,7 +34,8 @@ def extract_program(completion: str, entry_point: str | None = None) -> str:
         code = _code_among_prose(text)
     if not code.strip():
         return ""
-    lines = _drop_example_usage(_complete_definitions(code.strip("\n"))).split("\n")
+    code = _cut_at_redefinition(_complete_definitions(code.strip("\n")))
+    lines = _drop_example_usage(code).split("\n")
     while len(lines) > 1 and (not lines[-1].strip() or lines[-1].lstrip().startswith("#")):
         lines.pop()  # comments that introduced a dropped part, or trail the program
     return "\n".join(lines).rstrip() + "\n"
@@ -112,6 +114,26 @@ def _drop_example_usage(code: str) -> str:
     if first_dropped == len(body):
         return code
     return "\n".join(code.split("\n")[:body[first_dropped].lineno - 1])
+
+
+def _cut_at_redefinition(code: str) -> str:
+    """End the program where the model starts writing a top-level function or class it has
+    already written. Small models loop, restating the answer with small changes; Python would
+    run the last restatement, which is usually the most degenerate one, and a trainer would
+    learn the loop. What comes before the repeat is the answer (a prefix, never rewritten)."""
+    try:
+        body = ast.parse(code).body
+    except (SyntaxError, ValueError):
+        return code
+    seen: set[str] = set()
+    for node in body:
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            continue
+        if node.name in seen:
+            first_line = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+            return "\n".join(code.split("\n")[:first_line - 1])
+        seen.add(node.name)
+    return code
 
 
 def _complete_definitions(code: str) -> str:

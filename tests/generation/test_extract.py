@@ -41,6 +41,16 @@ def test_helpers_and_imports_in_the_block_are_kept() -> None:
     assert extract_program(f"```python\n{code}```") == code
 
 
+def test_a_restated_function_ends_the_program() -> None:
+    looping = ADD + "\ndef add(a, b):\n    return add(a, b)\n\ndef add(a, b):\n    return c\n"
+    assert extract_program(f"```python\n{looping}```", "add") == ADD
+    helper = "def helper(x):\n    return x\n\n"
+    twice = ADD + "\n" + helper + "@cache\ndef add(a, b):\n    return 0\n"
+    assert extract_program(f"```python\n{twice}```", "add") == ADD + "\n" + helper.rstrip() + "\n"
+    method = "class A:\n    def f(self):\n        return 1\n\n    def f(self):\n        return 2\n"
+    assert extract_program(f"```python\n{method}```") == method  # only top-level names count
+
+
 def test_non_python_blocks_are_skipped() -> None:
     assert extract_program(f"```bash\npip install x\n```\n```python\n{ADD}```") == ADD
 
