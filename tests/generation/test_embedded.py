@@ -4,6 +4,7 @@ loaded base model, and the errors the API turns into 4xx."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -138,3 +139,31 @@ def test_model_lock_serves_waiters_in_arrival_order() -> None:
     for thread in waiters:
         thread.join(timeout=5)
     assert order == ["load", "next-pass-1", "next-pass-2"]
+
+
+def test_grouped_kv_attention_on_cpu_gives_the_same_tokens(
+        tiny_model: Any, smol_tokenizer: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CPU generator lets SDPA read grouped K/V heads in place instead of copying them per
+    query group (``repeat_kv``); that must not change a single token, greedy or sampled, with
+    left padding and prefill slices (the tiny model has 4 query heads over 2 K/V heads)."""
+    from service.generation.embedded import SDPA_GQA, EmbeddedGenerator
+    from service.generation.types import SamplingParams
+
+    assert tiny_model.config.num_key_value_heads < tiny_model.config.num_attention_heads
+    prompts = ["def add(a, b):", "Write a function to reverse a string. The function must be",
+               "x = 1"]
+
+    def texts(flag: str) -> list[list[str]]:
+        monkeypatch.setenv(SDPA_GQA, flag)  # kept: the generator only sets a default
+        generator = EmbeddedGenerator(tiny_model, smol_tokenizer, max_batch_size=2,
+                                      prefill_tokens=4)
+        out = []
+        for params in (SamplingParams(temperature=0.0, max_new_tokens=12),
+                       SamplingParams(n=2, temperature=1.0, max_new_tokens=12, seed=5)):
+            out += [[c.text for c in row] for row in generator.generate_sync(prompts, params, None)]
+        return out
+
+    assert texts("1") == texts("0")
+    monkeypatch.delenv(SDPA_GQA)
+    EmbeddedGenerator(tiny_model, smol_tokenizer)
+    assert os.environ[SDPA_GQA] == "1"  # the CPU default
