@@ -217,14 +217,15 @@ def write_report(results: dict[str, Any], out_dir: Path) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results["figures"] = figures(results)
-    _write_atomic(out_dir / "results.json", json.dumps(results, indent=2, default=str) + "\n")
+    write_atomic(out_dir / "results.json", json.dumps(results, indent=2, default=str) + "\n")
     images = _write_plots(results, out_dir)
     summary = out_dir / "summary.md"
-    _write_atomic(summary, render_summary(results, images))
+    write_atomic(summary, render_summary(results, images))
     return summary
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` in one step: a crash mid-write never leaves half a file."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:

@@ -42,6 +42,7 @@ from service.core.config import Settings
 from service.core.evaluation import EvaluationInput
 from service.core.generation import BASE, Generation, GenerationInput
 from service.experiment.config import Ablation, ExperimentConfig
+from service.experiment.report import write_atomic
 from service.loop import state
 from service.loop.adapters import AdapterSwitch
 from service.loop.rounds import next_batch
@@ -133,9 +134,7 @@ def environment() -> dict[str, Any]:
 
 def save_json(path: Path, value: dict[str, Any]) -> None:
     """Write atomically: a crash mid-write never leaves a half results file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(value, indent=2, default=str) + "\n")
 
 
 class Study:
@@ -334,11 +333,8 @@ class Study:
         ``programs/<key>.jsonl`` (kept out of results.json): what a reader looks at to see why
         a figure moved. Returns the path relative to the results directory."""
         relative = Path("programs") / (key.replace("/", "--") + ".jsonl")
-        path = self.out_dir / relative
-        path.parent.mkdir(exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(p) + "\n" for p in programs), encoding="utf-8")
-        os.replace(tmp, path)
+        (self.out_dir / relative.parent).mkdir(exist_ok=True)
+        write_atomic(self.out_dir / relative, "".join(json.dumps(p) + "\n" for p in programs))
         return str(relative)
 
     # -- a LETI round ------------------------------------------------------------------------

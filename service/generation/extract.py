@@ -7,8 +7,8 @@ the code before a closing fence, else the code found among the prose. Then a bro
 tail after complete definitions is dropped, and so is trailing example usage after the last
 definition (prints, asserts, bare calls, test data, ``if __name__ == "__main__":``): it is not
 part of the answer and may fail or block under the tests. A model that restates a function it
-has already written is looping: the program ends before the restatement. When nothing parses, the best guess
-is returned as is: its syntax error is feedback too.
+has already written is looping: the program ends before the restatement. When nothing parses,
+the best guess is returned as is: its syntax error is feedback too.
 """
 
 from __future__ import annotations
