@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     generator_dtype: str = Field(default="auto",
                                  description="embedded: auto (float32 on CPU, bfloat16 on CUDA), "
                                              "float32, bfloat16 or float16")
-    generator_batch_size: int = Field(default=16, ge=1, le=1024,
+    generator_batch_size: int = Field(default=32, ge=1, le=1024,
                                       description="embedded: most sequences decoded together")
     generator_threads: int | None = Field(default=None, ge=1, le=1024,
                                           description="embedded: torch CPU threads (default: "

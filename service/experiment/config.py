@@ -29,7 +29,7 @@ class ModelSection(_Section):
     device: str = "auto"
     dtype: str = "auto"
     threads: int | None = Field(default=None, ge=1, description="embedded: torch threads")
-    batch_size: int = Field(default=16, ge=1, description="embedded: rows decoding together")
+    batch_size: int = Field(default=32, ge=1, description="embedded: rows decoding together")
     vllm_url: str = "http://127.0.0.1:8001"
     tokenizer: str | None = Field(default=None, description="vLLM: tokenizer for prompts")
 

@@ -48,9 +48,10 @@ class GenerationBench:
     load_average: list[float] = field(default_factory=list)  # 1-minute, before each measurement
 
     def best(self, batch: int) -> Throughput:
-        """The best width for this many prompts, judged by tokens per CPU-second."""
+        """The best width for this many prompts: tokens/s, or tokens per CPU-second with one
+        torch thread (what other jobs on a shared machine do not inflate)."""
         runs = [t for t in self.batched if t.batch == batch]
-        return max(runs, key=lambda t: t.tokens_per_cpu_s)
+        return max(runs, key=lambda t: t.tokens_per_cpu_s if self.threads == 1 else t.tokens_per_s)
 
     def loop_for(self, batch: int) -> Throughput:
         return next(t for t in self.loop if t.batch == batch)
@@ -119,8 +120,7 @@ async def run_generation_bench(generator: EmbeddedGenerator, batches: list[int],
         result.load_average.append(os.getloadavg()[0])
         result.loop.append(await _timed(generator, prompts[:batch], params, 1))
         log(f"batch {batch:>3}, one prompt at a time: {result.loop[-1].tokens_per_s:7.1f} tokens/s")
-    best = max(result.batched, key=lambda t: (t.batch, t.tokens_per_cpu_s))
-    generator.max_batch_size = best.chunk  # serve swaps' background load with the best setting
+    generator.max_batch_size = result.best(max(batches)).chunk  # serve swaps' background load with the best setting
     with tempfile.TemporaryDirectory() as tmp:
         paths = [make_adapter(generator, Path(tmp) / f"a{i}", seed=i) for i in range(2)]
         for i in range(swaps):  # idle: load + move the alias; the retirement runs after
@@ -162,11 +162,11 @@ def markdown_section(bench: GenerationBench, machine: str, date: str, model: str
         f"earlier), seeded, {bench.prompts} prompts in the project's chat format, one sample "
         "per prompt. Tokens/s counts generated tokens over the request's wall time, prompt "
         "processing included. The anchor is the plain loop: the same prompts and seeds, one "
-        "prompt per forward pass, in the same run. The machine was shared with other work: "
-        f"the 1-minute load average ranged {min(bench.load_average):.1f}-"
-        f"{max(bench.load_average):.1f} on {os.cpu_count()} cores during the run, so wall-clock "
-        "figures are noisy; tokens per CPU-second of this process (one torch thread) are what "
-        "other jobs do not inflate.")
+        "prompt per forward pass, in the same run. The 1-minute load average before each "
+        f"measurement ranged {min(bench.load_average):.1f}-{max(bench.load_average):.1f} on "
+        f"{os.cpu_count()} cores (this benchmark's own load included). Tokens per CPU-second "
+        "count this process's CPU time, all torch threads together: with one thread they are "
+        "what other jobs on a shared machine do not inflate.")
     swaps = (
         "Adapter hot swap (load a rank-16 LoRA on all projections as a new version and move "
         "the alias; the old version is retired after its requests): idle median "

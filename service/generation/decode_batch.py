@@ -13,6 +13,8 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
+from service.generation.kv_cache import GrowingLayer, cloned, growing_cache
+
 Guard = Callable[[], AbstractContextManager[Any]]
 
 
@@ -27,14 +29,27 @@ def shared_prefix(token_lists: list[list[int]], minimum: int = 8) -> int:
     return n if n >= minimum else 0
 
 
-def _left_padded(token_lists: list[list[int]], pad_id: int, device: Any) -> tuple[Any, Any]:
+def _stack(caches: list[Any], lengths: list[int]) -> None:
+    """Left-pad each cache's layers to the longest and stack them, into the first cache."""
+    import torch
+    import torch.nn.functional as F
+
+    width = max(lengths)
+
+    def padded(x: Any, length: int) -> Any:  # left-pad dim -2 (the tokens) to `width`
+        return F.pad(x, (0, 0, width - length, 0)) if length < width else x
+
+    for layers in zip(*(c.layers for c in caches), strict=True):
+        layers[0].replace(
+            torch.cat([padded(layer.keys, n) for layer, n in zip(layers, lengths)], dim=0),
+            torch.cat([padded(layer.values, n) for layer, n in zip(layers, lengths)], dim=0))
+
+
+def _left_padded_mask(lengths: list[int], device: Any) -> Any:
     import torch
 
-    width = max(len(t) for t in token_lists)
-    ids = torch.tensor([[pad_id] * (width - len(t)) + t for t in token_lists], device=device)
-    mask = torch.tensor([[0] * (width - len(t)) + [1] * len(t) for t in token_lists],
-                        device=device)
-    return ids, mask
+    width = max(lengths)
+    return torch.tensor([[0] * (width - n) + [1] * n for n in lengths], device=device)
 
 
 class DecodeBatch:
@@ -47,40 +62,43 @@ class DecodeBatch:
 
     @classmethod
     def prefill(cls, model: Any, token_lists: list[list[int]], counts: list[int],
-                rows: list[int], pad_id: int, guard: Guard, prefill_tokens: int) -> DecodeBatch:
+                rows: list[int], guard: Guard, prefill_tokens: int) -> DecodeBatch:
         """Prefill distinct prompts (``counts[i]`` rows each): the prefix they share once, then
-        the rest left-padded, in slices of about ``prefill_tokens`` tokens; then fan out."""
+        each prompt on its own in passes of at most ``prefill_tokens`` tokens (no arithmetic
+        on padding, and no pass is long); then stack the caches left-padded and fan out."""
         import torch
-        from transformers import DynamicCache
 
         device = model.device
-        cache = DynamicCache(config=model.config)
         shared = shared_prefix(token_lists)
-        ids, suffix_mask = _left_padded([t[shared:] for t in token_lists], pad_id, device)
-        mask = torch.cat([suffix_mask.new_ones((len(token_lists), shared)), suffix_mask], dim=-1)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
+        prefix = growing_cache(model.config)
         with torch.inference_mode():
             if shared:  # the chat template and task lead-in, common to every prompt: once
                 with guard():
                     model(input_ids=torch.tensor([token_lists[0][:shared]], device=device),
                           position_ids=torch.arange(shared, device=device)[None],
-                          past_key_values=cache, use_cache=True, logits_to_keep=1)
-                cache.batch_select_indices(torch.zeros(len(token_lists), dtype=torch.long,
-                                                       device=device))
-            width = max(1, prefill_tokens // len(token_lists))
-            for start in range(0, ids.shape[1], width):
-                end = start + width
-                with guard():
-                    out = model(input_ids=ids[:, start:end], attention_mask=mask[:, :shared + end],
-                                position_ids=positions[:, start:end], past_key_values=cache,
-                                use_cache=True, logits_to_keep=1)
-        logits, last_pos = out.logits[:, -1, :].float(), positions[:, -1:]
+                          past_key_values=prefix, use_cache=True, logits_to_keep=1)
+            caches, logits = [], []
+            for tokens in token_lists:
+                cache = cloned(prefix, model.config) if shared else growing_cache(model.config)
+                for start in range(shared, len(tokens), prefill_tokens):
+                    end = min(start + prefill_tokens, len(tokens))
+                    with guard():
+                        out = model(input_ids=torch.tensor([tokens[start:end]], device=device),
+                                    position_ids=torch.arange(start, end, device=device)[None],
+                                    past_key_values=cache, use_cache=True, logits_to_keep=1)
+                caches.append(cache)
+                logits.append(out.logits[:, -1, :].float())
+        lengths = [len(t) for t in token_lists]
+        _stack(caches, lengths)
+        cache, logits_ = caches[0], torch.cat(logits)
+        mask = _left_padded_mask(lengths, device)
+        last_pos = torch.tensor([[n - 1] for n in lengths], device=device)
         if len(rows) > len(token_lists):  # each prompt prefilled once, its samples fanned out
             fan = torch.repeat_interleave(torch.arange(len(token_lists), device=device),
                                           torch.tensor(counts, device=device))
             cache.batch_select_indices(fan)
-            logits, mask, last_pos = logits[fan], mask[fan], last_pos[fan]
-        return cls(rows, cache, mask, last_pos, logits)
+            logits_, mask, last_pos = logits_[fan], mask[fan], last_pos[fan]
+        return cls(rows, cache, mask, last_pos, logits_)
 
     def keep(self, index: list[int]) -> None:
         """Keep only the rows at these batch positions (finished rows leave cache and all)."""
@@ -106,24 +124,16 @@ class DecodeBatch:
 
     def can_absorb(self) -> bool:
         """Only plain growing caches can be padded and joined (not sliding-window ones)."""
-        from transformers.cache_utils import DynamicLayer
-
-        return all(type(layer) is DynamicLayer for layer in self.cache.layers)
+        return all(isinstance(layer, GrowingLayer) for layer in self.cache.layers)
 
     def absorb(self, other: DecodeBatch) -> None:
         """Take ``other``'s rows in: left-pad the shorter cache and mask, then stack."""
         import torch
         import torch.nn.functional as F
 
-        width = max(self.mask.shape[1], other.mask.shape[1])
-
-        def padded(x: Any, length: int) -> Any:  # left-pad dim -2 (KV) to `width`
-            return F.pad(x, (0, 0, width - length, 0)) if length < width else x
-
         mine, theirs = self.mask.shape[1], other.mask.shape[1]
-        for a, b in zip(self.cache.layers, other.cache.layers, strict=True):
-            a.keys = torch.cat([padded(a.keys, mine), padded(b.keys, theirs)], dim=0)
-            a.values = torch.cat([padded(a.values, mine), padded(b.values, theirs)], dim=0)
+        width = max(mine, theirs)
+        _stack([self.cache, other.cache], [mine, theirs])
         self.mask = torch.cat([F.pad(self.mask, (width - mine, 0)),
                                F.pad(other.mask, (width - theirs, 0))], dim=0)
         self.last_pos = torch.cat([self.last_pos, other.last_pos], dim=0)

@@ -94,7 +94,7 @@ def _adapter_loading() -> Iterator[None]:
 class EmbeddedGenerator(Generator):
     """Generates with a model held in this process (see the module docstring)."""
 
-    def __init__(self, model: Any, tokenizer: Any, *, max_batch_size: int = 16,
+    def __init__(self, model: Any, tokenizer: Any, *, max_batch_size: int = 32,
                  prefill_tokens: int = 64, model_name: str = "base", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if max_batch_size < 1:

@@ -102,7 +102,6 @@ def sample_batch(model: Any, tokenizer: Any, prompts: list[str], params: Samplin
     starts = [sum(counts[:i]) for i in range(len(prompts))]
     tokens: list[list[int]] = [[] for _ in generators]
     finish: list[FinishReason] = ["length"] * len(generators)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0  # masked
     waiting = [(i, list(range(starts[i], starts[i] + counts[i]))) for i in range(len(prompts))]
     max_rows = max_rows or len(generators)
 
@@ -117,7 +116,7 @@ def sample_batch(model: Any, tokenizer: Any, prompts: list[str], params: Samplin
                 waiting.pop(0)
         return DecodeBatch.prefill(model, [token_lists[i] for i, _ in groups],
                                    [len(rows) for _, rows in groups],
-                                   [r for _, rows in groups for r in rows], pad_id, guard,
+                                   [r for _, rows in groups for r in rows], guard,
                                    prefill_tokens)
 
     batch = admit(max_rows)
