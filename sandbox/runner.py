@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ast
 import ctypes
+import functools
 import json
 import os
 import reprlib
@@ -89,7 +90,7 @@ class _EqualityAsserts(ast.NodeTransformer):
     """
 
     def __init__(self, source: str) -> None:
-        self.source = source
+        self.lines = source.splitlines(True)
 
     def visit_Assert(self, node: ast.Assert) -> ast.AST:
         test = node.test
@@ -98,21 +99,37 @@ class _EqualityAsserts(ast.NodeTransformer):
             # The side that calls something is the program's answer; the other is expected.
             swapped = _contains_call(right) and not _contains_call(left)
             actual, expected = (right, left) if swapped else (left, right)
-            src = ast.get_source_segment(self.source, node) or ""
+            src = self.segment(node)
+            here = functools.partial(ast.copy_location, old_node=test)
             call = ast.Call(
-                func=ast.Name(id=EQ_HELPER, ctx=ast.Load()),
-                args=[actual, expected, ast.Constant(src)],
+                func=here(ast.Name(id=EQ_HELPER, ctx=ast.Load())),
+                args=[actual, expected, here(ast.Constant(src))],
                 keywords=[],
             )
-            node.test = ast.copy_location(call, test)
+            node.test = here(call)
         return node
 
+    def segment(self, node: ast.stmt) -> str:
+        """The statement's source text (``ast.get_source_segment`` without its slow line split)."""
+        if node.end_lineno is None or node.end_col_offset is None:
+            return ""
+        lines = [line.encode() for line in self.lines[node.lineno - 1:node.end_lineno]]
+        if not lines:
+            return ""
+        if len(lines) == 1:
+            return lines[0][node.col_offset:node.end_col_offset].decode(errors="replace")
+        lines[0], lines[-1] = lines[0][node.col_offset:], lines[-1][:node.end_col_offset]
+        return b"".join(lines).decode(errors="replace")
 
+
+@functools.lru_cache(maxsize=4096)
 def instrument(source: str, filename: str):
-    """Compile test code with the equality asserts rewritten; raises SyntaxError for bad tests."""
+    """Compile test code with the equality asserts rewritten; raises SyntaxError for bad tests.
+
+    Cached: the samples of one task share its tests, and code objects are immutable (a job's
+    child gets its own copy of everything anyway)."""
     tree = ast.parse(source, filename=filename)
-    tree = ast.fix_missing_locations(_EqualityAsserts(source).visit(tree))
-    return compile(tree, filename, "exec", dont_inherit=True)
+    return compile(_EqualityAsserts(source).visit(tree), filename, "exec", dont_inherit=True)
 
 
 # --------------------------------------------------------------------------------------------
