@@ -22,6 +22,7 @@ import ast
 import ctypes
 import functools
 import json
+import linecache
 import os
 import reprlib
 import resource
@@ -32,7 +33,6 @@ import sys
 import tempfile
 import time
 import traceback
-import linecache
 
 PROGRAM_FILE = "<program>"
 SETUP_FILE = "<setup>"
