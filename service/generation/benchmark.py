@@ -173,7 +173,7 @@ def markdown_section(bench: GenerationBench, machine: str, date: str, model: str
         f"{statistics.median(ms):.0f} ms (max {max(ms):.0f} ms, {len(ms)} swaps); with an "
         f"8-prompt generation in flight median {statistics.median(busy):.0f} ms "
         f"(max {max(busy):.0f} ms): the load waits for at most one forward pass (prompts are "
-        "prefilled in slices of about 64 tokens), and the running generation finishes on its "
+        "prefilled in passes of at most 64 tokens), and the running generation finishes on its "
         "own adapter.")
     chunks = ("Every batch width tried (`max_batch_size`: rows decoding together; a finished "
               "row's place goes to a waiting prompt, prefilled and joined to the running batch):")

@@ -81,7 +81,7 @@ def sample_batch(model: Any, tokenizer: Any, prompts: list[str], params: Samplin
     rows are prefilled and join (``DecodeBatch``). ``max_rows=1`` is the plain one-at-a-time
     loop. Every forward pass runs inside ``guard()``: the embedded backend takes its model lock
     and activates this request's adapter there, so adapters can be loaded between two passes;
-    prompts are prefilled in slices of about ``prefill_tokens`` tokens so no pass is long."""
+    each prompt is prefilled in passes of at most ``prefill_tokens`` tokens so no pass is long."""
     import torch
 
     counts = [len(row) for row in seeds]
