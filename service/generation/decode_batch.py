@@ -70,7 +70,7 @@ class DecodeBatch:
 
         device = model.device
         shared = shared_prefix(token_lists)
-        prefix = growing_cache(model.config)
+        prefix = growing_cache(model.config) if shared else None
         with torch.inference_mode():
             if shared:  # the chat template and task lead-in, common to every prompt: once
                 with guard():
@@ -79,7 +79,7 @@ class DecodeBatch:
                           past_key_values=prefix, use_cache=True, logits_to_keep=1)
             caches, logits = [], []
             for tokens in token_lists:
-                cache = cloned(prefix, model.config) if shared else growing_cache(model.config)
+                cache = growing_cache(model.config) if prefix is None else cloned(prefix, model.config)
                 for start in range(shared, len(tokens), prefill_tokens):
                     end = min(start + prefill_tokens, len(tokens))
                     with guard():

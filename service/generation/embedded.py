@@ -32,8 +32,9 @@ def use_sdpa_gqa_on_cpu(device: Any) -> None:
     """On CPU, have attention read the grouped key/value heads in place (``enable_gqa``).
 
     transformers only does so without an attention mask (a CUDA kernel constraint); with the
-    left-padding mask every batched prefill pass otherwise copies the whole KV cache once per
-    query-head group (``repeat_kv``), which was a fifth of a 16-row request's time on CPU. The
+    left-padding mask every pass over padded rows (each decode step of a batch) otherwise copies
+    the whole KV cache once per query-head group (``repeat_kv``), which was a fifth of a 16-row
+    request's time on CPU when prompts were still prefilled padded together. The
     outputs are the same token for token (tests/generation/test_embedded.py). A value the user
     set is kept; the setting is process-wide and read at each attention call."""
     import os
@@ -106,7 +107,7 @@ class EmbeddedGenerator(Generator):
         use_sdpa_gqa_on_cpu(model.device)
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size  # rows decoding together (see docs/BENCHMARKS.md)
-        self.prefill_tokens = prefill_tokens  # prompt tokens per prefill pass, all rows together
+        self.prefill_tokens = prefill_tokens  # most prompt tokens in one prefill pass
         self.model_name = model_name
         self._encode = encode_kwargs(tokenizer)
         self._model_lock = FairLock()
