@@ -6,14 +6,16 @@ from its stdout, not a container start. The container has no network, a read-onl
 small ``noexec`` tmpfs at ``/tmp``, no capabilities, ``no-new-privileges``, uid/gid 65534 and
 memory, process and CPU limits.
 
-The runner runs under docker's tiny init (``init=True``), in the container's own PID namespace
-at a small PID, so its ``--sweep`` (``kill(-1)`` after each job) reaches only that container and
-spares the init. Not being the namespace's init also means a program that kills the runner
-really kills it, as in the local backend: the container ends, its stream closes, and the pool
-(``sandbox/pool.py``) retries the job once on a fresh container, then reports ``crashed``. The
-pool also replaces a container after ``jobs_per_runner`` jobs. Containers are started with
-``auto_remove``, so one whose stream is dropped (even by a crashed client: the runner reads end
-of input and exits) removes itself. The image is labelled with the digest of the runner it was
+The runner is the container's PID 1, as it is its namespace's init in the local backend
+(``sandbox/runner.py``, ``main``): no other process holds its streams, a program cannot kill it
+(the kernel keeps other processes' signals from a namespace's init), and its ``--sweep``
+(``kill(-1)`` after each job) reaches every other process of that container alone. A program
+that kills its own parent kills the runner's zygote: the job ends ``crashed`` and the runner
+forks a new zygote. If the runner itself dies (killed from outside), the container ends, its
+stream closes, and the pool (``sandbox/pool.py``) retries the job once on a fresh container,
+then reports ``crashed``. The pool also replaces a container after ``jobs_per_runner`` jobs.
+Containers are started with ``auto_remove``, so one whose stream is dropped (even by a crashed
+client: the runner reads end of input and exits) removes itself. The image is labelled with the digest of the runner it was
 built from, and a pool refuses an image built from another runner (grading would differ).
 """
 
@@ -74,7 +76,7 @@ def container_options(image: str, limits: ContainerLimits,
     return {
         "image": image,
         "command": RUNNER_COMMAND,
-        "init": True,  # docker-init is PID 1; the runner's sweep spares it (see above)
+        "init": False,  # the runner is PID 1 (see above)
         "user": SANDBOX_USER,
         "environment": {},
         "working_dir": "/tmp",

