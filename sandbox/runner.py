@@ -558,7 +558,7 @@ class Runner:
         start = time.monotonic()
         code, not_compiling = compile_program(job["program"])
         if not_compiling is not None:  # no child needed
-            return _outcome(job, not_compiling, b"", _Tail(0), _Tail(0), start)
+            return _outcome(job, not_compiling, _Tail(0), _Tail(0), start)
         payload = memoryview(marshal.dumps({
             "program": job["program"], "code": code, "tests": job["tests"], "setup": job["setup"],
             "compiled_tests": job["compiled_tests"], "compiled_setup": job["compiled_setup"],
@@ -644,12 +644,12 @@ class Runner:
             status = _interpret(_report_lines(report), os.waitstatus_to_exitcode(wait_status),
                                 timed_out, job)
         if self.sweep and (wait_status is None or self._strays()):
-            _sweep()  # kill(-1) spares only this process and the namespace's init
+            _sweep()  # from the namespace's init, kill(-1) reaches all the rest: the zygote too
         _reap()
         if wait_status is None or not _alive(self.zygote.pid):
             self._new_zygote()
         _reset_scratch(self.workdir, self.sweep)
-        return _outcome(job, status, report, stdout, stderr, start)
+        return _outcome(job, status, stdout, stderr, start)
 
     def _new_zygote(self) -> None:
         self.zygote.close()
@@ -685,8 +685,7 @@ def _report_lines(report: bytes | bytearray) -> list[dict]:
     return lines
 
 
-def _outcome(job: dict, status: dict, report: bytes | bytearray, stdout: _Tail, stderr: _Tail,
-             start: float) -> dict:
+def _outcome(job: dict, status: dict, stdout: _Tail, stderr: _Tail, start: float) -> dict:
     """The outcome object: the status fields, the streams' tails and the duration."""
     outcome = {
         "id": job.get("id"),
