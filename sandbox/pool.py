@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -22,6 +23,7 @@ from sandbox.types import Job, JobError, Outcome, SandboxError, Status
 
 log = logging.getLogger(__name__)
 
+PIPELINE_DEPTH = 2  # jobs a batch keeps sent to one runner: the one it runs, and the next
 GRACE_S = 10.0  # the runner enforces the job's clock; this only catches a runner that hangs
 
 
@@ -46,9 +48,13 @@ class Channel(ABC):
         self._buffer = bytearray()
         self.jobs_done = 0
 
-    def request(self, payload: dict, timeout: float) -> dict:
-        """Send one job, return the runner's reply; ``ChannelLost`` if the runner is gone."""
+    def submit(self, payload: dict) -> None:
+        """Send one job; the runner answers the jobs it is sent one at a time, in order."""
         self.send((json.dumps(payload) + "\n").encode())
+
+    def reply(self, timeout: float) -> dict:
+        """The runner's answer to the oldest job not yet answered, waiting at most ``timeout``
+        seconds from now; ``ChannelLost`` if the runner is gone."""
         deadline = time.monotonic() + timeout
         while (newline := self._buffer.find(b"\n")) < 0:
             chunk = self._read(deadline)
@@ -58,6 +64,25 @@ class Channel(ABC):
         line, self._buffer = bytes(self._buffer[:newline]), self._buffer[newline + 1:]
         self.jobs_done += 1
         return json.loads(line)
+
+    def request(self, payload: dict, timeout: float) -> dict:
+        """Send one job, return the runner's reply; ``ChannelLost`` if the runner is gone."""
+        self.submit(payload)
+        return self.reply(timeout)
+
+
+def _outcome(job: Job, reply: dict) -> Outcome:
+    if "invalid_job" in reply:
+        raise JobError(reply["invalid_job"])
+    return Outcome.from_wire(reply)
+
+
+def _killed(job: Job) -> Outcome:
+    return Outcome(
+        status=Status.CRASHED, id=job.id, error_type="RunnerKilled",
+        message="the sandbox process running the program was killed (twice) while it ran",
+        tests_total=len(job.tests),
+    )
 
 
 class RunnerPool:
@@ -80,47 +105,95 @@ class RunnerPool:
     def run(self, job: Job) -> Outcome:
         """Run one job (blocking, thread-safe)."""
         with self._slots:
-            for attempt in (1, 2):
-                channel = self._checkout()
-                try:
-                    reply = channel.request(job.to_wire(), job.timeout + GRACE_S)
-                except (ChannelLost, OSError, ValueError) as exc:
-                    log.warning("sandbox runner lost on attempt %d of job %s: %s", attempt, job.id, exc)
-                    self._discard(channel)
-                    continue
-                self._checkin(channel)
-                if "invalid_job" in reply:
-                    raise JobError(reply["invalid_job"])
-                return Outcome.from_wire(reply)
-        return Outcome(
-            status=Status.CRASHED, id=job.id, error_type="RunnerKilled",
-            message="the sandbox process running the program was killed (twice) while it ran",
-            tests_total=len(job.tests),
-        )
+            return self._attempt(job, attempts=2)
+
+    def _attempt(self, job: Job, attempts: int) -> Outcome:
+        """Run ``job`` on an idle runner, on a fresh one each time a runner dies under it."""
+        for attempt in range(1, attempts + 1):
+            channel = self._checkout()
+            try:
+                reply = channel.request(job.to_wire(), job.timeout + GRACE_S)
+            except (ChannelLost, OSError, ValueError) as exc:
+                log.warning("sandbox runner lost on attempt %d of job %s: %s", attempt, job.id, exc)
+                self._discard(channel)
+                continue
+            self._checkin(channel)
+            return _outcome(job, reply)
+        return _killed(job)
 
     async def run_many(self, jobs: Iterable[Job], concurrency: int | None = None,
-                       on_done: Callable[[Outcome], None] | None = None) -> list[Outcome]:
+                       on_done: Callable[[Outcome], None] | None = None,
+                       round_trips: list[float] | None = None) -> list[Outcome]:
         """Run many jobs with at most ``concurrency`` (default: ``workers``) at once.
 
         Outcomes come back in the jobs' order; ``on_done`` (e.g. a progress bar) is called on
-        the event loop as each one finishes. ``concurrency`` threads each take the next job
-        until none is left: no task or thread hand-off per job, which on a small machine is a
-        measurable share of a job's cost (docs/BENCHMARKS.md).
+        the event loop as each one finishes, and ``round_trips`` (if given) gets each job's
+        seconds from being sent to being answered. ``concurrency`` threads each keep one runner
+        busy until no job is left: no task or thread hand-off per job, and the runner is sent
+        its next job (``PIPELINE_DEPTH``) while it runs the current one, so it reads that job as
+        soon as it is free instead of waiting for this process to answer and send. Each runner
+        still runs one job at a time, and a job's clock starts when its runner reads it.
         """
         pending = list(enumerate(jobs))
         outcomes: list[Outcome | None] = [None] * len(pending)
         taking = threading.Lock()
         loop = asyncio.get_running_loop()
 
+        def take() -> tuple[int, Job] | None:
+            with taking:
+                return pending.pop() if pending else None
+
+        def give_back(queued: list[tuple[int, Job]]) -> None:
+            with taking:  # to the front: they are taken next
+                pending.extend(reversed(queued))
+
         def worker() -> None:
-            while True:
-                with taking:
-                    if not pending:
-                        return
-                    index, job = pending.pop()
-                outcomes[index] = outcome = self.run(job)
-                if on_done is not None:
-                    loop.call_soon_threadsafe(on_done, outcome)
+            with self._slots:
+                channel: Channel | None = None
+                sent: deque[tuple[int, Job, float]] = deque()  # sent, not yet answered
+                try:
+                    while True:
+                        broken = False
+                        while len(sent) < PIPELINE_DEPTH and not broken and (
+                                channel is None
+                                or channel.jobs_done + len(sent) < self.jobs_per_runner):
+                            if (taken := take()) is None:
+                                break
+                            channel = channel or self._checkout()
+                            try:
+                                channel.submit(taken[1].to_wire())
+                                sent.append((*taken, time.perf_counter()))
+                            except (ChannelLost, OSError):  # gone: the answers will say so
+                                give_back([taken])
+                                broken = True
+                        if not sent:
+                            if not broken:
+                                return  # no job left
+                            self._discard(channel)  # it died between jobs: a fresh one
+                            channel = None
+                            continue
+                        index, job, sent_at = sent.popleft()
+                        try:
+                            outcome = _outcome(job, channel.reply(job.timeout + GRACE_S))
+                        except (ChannelLost, OSError, ValueError) as exc:
+                            log.warning("sandbox runner lost on attempt 1 of job %s: %s", job.id, exc)
+                            self._discard(channel)
+                            channel = None
+                            give_back([(i, j) for i, j, _ in sent])  # they never ran
+                            sent.clear()
+                            outcome = self._attempt(job, attempts=1)
+                        if round_trips is not None:
+                            round_trips.append(time.perf_counter() - sent_at)
+                        outcomes[index] = outcome
+                        if on_done is not None:
+                            loop.call_soon_threadsafe(on_done, outcome)
+                        if channel is not None and not sent \
+                                and channel.jobs_done >= self.jobs_per_runner:
+                            self._checkin(channel)  # retired: the next job gets a fresh runner
+                            channel = None
+                finally:
+                    if channel is not None:
+                        self._checkin(channel) if not sent else self._discard(channel)
 
         pending.reverse()  # pop() from the end takes the jobs in their given order
         threads = min(concurrency or self.workers, len(pending))

