@@ -169,9 +169,11 @@ class RunnerPool:
                         if not sent:
                             if not broken:
                                 return  # no job left
+                            assert channel is not None  # broken: a send to it failed
                             self._discard(channel)  # it died between jobs: a fresh one
                             channel = None
                             continue
+                        assert channel is not None  # the jobs in `sent` went to it
                         index, job, sent_at = sent.popleft()
                         try:
                             outcome = _outcome(job, channel.reply(job.timeout + GRACE_S))

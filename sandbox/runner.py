@@ -29,7 +29,6 @@ import os
 import reprlib
 import resource
 import select
-import selectors
 import signal
 import socket
 import stat
@@ -42,6 +41,7 @@ SETUP_FILE = "<setup>"
 PROGRAM_MODULE = "__program__"
 STREAM_CAP = 4096  # bytes of stdout/stderr tail kept per job
 REPORT_CAP = 64 * 1024  # bytes of the child's report we accept
+TEST_PASSED = b'{"event": "test_passed", "index": %d}'  # a report line, JSON
 REPR_LIMIT = 200
 PR_SET_DUMPABLE = 4
 PR_SET_CHILD_SUBREAPER = 36
@@ -88,7 +88,7 @@ def _contains_call(node: ast.AST) -> bool:
     return any(isinstance(n, ast.Call) for n in ast.walk(node))
 
 
-class _EqualityAsserts(ast.NodeTransformer):
+class _EqualityAsserts:
     """Rewrites ``assert L == R[, msg]`` into ``assert helper(L, R, src)[, msg]``.
 
     The helper evaluates both sides once, keeps their reprs for "expected X, got Y", and refuses
@@ -98,7 +98,7 @@ class _EqualityAsserts(ast.NodeTransformer):
     def __init__(self, source: str) -> None:
         self.lines = source.splitlines(True)
 
-    def visit_Assert(self, node: ast.Assert) -> ast.AST:
+    def rewrite_assert(self, node: ast.Assert) -> None:
         test = node.test
         if isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq):
             left, right = test.left, test.comparators[0]
@@ -113,7 +113,6 @@ class _EqualityAsserts(ast.NodeTransformer):
                 keywords=[],
             )
             node.test = here(call)
-        return node
 
     def rewrite(self, tree: ast.Module) -> ast.Module:
         """Rewrite every equality assert of ``tree`` in place, visiting statements only.
@@ -127,7 +126,7 @@ class _EqualityAsserts(ast.NodeTransformer):
                 if isinstance(value, list):
                     for item in value:
                         if isinstance(item, ast.Assert):
-                            self.visit_Assert(item)
+                            self.rewrite_assert(item)
                         elif isinstance(item, (ast.stmt, ast.excepthandler, ast.match_case)):
                             stack.append(item)
         return tree
@@ -145,7 +144,7 @@ class _EqualityAsserts(ast.NodeTransformer):
         return b"".join(lines).decode(errors="replace")
 
 
-@functools.lru_cache(maxsize=512)
+@functools.lru_cache(maxsize=4096)
 def instrument(source: str, filename: str):
     """Compile test code with the equality asserts rewritten; raises SyntaxError for bad tests.
 
@@ -289,7 +288,7 @@ def unsafe_execute(job: dict, report_fd: int) -> None:
             helper_state.clear()
             namespace[EQ_HELPER] = assert_eq  # re-armed: the program may have overwritten it
             exec(test_code, namespace)
-            emit(b'{"event": "test_passed", "index": %d}\n' % index)
+            emit(TEST_PASSED % index + b"\n")
     except BaseException as exc:  # noqa: BLE001 - everything the program does is feedback
         innermost = exc.__traceback__
         while innermost is not None and innermost.tb_next is not None:
@@ -609,44 +608,42 @@ class Runner:
             raise RuntimeError("the sandbox's zygote process does not answer")
 
         stdout, stderr, report = _Tail(STREAM_CAP), _Tail(STREAM_CAP), bytearray()
-        selector = selectors.DefaultSelector()
-        selector.register(out_r, selectors.EVENT_READ, stdout.feed)
-        selector.register(err_r, selectors.EVENT_READ, stderr.feed)
-        selector.register(rep_r, selectors.EVENT_READ, report.extend)
-        selector.register(self.zygote.control, selectors.EVENT_READ, None)  # answers when it ends
+        sinks = {out_r: stdout.feed, err_r: stderr.feed, rep_r: report.extend}
+        poller = select.poll()
+        for fd in sinks:
+            poller.register(fd, select.POLLIN)
+        control = self.zygote.control.fileno()
+        poller.register(control, select.POLLIN)  # the zygote answers when the child has ended
         if payload:
-            selector.register(job_w, selectors.EVENT_WRITE, None)
+            poller.register(job_w, select.POLLOUT)
         else:
             os.close(job_w)
             job_w = -1
         deadline = start + job["timeout"]
         timed_out, ended = False, False
-        open_streams = 3
-        while open_streams and not ended:
+        while sinks and not ended:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 timed_out = True
                 break
-            for key, _ in selector.select(remaining):
-                if key.fd == job_w:
+            for fd, _ in poller.poll(remaining * 1000):
+                if fd == job_w:
                     try:
                         payload = payload[_write_some(job_w, payload):]
                     except OSError:  # the child is gone
                         payload = payload[:0]
                     if not payload:
-                        selector.unregister(job_w)
+                        poller.unregister(job_w)
                         os.close(job_w)
                         job_w = -1
-                elif key.data is None:
+                elif fd == control:
                     ended = True
+                elif chunk := os.read(fd, 65536):
+                    if fd != rep_r or len(report) < REPORT_CAP:
+                        sinks[fd](chunk)
                 else:
-                    chunk = os.read(key.fd, 65536)
-                    if chunk:
-                        if key.fd != rep_r or len(report) < REPORT_CAP:
-                            key.data(chunk)
-                    else:
-                        selector.unregister(key.fd)
-                        open_streams -= 1
+                    poller.unregister(fd)
+                    del sinks[fd]
         _kill_group(pid)
         try:
             os.kill(pid, signal.SIGKILL)  # in case it had not yet made its own group
@@ -661,7 +658,6 @@ class Runner:
                     sink(chunk)
             except (BlockingIOError, OSError):
                 pass
-        selector.close()
         for fd in (out_r, err_r, rep_r, job_w):
             if fd >= 0:
                 os.close(fd)
@@ -713,8 +709,14 @@ def _write_some(fd: int, data: memoryview) -> int:
 
 
 def _report_lines(report: bytes | bytearray) -> list[dict]:
-    lines = []
+    """The child's report, line by line, up to the first line that is not JSON."""
+    lines: list[dict] = []
+    passed = 0
     for raw in bytes(report).splitlines():
+        if raw == TEST_PASSED % (passed + 1):  # the common line, without the JSON decoder
+            passed += 1
+            lines.append({"event": "test_passed", "index": passed})
+            continue
         try:
             lines.append(json.loads(raw))
         except ValueError:
