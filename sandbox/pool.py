@@ -176,7 +176,7 @@ class RunnerPool:
                         assert channel is not None  # the jobs in `sent` went to it
                         index, job, sent_at = sent.popleft()
                         try:
-                            outcome = _outcome(job, channel.reply(job.timeout + GRACE_S))
+                            reply = channel.reply(job.timeout + GRACE_S)
                         except (ChannelLost, OSError, ValueError) as exc:
                             log.warning("sandbox runner lost on attempt 1 of job %s: %s", job.id, exc)
                             self._discard(channel)
@@ -184,6 +184,8 @@ class RunnerPool:
                             give_back([(i, j) for i, j, _ in sent])  # they never ran
                             sent.clear()
                             outcome = self._attempt(job, attempts=1)
+                        else:
+                            outcome = _outcome(job, reply)  # JobError for an invalid job
                         if round_trips is not None:
                             round_trips.append(time.perf_counter() - sent_at)
                         outcomes[index] = outcome

@@ -8,7 +8,9 @@ import asyncio
 import json
 import time
 
-from sandbox import Job, Status
+import pytest
+
+from sandbox import Job, JobError, Status
 from sandbox.pool import PIPELINE_DEPTH, Channel, RunnerPool
 
 
@@ -38,6 +40,8 @@ class ScriptedRunner(Channel):
             self.dead = True
             return b""
         reply = {"id": job["id"], "status": "passed", "tests_total": 1, "tests_passed": 1}
+        if job["id"].startswith("invalid-"):
+            reply = {"id": job["id"], "invalid_job": "'tests' must be a list of strings"}
         return (json.dumps(reply) + "\n").encode()
 
     def close(self) -> None:
@@ -77,3 +81,9 @@ def test_runners_retire_after_their_quota_without_losing_queued_jobs() -> None:
     outcomes = batch([f"j{i}" for i in range(7)], jobs_per_runner=3)
     assert [o.id for o in outcomes] == [f"j{i}" for i in range(7)]
     assert [r.received for r in ScriptedRunner.started] == [["j0", "j1", "j2"], ["j3", "j4", "j5"], ["j6"]]
+
+
+def test_an_invalid_job_is_a_job_error_not_a_lost_runner() -> None:
+    with pytest.raises(JobError, match="must be a list"):
+        batch(["a", "invalid-b", "c"])
+    assert len(ScriptedRunner.started) == 1  # the runner answered: nobody retried on a new one
