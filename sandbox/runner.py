@@ -210,8 +210,9 @@ def _set_limits(timeout: float, memory_mb: int) -> None:
 def compile_program(program: str):
     """The program's code object, or the outcome fields of a program that does not compile.
 
-    Compiled in the runner, not in the job's child: a program that does not compile then costs
-    no fork, and the child does not pay for the compiler's memory (see ``Zygote``).
+    Compiled in the runner, not in the job's child: a program that does not compile is answered
+    here (the child forked for it in advance exits unused), and the child does not pay for the
+    compiler's memory (see ``Zygote``).
     """
     try:
         return compile(program, PROGRAM_FILE, "exec", dont_inherit=True), None
