@@ -85,6 +85,27 @@ def _killed(job: Job) -> Outcome:
     )
 
 
+class _JobQueue:
+    """The jobs of one ``run_many`` call, with their positions, taken in order by its threads."""
+
+    def __init__(self, jobs: Iterable[Job]) -> None:
+        self._items = list(enumerate(jobs))
+        self._items.reverse()  # pop() from the end takes the jobs in their given order
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def take(self) -> tuple[int, Job] | None:
+        with self._lock:
+            return self._items.pop() if self._items else None
+
+    def give_back(self, items: list[tuple[int, Job]]) -> None:
+        """Put jobs that never ran back at the front, to be taken next."""
+        with self._lock:
+            self._items.extend(reversed(items))
+
+
 class RunnerPool:
     """Runs jobs on up to ``workers`` warm runners made by ``spawn``."""
 
@@ -134,76 +155,79 @@ class RunnerPool:
         soon as it is free instead of waiting for this process to answer and send. Each runner
         still runs one job at a time, and a job's clock starts when its runner reads it.
         """
-        pending = list(enumerate(jobs))
-        outcomes: list[Outcome | None] = [None] * len(pending)
-        taking = threading.Lock()
+        queue = _JobQueue(jobs)
+        outcomes: list[Outcome | None] = [None] * len(queue)
         loop = asyncio.get_running_loop()
 
-        def take() -> tuple[int, Job] | None:
-            with taking:
-                return pending.pop() if pending else None
+        def finish(index: int, outcome: Outcome, sent_at: float) -> None:
+            if round_trips is not None:
+                round_trips.append(time.perf_counter() - sent_at)
+            outcomes[index] = outcome
+            if on_done is not None:
+                loop.call_soon_threadsafe(on_done, outcome)
 
-        def give_back(queued: list[tuple[int, Job]]) -> None:
-            with taking:  # to the front: they are taken next
-                pending.extend(reversed(queued))
-
-        def worker() -> None:
-            with self._slots:
-                channel: Channel | None = None
-                sent: deque[tuple[int, Job, float]] = deque()  # sent, not yet answered
-                try:
-                    while True:
-                        broken = False
-                        while len(sent) < PIPELINE_DEPTH and not broken and (
-                                channel is None
-                                or channel.jobs_done + len(sent) < self.jobs_per_runner):
-                            if (taken := take()) is None:
-                                break
-                            channel = channel or self._checkout()
-                            try:
-                                channel.submit(taken[1].to_wire())
-                                sent.append((*taken, time.perf_counter()))
-                            except (ChannelLost, OSError):  # gone: the answers will say so
-                                give_back([taken])
-                                broken = True
-                        if not sent:
-                            if not broken:
-                                return  # no job left
-                            assert channel is not None  # broken: a send to it failed
-                            self._discard(channel)  # it died between jobs: a fresh one
-                            channel = None
-                            continue
-                        assert channel is not None  # the jobs in `sent` went to it
-                        index, job, sent_at = sent.popleft()
-                        try:
-                            reply = channel.reply(job.timeout + GRACE_S)
-                        except (ChannelLost, OSError, ValueError) as exc:
-                            log.warning("sandbox runner lost on attempt 1 of job %s: %s", job.id, exc)
-                            self._discard(channel)
-                            channel = None
-                            give_back([(i, j) for i, j, _ in sent])  # they never ran
-                            sent.clear()
-                            outcome = self._attempt(job, attempts=1)
-                        else:
-                            outcome = _outcome(job, reply)  # JobError for an invalid job
-                        if round_trips is not None:
-                            round_trips.append(time.perf_counter() - sent_at)
-                        outcomes[index] = outcome
-                        if on_done is not None:
-                            loop.call_soon_threadsafe(on_done, outcome)
-                        if channel is not None and not sent \
-                                and channel.jobs_done >= self.jobs_per_runner:
-                            self._checkin(channel)  # retired: the next job gets a fresh runner
-                            channel = None
-                finally:
-                    if channel is not None:
-                        self._checkin(channel) if not sent else self._discard(channel)
-
-        pending.reverse()  # pop() from the end takes the jobs in their given order
-        threads = min(concurrency or self.workers, len(pending))
-        await asyncio.gather(*(asyncio.to_thread(worker) for _ in range(threads)))
+        threads = min(concurrency or self.workers, len(queue))
+        await asyncio.gather(*(asyncio.to_thread(self._keep_a_runner_busy, queue, finish)
+                               for _ in range(threads)))
         await asyncio.sleep(0)  # let the last on_done callbacks run before returning
         return [o for o in outcomes if o is not None]
+
+    def _keep_a_runner_busy(self, queue: _JobQueue,
+                            finish: Callable[[int, Outcome, float], None]) -> None:
+        """One of ``run_many``'s threads: feeds one runner until the queue is empty."""
+        with self._slots:
+            channel: Channel | None = None
+            sent: deque[tuple[int, Job, float]] = deque()  # sent to `channel`, not yet answered
+            try:
+                while True:
+                    channel, broken = self._send_ahead(channel, sent, queue)
+                    if not sent:
+                        if not broken:
+                            return  # no job left
+                        assert channel is not None  # a send to it failed
+                        self._discard(channel)  # it died between jobs: a fresh one
+                        channel = None
+                        continue
+                    assert channel is not None  # the jobs in `sent` went to it
+                    index, job, sent_at = sent.popleft()
+                    try:
+                        reply = channel.reply(job.timeout + GRACE_S)
+                    except (ChannelLost, OSError, ValueError) as exc:
+                        log.warning("sandbox runner lost on attempt 1 of job %s: %s", job.id, exc)
+                        self._discard(channel)
+                        channel = None
+                        queue.give_back([(i, j) for i, j, _ in sent])  # they never ran
+                        sent.clear()
+                        outcome = self._attempt(job, attempts=1)
+                    else:
+                        outcome = _outcome(job, reply)  # JobError for an invalid job
+                    finish(index, outcome, sent_at)
+                    if channel is not None and not sent \
+                            and channel.jobs_done >= self.jobs_per_runner:
+                        self._checkin(channel)  # retired: the next job gets a fresh runner
+                        channel = None
+            finally:
+                if channel is not None:
+                    self._checkin(channel) if not sent else self._discard(channel)
+
+    def _send_ahead(self, channel: Channel | None, sent: deque[tuple[int, Job, float]],
+                    queue: _JobQueue) -> tuple[Channel | None, bool]:
+        """Send queued jobs to ``channel`` (checked out here if None) until ``PIPELINE_DEPTH``
+        are unanswered, the runner's quota is reached or no job is left.
+
+        Returns the channel and whether a send failed (the runner is gone)."""
+        while len(sent) < PIPELINE_DEPTH and (
+                channel is None or channel.jobs_done + len(sent) < self.jobs_per_runner):
+            if (taken := queue.take()) is None:
+                break
+            channel = channel or self._checkout()
+            try:
+                channel.submit(taken[1].to_wire())
+            except (ChannelLost, OSError):  # gone: the answers already sent will say so
+                queue.give_back([taken])
+                return channel, True
+            sent.append((*taken, time.perf_counter()))
+        return channel, False
 
     def warm_up(self) -> None:
         """Start every runner now rather than on first use."""
