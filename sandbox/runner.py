@@ -374,7 +374,7 @@ def _validate(job: object) -> dict:
         compiled_setup = compile_setup(setup)
     except SyntaxError as exc:
         raise ValueError(f"'setup' is not valid Python: {exc.msg} (line {exc.lineno})") from None
-    # Compiled once here; the forked child inherits the code objects.
+    # Compiled here (cached per source); the job's child gets the code objects marshalled.
     return {"id": job.get("id"), "program": program, "tests": tests, "setup": setup,
             "timeout": float(timeout), "memory_mb": memory_mb,
             "compiled_tests": compiled_tests, "compiled_setup": compiled_setup}
@@ -589,10 +589,16 @@ class Runner:
         for fd in child_fds:
             os.close(fd)
         try:
-            job = _validate(json.loads(line))
+            parsed = json.loads(line)
         except (ValueError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
             self._release(job_w, out_r, err_r, rep_r)
-            return _invalid_reply(line, exc)
+            return {"id": None, "invalid_job": f"invalid JSON: {exc}"}
+        try:
+            job = _validate(parsed)
+        except ValueError as exc:
+            self._release(job_w, out_r, err_r, rep_r)
+            return {"id": parsed.get("id") if isinstance(parsed, dict) else None,
+                    "invalid_job": str(exc)}
         code, not_compiling = compile_program(job["program"])
         if not_compiling is not None:
             self._release(job_w, out_r, err_r, rep_r)
@@ -808,17 +814,6 @@ def _private_dir(root: str) -> str:
 def _in_own_pid_namespace() -> bool:
     """Only sweep with kill(-1) where that cannot reach anyone else's processes."""
     return os.getpid() <= 16
-
-
-def _invalid_reply(line: bytes, exc: Exception) -> dict:
-    """The answer to a job line that is not a valid job: what to fix, and its id if it has one."""
-    job_id, message = None, str(exc)
-    try:
-        parsed = json.loads(line)
-        job_id = parsed.get("id") if isinstance(parsed, dict) else None
-    except (ValueError, RecursionError):
-        message = f"invalid JSON: {exc}"
-    return {"id": job_id, "invalid_job": message}
 
 
 def serve(stdin, stdout, runner: Runner) -> None:

@@ -97,7 +97,7 @@ class Job:
 
 def _check_compiles(tests: tuple[str, ...], setup: str) -> None:
     """Tests and setup are ours, not the model's: if they do not compile the job is malformed."""
-    from sandbox.runner import SETUP_FILE, instrument, test_file
+    from sandbox.runner import compile_setup, instrument, test_file
 
     for i, src in enumerate(tests, start=1):
         try:
@@ -105,7 +105,7 @@ def _check_compiles(tests: tuple[str, ...], setup: str) -> None:
         except (SyntaxError, ValueError) as exc:
             raise JobError(f"test {i} is not valid Python: {getattr(exc, 'msg', exc)}") from None
     try:
-        compile(setup, SETUP_FILE, "exec", dont_inherit=True)
+        compile_setup(setup)
     except (SyntaxError, ValueError) as exc:
         raise JobError(f"'setup' is not valid Python: {getattr(exc, 'msg', exc)}") from None
 
