@@ -34,7 +34,7 @@ from typing import Any
 
 from pathlib import Path
 
-from sandbox.pool import Channel, ChannelLost, RunnerPool
+from sandbox.pool import RUNNER_ENVIRONMENT, Channel, ChannelLost, RunnerPool
 from sandbox.types import SandboxError
 
 DEFAULT_IMAGE = "leti-sandbox:latest"
@@ -78,7 +78,7 @@ def container_options(image: str, limits: ContainerLimits,
         "command": RUNNER_COMMAND,
         "init": False,  # the runner is PID 1 (see above)
         "user": SANDBOX_USER,
-        "environment": {},
+        "environment": dict(RUNNER_ENVIRONMENT),
         "working_dir": "/tmp",
         "hostname": "sandbox",
         "labels": labels,

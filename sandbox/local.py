@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from sandbox.pool import Channel, ChannelLost, RunnerPool
+from sandbox.pool import RUNNER_ENVIRONMENT, Channel, ChannelLost, RunnerPool
 from sandbox.types import SandboxError
 
 RUNNER_PATH = Path(__file__).with_name("runner.py")
@@ -44,6 +44,7 @@ def bwrap_command(python: Path | None = None) -> list[str]:
         "--as-pid-1",  # the runner is the namespace's init: see sandbox/runner.py (main)
         "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--hostname", "sandbox",
         "--clearenv", "--setenv", "PATH", "/usr/bin:/bin",
+        *(arg for name, value in RUNNER_ENVIRONMENT.items() for arg in ("--setenv", name, value)),
         "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
         "--ro-bind", "/usr", "/usr",
     ]

@@ -227,12 +227,13 @@ def compile_program(program: str):
 
 
 def unsafe_execute(job: dict, report_fd: int) -> None:
-    """Run the program, the setup and the tests in this (forked) process; report; ``_exit``.
+    """Run the program, the setup and the tests in this (forked) process and report on them.
 
     Everything the harness needs after the program has run is bound to locals first, so a
-    program that monkeypatches ``os``, ``json`` or builtins cannot fake the report.
+    program that monkeypatches ``os``, ``json`` or builtins cannot fake the report. Returns
+    (its caller ends the process); a program that ended the interpreter never returns here.
     """
-    _write, _exit, _dumps = os.write, os._exit, json.dumps
+    _write, _dumps = os.write, json.dumps
     _isinstance, _type, _len, _bool = isinstance, type, len, bool
     helper_state: dict = {}
     test_files = tuple(test_file(i + 1) for i in range(len(job["tests"])))
@@ -318,14 +319,49 @@ def unsafe_execute(job: dict, report_fd: int) -> None:
             "note": detail.get("note"),
             "traceback": _trimmed_traceback(exc, keep),
         })
-        _exit(0)
-    emit(b'{"status": "passed"}\n')  # not json.dumps: its first use in a child costs ~25 faults
-    _exit(0)
+        return
+    emit(b'{"status": "passed"}\n')
+
+
+def child_payload(job: dict, code, workdir: str) -> bytes:
+    """What a job's child reads from its job pipe: the validated job with its code compiled."""
+    return marshal.dumps({
+        "program": job["program"], "code": code, "tests": job["tests"], "setup": job["setup"],
+        "compiled_tests": job["compiled_tests"], "compiled_setup": job["compiled_setup"],
+        "timeout": job["timeout"], "memory_mb": job["memory_mb"], "workdir": workdir,
+    })
 
 
 # --------------------------------------------------------------------------------------------
 # The parent: fork, watch the clock, collect, clean up.
 # --------------------------------------------------------------------------------------------
+
+# Trusted jobs the zygote runs in itself once, before its first fork (``_warm_up``): a pass,
+# a failed equality assert and an exception, the three paths a child's report takes.
+WARM_UP_JOBS = (
+    {"program": "def pairs(xs):\n    return [(x, 2 * x) for x in sorted(xs)]\n",
+     "tests": ["assert pairs([2, 1]) == [(1, 2), (2, 4)]", "assert len(pairs('ab')) == 2"]},
+    {"program": "def half(n):\n    return n // 2\n", "tests": ["assert half(4) == 3"]},
+    {"program": "def first(xs):\n    return xs[0]\n", "tests": ["assert first([]) is None"]},
+)
+
+
+def _warm_up() -> None:
+    """Run ``WARM_UP_JOBS`` here, in the zygote, exactly as a child runs a job (minus limits).
+
+    A child's first steps write pages that the next child would write again: type attribute
+    caches filled, names interned, lazily bound symbols resolved, the report and traceback
+    code used for the first time. Done once in the zygote, those writes are inherited instead:
+    ~20 fewer copy-on-write faults per MBPP job (docs/BENCHMARKS.md).
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for spec in WARM_UP_JOBS:
+            job = _validate(spec)
+            code, _ = compile_program(job["program"])
+            unsafe_execute(marshal.loads(child_payload(job, code, os.getcwd())), devnull)
+    finally:
+        os.close(devnull)
 
 
 class _Tail:
@@ -500,15 +536,17 @@ class Zygote:
 def _zygote_loop(control: socket.socket) -> None:
     """The zygote's whole life: fork a child per request, answer its pid and wait status.
 
-    Written to touch as few objects as it can: each page it writes between forks is a fault."""
-    gc.freeze()  # the children's collections skip everything inherited: fewer pages written
+    Written to touch as few objects as it can: each page it writes between forks is a fault.
+    A child's process group is killed by the runner once this loop has said the child ended."""
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1):  # the runner's job and outcome streams are no business of a job's
         os.dup2(devnull, fd)
     os.close(devnull)
+    _warm_up()
+    gc.freeze()  # the children's collections skip everything inherited: fewer pages written
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # the runner gone, the zygote goes too
     recvmsg, send, space = control.recvmsg, control.send, socket.CMSG_SPACE(4 * CHILD_FDS)
-    fork, close, waitpid, killpg = os.fork, os.close, os.waitpid, os.killpg
+    fork, close, waitpid = os.fork, os.close, os.waitpid
     while True:
         message, ancillary, _, _ = recvmsg(1, space)
         if not message or not ancillary:
@@ -524,12 +562,19 @@ def _zygote_loop(control: socket.socket) -> None:
         for fd in fds:
             close(fd)
         send(pid.to_bytes(4, "little"))
-        status = waitpid(pid, 0)[1]
-        try:
-            killpg(pid, signal.SIGKILL)  # what the child left in its process group goes too
-        except OSError:
-            pass
-        send(status.to_bytes(4, "little"))
+        send(waitpid(pid, 0)[1].to_bytes(4, "little"))
+
+
+# A child reads its job into this buffer, allocated once in the runner: a fresh 64 KiB read
+# buffer per child cost ~6 page faults of malloc bookkeeping. Larger jobs read the rest after it.
+_JOB_BUFFER = memoryview(bytearray(1 << 16))
+
+
+def _read_rest(fd: int, head: bytes) -> bytes:
+    chunks = [head]
+    while chunk := os.read(fd, 1 << 16):
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _start_child(job_r: int, out_w: int, err_w: int, rep_w: int) -> None:
@@ -538,13 +583,14 @@ def _start_child(job_r: int, out_w: int, err_w: int, rep_w: int) -> None:
     The environment (PATH, HOME and TMPDIR at the scratch directory) was set once by the
     runner and inherited: building it here cost ~90 page faults per job."""
     os.setsid()  # its own process group and session: the runner kills the group when done
-    chunks = []
-    while chunk := os.read(job_r, 65536):
-        chunks.append(chunk)
+    view, size = _JOB_BUFFER, 0
+    while size < len(view) and (n := os.readv(job_r, [view[size:]])):
+        size += n
+    data = view[:size] if size < len(view) else _read_rest(job_r, bytes(view))
     os.close(job_r)
-    if not chunks:  # the runner found the job invalid, or the program not compiling
+    if not size:  # the runner found the job invalid, or the program not compiling
         os._exit(0)
-    job = marshal.loads(b"".join(chunks))
+    job = marshal.loads(data)
     os.chdir(job["workdir"])
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
@@ -553,7 +599,9 @@ def _start_child(job_r: int, out_w: int, err_w: int, rep_w: int) -> None:
     for fd in (devnull, out_w, err_w):
         os.close(fd)
     _set_limits(job["timeout"], job["memory_mb"])
+    _exit = os._exit  # bound before the program can replace it
     unsafe_execute(job, rep_w)
+    _exit(0)
 
 
 class Runner:
@@ -603,11 +651,7 @@ class Runner:
         if not_compiling is not None:
             self._release(job_w, out_r, err_r, rep_r)
             return _outcome(job, not_compiling, _Tail(0), _Tail(0), start)
-        payload = memoryview(marshal.dumps({
-            "program": job["program"], "code": code, "tests": job["tests"], "setup": job["setup"],
-            "compiled_tests": job["compiled_tests"], "compiled_setup": job["compiled_setup"],
-            "timeout": job["timeout"], "memory_mb": job["memory_mb"], "workdir": self.workdir,
-        }))
+        payload = memoryview(child_payload(job, code, self.workdir))
         os.set_blocking(job_w, False)
         payload = payload[_write_some(job_w, payload):]
         pid = self.zygote.answer(start + ZYGOTE_ANSWER_S)
