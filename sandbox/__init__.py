@@ -23,13 +23,14 @@ __all__ = ["Backend", "Job", "JobError", "Outcome", "RunnerPool", "SandboxError"
 # sandbox/docker_pool.py DockerSandbox); the overloads say which, so that callers are checked.
 @overload
 def make_sandbox(backend: Literal["local"] = "local", workers: int | None = None, *,
-                 jobs_per_runner: int = ...) -> RunnerPool: ...
+                 jobs_per_runner: int = ..., pin_cpus: bool = ...) -> RunnerPool: ...
 
 
 @overload
 def make_sandbox(backend: Literal["docker"], workers: int | None = None, *,
                  jobs_per_runner: int = ..., image: str = ..., memory_mb: int = ...,
-                 pids: int = ..., cpus: float = ..., tmpfs_mb: int = ...) -> RunnerPool: ...
+                 pids: int = ..., cpus: float = ..., tmpfs_mb: int = ...,
+                 pin_cpus: bool = ...) -> RunnerPool: ...
 
 
 def make_sandbox(backend: Backend = "local", workers: int | None = None,

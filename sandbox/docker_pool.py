@@ -34,7 +34,7 @@ from typing import Any
 
 from pathlib import Path
 
-from sandbox.pool import RUNNER_ENVIRONMENT, Channel, ChannelLost, RunnerPool
+from sandbox.pool import RUNNER_ENVIRONMENT, Channel, ChannelLost, RunnerPool, runner_options
 from sandbox.types import SandboxError
 
 DEFAULT_IMAGE = "leti-sandbox:latest"
@@ -70,12 +70,12 @@ class ContainerLimits:
             )
 
 
-def container_options(image: str, limits: ContainerLimits,
-                      labels: dict[str, str]) -> dict[str, Any]:
+def container_options(image: str, limits: ContainerLimits, labels: dict[str, str],
+                      cpu_slot: int | None = None) -> dict[str, Any]:
     """The ``containers.create`` arguments that harden one runner container."""
     return {
         "image": image,
-        "command": RUNNER_COMMAND,
+        "command": RUNNER_COMMAND + runner_options(cpu_slot),
         "init": False,  # the runner is PID 1 (see above)
         "user": SANDBOX_USER,
         "environment": dict(RUNNER_ENVIRONMENT),
@@ -122,12 +122,13 @@ class DockerChannel(Channel):
     """One runner container, spoken to over its attached stdin and stdout."""
 
     def __init__(self, client: Any, image: str, limits: ContainerLimits,
-                 labels: dict[str, str]) -> None:
+                 labels: dict[str, str], cpu_slot: int | None = None) -> None:
         super().__init__()
         import docker.errors
 
         try:
-            self.container = client.containers.create(**container_options(image, limits, labels))
+            self.container = client.containers.create(
+                **container_options(image, limits, labels, cpu_slot))
         except docker.errors.ImageNotFound as exc:
             raise SandboxError(f"the sandbox image {image!r} is missing: {BUILD_HINT}") from exc
         try:
@@ -236,6 +237,7 @@ class DockerSandbox(RunnerPool):
         pids: int = DEFAULT_PIDS,
         cpus: float = DEFAULT_CPUS,
         tmpfs_mb: int = DEFAULT_TMPFS_MB,
+        pin_cpus: bool = True,
     ) -> None:
         self.limits = ContainerLimits(memory_mb=memory_mb, pids=pids, cpus=cpus, tmpfs_mb=tmpfs_mb)
         self.image = image
@@ -248,15 +250,15 @@ class DockerSandbox(RunnerPool):
         self.pool_id = uuid.uuid4().hex[:12]
         self.labels = {POOL_LABEL: self.pool_id}
         super().__init__(self._start_runner, workers or max(2, os.cpu_count() or 2),
-                         jobs_per_runner)
+                         jobs_per_runner, pin_cpus)
 
-    def _start_runner(self) -> DockerChannel:
+    def _start_runner(self, cpu_slot: int | None) -> DockerChannel:
         """Called by the pool's spawn thread; engine faults become errors that say what to do."""
         import docker.errors
         import requests
 
         try:
-            return DockerChannel(self.client, self.image, self.limits, self.labels)
+            return DockerChannel(self.client, self.image, self.limits, self.labels, cpu_slot)
         except (docker.errors.DockerException, requests.exceptions.ConnectionError) as exc:
             raise SandboxError(f"could not start a sandbox container ({exc}); if the engine "
                                f"stopped, {START_HINT}") from exc

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from sandbox.pool import RUNNER_ENVIRONMENT, Channel, ChannelLost, RunnerPool
+from sandbox.pool import RUNNER_ENVIRONMENT, Channel, ChannelLost, RunnerPool, runner_options
 from sandbox.types import SandboxError
 
 RUNNER_PATH = Path(__file__).with_name("runner.py")
@@ -102,10 +102,11 @@ class ProcessChannel(Channel):
 class LocalSandbox(RunnerPool):
     """The embedded default: a pool of bubblewrap-isolated runners on this host."""
 
-    def __init__(self, workers: int | None = None, jobs_per_runner: int = 500) -> None:
+    def __init__(self, workers: int | None = None, jobs_per_runner: int = 500,
+                 pin_cpus: bool = True) -> None:
         self.command = bwrap_command()
-        super().__init__(lambda: ProcessChannel(self.command), workers or default_workers(),
-                         jobs_per_runner)
+        super().__init__(lambda slot: ProcessChannel(self.command + runner_options(slot)),
+                         workers or default_workers(), jobs_per_runner, pin_cpus)
 
 
 def default_workers() -> int:

@@ -85,7 +85,7 @@ class _Unequal:
 
 
 def _contains_call(node: ast.AST) -> bool:
-    return any(isinstance(n, ast.Call) for n in ast.walk(node))
+    return isinstance(node, ast.Call) or any(isinstance(n, ast.Call) for n in ast.walk(node))
 
 
 class _EqualityAsserts:
@@ -103,16 +103,14 @@ class _EqualityAsserts:
         if isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq):
             left, right = test.left, test.comparators[0]
             # The side that calls something is the program's answer; the other is expected.
-            swapped = _contains_call(right) and not _contains_call(left)
+            # (Left first: it is usually the call, and the expected side a long literal.)
+            swapped = not _contains_call(left) and _contains_call(right)
             actual, expected = (right, left) if swapped else (left, right)
-            src = self.segment(node)
-            here = functools.partial(ast.copy_location, old_node=test)
-            call = ast.Call(
-                func=here(ast.Name(id=EQ_HELPER, ctx=ast.Load())),
-                args=[actual, expected, here(ast.Constant(src))],
-                keywords=[],
-            )
-            node.test = here(call)
+            where = {"lineno": test.lineno, "col_offset": test.col_offset,
+                     "end_lineno": test.end_lineno, "end_col_offset": test.end_col_offset}
+            node.test = ast.Call(func=ast.Name(id=EQ_HELPER, ctx=ast.Load(), **where),
+                                 args=[actual, expected, ast.Constant(self.segment(node), **where)],
+                                 keywords=[], **where)
 
     def rewrite(self, tree: ast.Module) -> ast.Module:
         """Rewrite every equality assert of ``tree`` in place, visiting statements only.
@@ -871,11 +869,35 @@ def serve(stdin, stdout, runner: Runner) -> None:
             return  # whoever sent the jobs has gone
 
 
+def pin_to_cpu(slot: int) -> int | None:
+    """Keep this process, and the zygote and children it forks, on one CPU; which one it is.
+
+    The CPU is ``slot`` modulo the CPUs this process may use, so a pool numbering its runners
+    0, 1, ... spreads them evenly. A job passes through four processes (service, runner, zygote,
+    child); on one CPU each hand-over is a local wake-up and finds warm caches, where a
+    wake-up on another CPU costs an interprocessor interrupt (a VM exit on a virtual machine).
+    None if the platform refuses (the runner then works unpinned)."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+        cpu = cpus[slot % len(cpus)]
+        os.sched_setaffinity(0, {cpu})
+    except (AttributeError, OSError, ValueError):
+        return None
+    return cpu
+
+
 def main(argv: list[str]) -> int:
     sweep = "--sweep" in argv
     if sweep and not _in_own_pid_namespace():
         sys.stderr.write("runner: --sweep needs a dedicated PID namespace; refusing\n")
         return 2
+    if "--cpu-slot" in argv:
+        try:
+            slot = int(argv[argv.index("--cpu-slot") + 1])
+        except (IndexError, ValueError):
+            sys.stderr.write("runner: --cpu-slot needs a whole number\n")
+            return 2
+        pin_to_cpu(slot)
     try:
         prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):

@@ -31,7 +31,8 @@ API_VERSION = "1"
 def _sandbox(settings: Settings) -> SandboxGate:
     from sandbox import make_sandbox
 
-    pool = make_sandbox(settings.sandbox_backend, workers=settings.sandbox_workers)
+    pool = make_sandbox(settings.sandbox_backend, workers=settings.sandbox_workers,
+                        pin_cpus=settings.sandbox_pin_cpus)
     return SandboxGate(pool, settings.sandbox_backend)
 
 

@@ -57,6 +57,8 @@ class Settings(BaseSettings):
                                                         description="sandbox backend")
     sandbox_workers: int | None = Field(default=None, ge=1, le=256,
                                         description="warm runners (default: CPU cores)")
+    sandbox_pin_cpus: bool = Field(default=True,
+                                   description="keep each runner and its jobs on one CPU")
     sandbox_timeout_s: float = Field(default=5.0, gt=0, le=300,
                                      description="per-program time limit")
     sandbox_memory_mb: int = Field(default=1024, ge=32, le=65536,

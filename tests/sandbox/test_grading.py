@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 
 import pytest
 
@@ -153,3 +155,14 @@ def test_tests_that_do_not_compile_are_a_job_error(local_sandbox: RunnerPool) ->
     with pytest.raises(JobError, match="test 1 is not valid Python"):
         local_sandbox.run(Job("def f(): pass", ("assert f( ==",)))
     assert local_sandbox.run(Job("def f():\n    return 1\n", ("assert f() == 1",))).passed
+
+
+def test_runners_are_pinned_one_per_cpu(sandbox: RunnerPool) -> None:
+    """Each of the pool's runners (and every job it forks) stays on one CPU of its own."""
+    sandbox.warm_up()
+    program = "import os\nprint(sorted(os.sched_getaffinity(0)))\n"
+    jobs = [Job(program, (), id=str(i)) for i in range(8)]
+    seen = {o.stdout.strip() for o in asyncio.run(sandbox.run_many(jobs))}
+    assert all(len(json.loads(cpus)) == 1 for cpus in seen), seen
+    if len(os.sched_getaffinity(0)) >= 2:
+        assert len(seen) == 2, seen  # two runners (workers=2), two CPUs

@@ -21,8 +21,9 @@ class ScriptedRunner(Channel):
     deaths: set[str] = set()
     started: list[ScriptedRunner] = []
 
-    def __init__(self) -> None:
+    def __init__(self, cpu_slot: int | None = None) -> None:
         super().__init__()
+        self.cpu_slot = cpu_slot
         self.received: list[str] = []
         self.unanswered: list[dict] = []
         self.dead = False
@@ -48,11 +49,13 @@ class ScriptedRunner(Channel):
         self.dead = True
 
 
-def batch(ids: list[str], workers: int = 1, jobs_per_runner: int = 500) -> list:
+def batch(ids: list[str], workers: int = 1, jobs_per_runner: int = 500,
+          pin_cpus: bool = True) -> list:
     ScriptedRunner.deaths, ScriptedRunner.started = set(), []
     jobs = [Job("x = 1\n", ("assert x == 1",), id=job_id) for job_id in ids]
     round_trips: list[float] = []
-    with RunnerPool(ScriptedRunner, workers=workers, jobs_per_runner=jobs_per_runner) as pool:
+    with RunnerPool(ScriptedRunner, workers=workers, jobs_per_runner=jobs_per_runner,
+                    pin_cpus=pin_cpus) as pool:
         outcomes = asyncio.run(pool.run_many(jobs, round_trips=round_trips))
     assert len(round_trips) == len(ids) and all(0 <= t < 5 for t in round_trips)
     return outcomes
@@ -87,3 +90,24 @@ def test_an_invalid_job_is_a_job_error_not_a_lost_runner() -> None:
     with pytest.raises(JobError, match="must be a list"):
         batch(["a", "invalid-b", "c"])
     assert len(ScriptedRunner.started) == 1  # the runner answered: nobody retried on a new one
+
+
+def test_each_runner_gets_a_cpu_slot_and_a_replacement_takes_the_freed_one() -> None:
+    ScriptedRunner.deaths, ScriptedRunner.started = set(), []
+    with RunnerPool(ScriptedRunner, workers=2) as pool:
+        pool.warm_up()  # both runners live at once: slots 0 and 1
+        assert sorted(r.cpu_slot for r in ScriptedRunner.started) == [0, 1]
+        # "dies-*" kills the runner that meets it (the retry runs on the other one) ...
+        job = Job("x = 1\n", ("assert x == 1",), id="dies-x")
+        assert asyncio.run(pool.run_many([job], concurrency=1))[0].passed
+        (killed,) = [r for r in ScriptedRunner.started if r.dead]
+        pool.warm_up()  # ... and its replacement takes its slot, not the other one's CPU
+        assert len(ScriptedRunner.started) == 3
+        assert ScriptedRunner.started[2].cpu_slot == killed.cpu_slot
+
+
+def test_retired_runners_hand_their_slot_on_and_pinning_can_be_turned_off() -> None:
+    batch([f"j{i}" for i in range(7)], jobs_per_runner=3)
+    assert [r.cpu_slot for r in ScriptedRunner.started] == [0, 0, 0]
+    batch(["a", "b"], pin_cpus=False)
+    assert [r.cpu_slot for r in ScriptedRunner.started] == [None]

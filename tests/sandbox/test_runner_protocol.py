@@ -4,15 +4,16 @@ gets exactly one answer, in order, and a bad line never stops the ones after it.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
 from sandbox.local import RUNNER_PATH, interpreter
 
 
-def answers(lines: list[str], tmp_path: Path) -> list[dict]:
+def answers(lines: list[str], tmp_path: Path, *options: str) -> list[dict]:
     proc = subprocess.run(
-        [str(interpreter()), "-I", "-S", "-B", str(RUNNER_PATH)],
+        [str(interpreter()), "-I", "-S", "-B", str(RUNNER_PATH), *options],
         input="".join(line + "\n" for line in lines), capture_output=True, text=True,
         env={"TMPDIR": str(tmp_path)}, timeout=60, check=True,
     )
@@ -48,3 +49,26 @@ def test_each_job_finds_an_empty_scratch_directory_and_none_is_left(tmp_path: Pa
     replies = answers([job("writes", program, ["assert f(1) == 2"])] * 3, tmp_path)
     assert [r["status"] for r in replies] == ["passed"] * 3
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_cpu_slot_pins_the_runner_and_every_job_to_one_cpu(tmp_path: Path) -> None:
+    cpus = sorted(os.sched_getaffinity(0))
+    program = "import os\nprint(sorted(os.sched_getaffinity(0)))\n"
+    replies = answers([job("pinned", program, [])], tmp_path, "--cpu-slot", "1")
+    assert replies[0]["stdout"].strip() == str([cpus[1 % len(cpus)]])
+    (unpinned,) = answers([job("free", program, [])], tmp_path)
+    assert unpinned["stdout"].strip() == str(cpus)
+
+
+def test_a_job_larger_than_the_childs_read_buffer_arrives_whole(tmp_path: Path) -> None:
+    filler = "# " + "x" * 98 + "\n"
+    program = filler * 3000 + "def f():\n    return 7\n"  # ~300 KB, past the 64 KiB buffer
+    (reply,) = answers([job("large", program, ["assert f() == 7"])], tmp_path)
+    assert reply["status"] == "passed", reply
+
+
+def test_a_bad_cpu_slot_is_refused(tmp_path: Path) -> None:
+    proc = subprocess.run([str(interpreter()), "-I", "-S", "-B", str(RUNNER_PATH), "--cpu-slot", "x"],
+                          input="", capture_output=True, text=True, env={"TMPDIR": str(tmp_path)},
+                          timeout=60, check=False)
+    assert proc.returncode == 2 and "--cpu-slot needs a whole number" in proc.stderr
