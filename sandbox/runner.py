@@ -84,6 +84,13 @@ class _Unequal:
         return self is other
 
 
+def _placed(node: ast.expr, where: ast.expr) -> ast.expr:
+    """``node`` at ``where``'s source position (``ast.copy_location`` without its checks)."""
+    node.lineno, node.col_offset = where.lineno, where.col_offset
+    node.end_lineno, node.end_col_offset = where.end_lineno, where.end_col_offset
+    return node
+
+
 def _contains_call(node: ast.AST) -> bool:
     return isinstance(node, ast.Call) or any(isinstance(n, ast.Call) for n in ast.walk(node))
 
@@ -106,11 +113,10 @@ class _EqualityAsserts:
             # (Left first: it is usually the call, and the expected side a long literal.)
             swapped = not _contains_call(left) and _contains_call(right)
             actual, expected = (right, left) if swapped else (left, right)
-            where = {"lineno": test.lineno, "col_offset": test.col_offset,
-                     "end_lineno": test.end_lineno, "end_col_offset": test.end_col_offset}
-            node.test = ast.Call(func=ast.Name(id=EQ_HELPER, ctx=ast.Load(), **where),
-                                 args=[actual, expected, ast.Constant(self.segment(node), **where)],
-                                 keywords=[], **where)
+            call = ast.Call(func=_placed(ast.Name(id=EQ_HELPER, ctx=ast.Load()), test),
+                            args=[actual, expected, _placed(ast.Constant(self.segment(node)), test)],
+                            keywords=[])
+            node.test = _placed(call, test)
 
     def rewrite(self, tree: ast.Module) -> ast.Module:
         """Rewrite every equality assert of ``tree`` in place, visiting statements only.
@@ -869,21 +875,19 @@ def serve(stdin, stdout, runner: Runner) -> None:
             return  # whoever sent the jobs has gone
 
 
-def pin_to_cpu(slot: int) -> int | None:
-    """Keep this process, and the zygote and children it forks, on one CPU; which one it is.
+def pin_to_cpu(slot: int) -> None:
+    """Keep this process, and the zygote and children it forks, on one CPU.
 
     The CPU is ``slot`` modulo the CPUs this process may use, so a pool numbering its runners
-    0, 1, ... spreads them evenly. A job passes through four processes (service, runner, zygote,
-    child); on one CPU each hand-over is a local wake-up and finds warm caches, where a
-    wake-up on another CPU costs an interprocessor interrupt (a VM exit on a virtual machine).
-    None if the platform refuses (the runner then works unpinned)."""
+    0, 1, ... spreads them evenly. A job passes through the runner, the zygote and the child in
+    turn; on one CPU each hand-over is a local wake-up that finds warm caches, where a wake-up
+    on another CPU costs an interprocessor interrupt (a VM exit on a virtual machine). Where the
+    platform refuses, the runner works unpinned."""
     try:
         cpus = sorted(os.sched_getaffinity(0))
-        cpu = cpus[slot % len(cpus)]
-        os.sched_setaffinity(0, {cpu})
+        os.sched_setaffinity(0, {cpus[slot % len(cpus)]})
     except (AttributeError, OSError, ValueError):
-        return None
-    return cpu
+        pass
 
 
 def main(argv: list[str]) -> int:

