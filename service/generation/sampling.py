@@ -19,6 +19,9 @@ from service.generation.decode_batch import DecodeBatch, Guard
 from service.generation.types import FinishReason, SamplingParams
 
 _TOP_K_FIRST = 256  # nucleus search looks at the top 256 tokens first, the full vocabulary if needed
+# Below this temperature sampling is greedy, as in vLLM (its _SAMPLING_EPS): dividing the logits by
+# a temperature such as 5e-324 overflows them to inf and the softmax to NaN.
+GREEDY_BELOW = 1e-5
 
 
 @dataclass
@@ -36,10 +39,10 @@ def row_seed(seed: int, prompt_index: int, sample_index: int) -> int:
 
 
 def _choose(logits: Any, params: SamplingParams, generators: list[Any]) -> Any:
-    """One token per row: greedy at temperature 0, else temperature + nucleus (top-p) sampling."""
+    """One token per row: greedy at temperature ~0, else temperature + nucleus (top-p) sampling."""
     import torch
 
-    if params.temperature == 0:
+    if params.temperature < GREEDY_BELOW:
         return logits.argmax(-1)
     probs = torch.softmax(logits / params.temperature, dim=-1)
     k = min(_TOP_K_FIRST, probs.shape[-1])

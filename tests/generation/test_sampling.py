@@ -32,6 +32,16 @@ def test_greedy_matches_transformers_generate(tiny_model: Any, smol_tokenizer: A
         assert rows[0].prompt_tokens == int(enc["attention_mask"][i].sum())
 
 
+def test_a_vanishing_temperature_is_greedy_not_an_overflow(tiny_model: Any, smol_tokenizer: Any
+                                                          ) -> None:
+    # Found by the API fuzzer: temperature 5e-324 made every logit inf and the softmax NaN.
+    greedy = _sample(tiny_model, smol_tokenizer, PROMPTS, SamplingParams(temperature=0, max_new_tokens=8))
+    for tiny in (5e-324, 1e-9):
+        ours = _sample(tiny_model, smol_tokenizer, PROMPTS,
+                       SamplingParams(temperature=tiny, max_new_tokens=8))
+        assert [r[0].text for r in ours] == [r[0].text for r in greedy]
+
+
 def test_prefill_in_slices_gives_the_same_answers(tiny_model: Any, smol_tokenizer: Any) -> None:
     params = SamplingParams(n=2, temperature=0, max_new_tokens=8)
     seeds = [[0, 1], [0, 1]]
