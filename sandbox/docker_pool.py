@@ -15,8 +15,9 @@ forks a new zygote. If the runner itself dies (killed from outside), the contain
 stream closes, and the pool (``sandbox/pool.py``) retries the job once on a fresh container,
 then reports ``crashed``. The pool also replaces a container after ``jobs_per_runner`` jobs.
 Containers are started with ``auto_remove``, so one whose stream is dropped (even by a crashed
-client: the runner reads end of input and exits) removes itself. The image is labelled with the digest of the runner it was
-built from, and a pool refuses an image built from another runner (grading would differ).
+client: the runner reads end of input and exits) removes itself. The image is labelled with the
+digest of the runner it was built from, and a pool refuses an image built from another runner
+(grading would differ).
 """
 
 from __future__ import annotations

@@ -19,8 +19,8 @@ from service.generation.decode_batch import DecodeBatch, Guard
 from service.generation.types import FinishReason, SamplingParams
 
 _TOP_K_FIRST = 256  # nucleus search looks at the top 256 tokens first, the full vocabulary if needed
-# Below this temperature sampling is greedy, as in vLLM (its _SAMPLING_EPS): dividing the logits by
-# a temperature such as 5e-324 overflows them to inf and the softmax to NaN.
+# Below this temperature sampling is greedy, as in vLLM (its _SAMPLING_EPS): dividing the logits
+# by a temperature such as 5e-324 overflows them to inf and the softmax to NaN.
 GREEDY_BELOW = 1e-5
 
 

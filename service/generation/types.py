@@ -30,10 +30,11 @@ class AdapterNotFound(AdapterError):
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """How to sample. ``temperature=0`` (or below 1e-5, as in vLLM) is greedy. ``seed`` makes a request repeatable: sample
-    ``j`` of prompt ``i`` draws from its own random stream seeded by ``(seed, i, j)``, so the same
-    request gives the same samples (and the other requests in a batch consume none of its
-    randomness; only float rounding of a different batch shape can flip a near-tied draw)."""
+    """How to sample. ``temperature=0`` (or below 1e-5, as in vLLM) is greedy. ``seed`` makes a
+    request repeatable: sample ``j`` of prompt ``i`` draws from its own random stream seeded by
+    ``(seed, i, j)``, so the same request gives the same samples (and the other requests in a
+    batch consume none of its randomness; only float rounding of a different batch shape can flip
+    a near-tied draw)."""
 
     n: int = 1
     temperature: float = 0.8
