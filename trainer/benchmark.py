@@ -5,6 +5,9 @@ so peak resident memory belongs to that measurement alone:
 
 * ``trainer``      — the real ``leti train`` loop on feedback batches only (``--code-ratio 0``);
 * ``trainer+code`` — the default: feedback and plain-code steps interleaved 1:1;
+* ``previous``, ``previous+code`` — the same two with the previous path (``--no-packing
+  --no-reuse-memory``: right-padded batches, the allocator's defaults), the baseline that the
+  faster default is measured against in the same run;
 * ``bare``         — the anchor: the same LoRA model and the same encoded feedback batches in a
   plain forward/backward/AdamW loop, what the hardware gives with no trainer around it.
 
@@ -39,9 +42,16 @@ class BenchResult:
     device: str
 
 
+TRAINER_LOOPS = {  # loop name: (code_ratio, the faster default path or the previous one)
+    "trainer": (0.0, True), "trainer+code": (1.0, True),
+    "previous": (0.0, False), "previous+code": (1.0, False),
+}
+
+
 def run_trainer(data: Path, out: Path, *, steps: int, batch_size: int, base_model: str,
-                device: str, code_ratio: float = 0.0) -> BenchResult:
-    """The real loop; its step events carry the timing (model loading and validation excluded)."""
+                device: str, code_ratio: float = 0.0, fast: bool = True) -> BenchResult:
+    """The real loop; its step events carry the timing (model loading and validation excluded).
+    ``fast=False`` is the previous path: padded batches and the allocator's defaults."""
     from trainer.config import LetiConfig
     from trainer.events import read_events
     from trainer.outputs import peak_memory
@@ -49,14 +59,16 @@ def run_trainer(data: Path, out: Path, *, steps: int, batch_size: int, base_mode
 
     config = LetiConfig(data=data, output_dir=out, base_model=base_model, max_steps=steps,
                         batch_size=batch_size, save_every=0, resume=False, validate_load=False,
-                        device=device, code_ratio=code_ratio)
+                        device=device, code_ratio=code_ratio, packing=fast,
+                        reuse_memory=fast)
     train(config)
     events = [e for e in read_events(out / "events.jsonl") if e["event"] == "step"]
     first, last = events[0], events[-1]  # the first step warms up kernels and allocators
     tokens, seconds = last["tokens"] - first["tokens"], last["elapsed_s"] - first["elapsed_s"]
     cpu = last["cpu_s"] - first["cpu_s"]
     mem = peak_memory()
-    return BenchResult("trainer+code" if code_ratio else "trainer", len(events) - 1, tokens,
+    name = ("trainer" if fast else "previous") + ("+code" if code_ratio else "")
+    return BenchResult(name, len(events) - 1, tokens,
                        round(seconds, 2), round(tokens / seconds, 1), round(tokens / cpu, 1),
                        round(seconds / (len(events) - 1), 3), mem["peak_rss_mib"],
                        mem.get("peak_gpu_mib"), device)
@@ -105,14 +117,15 @@ def run_bare(data: Path, *, steps: int, batch_size: int, base_model: str,
 
 def measure(loop: str, args: dict[str, Any]) -> BenchResult:
     """Run one measurement in this process (called in a fresh process by the CLI)."""
-    if loop in ("trainer", "trainer+code"):
+    if loop in TRAINER_LOOPS:
+        code_ratio, fast = TRAINER_LOOPS[loop]
         return run_trainer(Path(args["data"]), Path(args["out"]), steps=args["steps"],
                            batch_size=args["batch_size"], base_model=args["base_model"],
-                           device=args["device"], code_ratio=1.0 if loop == "trainer+code" else 0)
+                           device=args["device"], code_ratio=code_ratio, fast=fast)
     if loop == "bare":
         return run_bare(Path(args["data"]), steps=args["steps"], batch_size=args["batch_size"],
                         base_model=args["base_model"], device=args["device"])
-    raise ValueError(f"unknown loop {loop!r}: 'trainer', 'trainer+code' or 'bare'")
+    raise ValueError(f"unknown loop {loop!r}: 'bare' or one of {', '.join(TRAINER_LOOPS)}")
 
 
 if __name__ == "__main__":  # python -m trainer.benchmark LOOP '{"data": ...}'

@@ -117,7 +117,8 @@ def load_checkpoint(ckpt: Checkpoint, model: Any, optimizer: Any, scheduler: Any
 
 # Settings that may change between a killed run and its resumption.
 RESUMABLE_CHANGES = frozenset({"resume", "events", "validate_load", "save_every",
-                               "keep_checkpoints", "log_every", "max_steps", "epochs"})
+                               "keep_checkpoints", "log_every", "max_steps", "epochs",
+                               "reuse_memory"})  # speed only: the same steps either way
 
 
 def check_same_run(ckpt: Checkpoint, settings: dict[str, Any], data_sha256: str) -> None:

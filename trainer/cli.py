@@ -51,6 +51,8 @@ def train_command(
     batch_size: Annotated[int, typer.Option(help=_h("batch_size"))] = 4,
     grad_accum: Annotated[int, typer.Option(help=_h("grad_accum"))] = 1,
     max_grad_norm: Annotated[float, typer.Option(help=_h("max_grad_norm"))] = 1.0,
+    packing: Annotated[bool, typer.Option(help=_h("packing"))] = True,
+    reuse_memory: Annotated[bool, typer.Option(help=_h("reuse_memory"))] = True,
     epochs: Annotated[float, typer.Option(help=_h("epochs"))] = 1.0,
     max_steps: Annotated[int | None, typer.Option(help=_h("max_steps"))] = None,
     max_length: Annotated[int, typer.Option(help=_h("max_length"))] = 1024,
@@ -89,7 +91,8 @@ def train_command(
             target_modules=tuple(target_modules.split(",")) if target_modules else None,
             learning_rate=lr, weight_decay=weight_decay, lr_schedule=schedule,  # type: ignore[arg-type]
             warmup_steps=warmup_steps, batch_size=batch_size, grad_accum=grad_accum,
-            max_grad_norm=max_grad_norm, epochs=epochs, max_steps=max_steps,
+            max_grad_norm=max_grad_norm, packing=packing, reuse_memory=reuse_memory,
+            epochs=epochs, max_steps=max_steps,
             max_length=max_length, precision=precision, device=device,  # type: ignore[arg-type]
             seed=seed, save_every=save_every, resume=resume, events=events,
             validate_load=validate_load,

@@ -88,6 +88,23 @@ class TrainConfig:
     max_grad_norm: float = field(
         default=1.0, metadata={"help": "Gradient clipping norm (0 disables)."}
     )
+    packing: bool = field(
+        default=True,
+        metadata={
+            "help": "Pack each micro-batch's sequences into one row without padding (position "
+            "ids restart per sequence, attention stays within it, the LM head runs only on "
+            "positions with a target); the same loss as padding, ~1.5x faster at 4 MBPP "
+            "sequences. False: the previous right-padded batches."
+        },
+    )
+    reuse_memory: bool = field(
+        default=True,
+        metadata={
+            "help": "Keep freed memory in the process (glibc mallopt), so each step's "
+            "activations are not page-faulted in again; False: the allocator's defaults, as "
+            "before."
+        },
+    )
     epochs: float = field(
         default=1.0,
         metadata={"help": "Passes over the training examples (ignored when max_steps is set)."},

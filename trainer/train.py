@@ -23,7 +23,6 @@ from trainer import checkpoint as ckpt
 from trainer.batches import (
     Encoded,
     ExampleStream,
-    collate,
     encode_code,
     encode_example,
     step_kind,
@@ -39,7 +38,9 @@ from trainer.data import (
     split_by_task,
 )
 from trainer.events import EventLog
+from trainer.memory import keep_freed_memory
 from trainer.outputs import TrainResult, finish_run, lora_targets, prepare_selection
+from trainer.packing import micro_batch_loss
 
 
 def train(config: LetiConfig, *, progress: bool = False) -> TrainResult:
@@ -127,6 +128,8 @@ def _train(config: LetiConfig, events: EventLog) -> TrainResult:
                     processes=accelerator.num_processes, device=str(accelerator.device))
 
     # --- the loop --------------------------------------------------------------------------
+    if config.reuse_memory:  # every step frees and re-allocates the same activations
+        keep_freed_memory()
     model.train()
     t0, cpu0 = time.perf_counter(), time.process_time()
     for step in range(start, steps):
@@ -138,14 +141,16 @@ def _train(config: LetiConfig, events: EventLog) -> TrainResult:
             else:  # every process reads the same global code batch and keeps its slice
                 blocks = code.blocks(config.batch_size * world)  # type: ignore[union-attr]
                 batch = [encode_code(b) for b in blocks[rank::world]]
-            inputs = {k: v.to(accelerator.device) for k, v in collate(batch, pad_id).items()}
             last_micro = micro == config.grad_accum - 1
             # gradients are all-reduced once per optimiser step, not once per micro-batch
             with nullcontext() if last_micro else accelerator.no_sync(model):
-                loss = model(**inputs).loss / config.grad_accum
+                # packed (one row, no padding) or padded: the same mean loss over the targets
+                loss, tokens = micro_batch_loss(model, batch, packing=config.packing,
+                                                pad_id=pad_id, device=accelerator.device)
+                loss = loss / config.grad_accum
                 accelerator.backward(loss)
             loss_sum += float(loss.detach())
-            step_tokens += int(inputs["attention_mask"].sum())
+            step_tokens += tokens
         if world > 1:  # report the global batch: mean loss and all tokens across processes
             totals = accelerator.reduce(torch.tensor([loss_sum, float(step_tokens)],
                                                      device=accelerator.device), reduction="sum")

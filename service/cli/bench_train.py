@@ -1,6 +1,9 @@
-"""``leti bench train``: training tokens/s and peak memory, against a bare PyTorch loop.
+"""``leti bench train``: training tokens/s and peak memory, against a bare PyTorch loop and the
+previous (padded) training path, measured in the same run.
 
-Each loop runs in its own process (``python -m trainer.benchmark``) so its peak memory is its own.
+Each loop runs in its own process (``python -m trainer.benchmark``) so its peak memory is its own;
+with ``--repeats N`` the loops alternate N times (a shared machine's load drifts between runs) and
+the ratio to the previous path is taken between medians.
 The data are MBPP-shaped triples: every reference solution as a good sample and a broken copy
 (``return None``) as a bad one with test-failure feedback, so sequence lengths match real runs.
 """
@@ -10,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -23,7 +27,8 @@ from rich.table import Table
 
 from sandbox.tasks import TaskDataError, load_mbpp
 
-LOOPS = ("bare", "trainer", "trainer+code")
+LOOPS = ("bare", "previous", "trainer", "previous+code", "trainer+code")
+DEFAULT_LOOPS = ("bare", "previous", "trainer", "trainer+code")
 
 
 def write_bench_triples(path: Path, mbpp_path: Path | None, limit: int) -> int:
@@ -52,7 +57,9 @@ def train(
     base_model: Annotated[str, typer.Option(help="'default' or a model directory")] = "default",
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
     loops: Annotated[str, typer.Option(help=f"comma-separated, of {', '.join(LOOPS)}")] =
-        ",".join(LOOPS),
+        ",".join(DEFAULT_LOOPS),
+    repeats: Annotated[int, typer.Option(min=1, help="run the loops this many times, "
+                                         "alternating; ratios use the medians")] = 1,
     mbpp_path: Annotated[Path | None, typer.Option(help="mbpp.jsonl (default: LETI_MBPP_PATH)")]
         = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="also write the figures here")]
@@ -60,6 +67,12 @@ def train(
 ) -> None:
     """Measure LoRA training throughput of the default model on this machine."""
     console = Console()
+    names = [x.strip() for x in loops.split(",") if x.strip()]
+    unknown = [x for x in names if x not in LOOPS]
+    if unknown:
+        console.print(f"[red]error:[/red] unknown loop(s) {', '.join(unknown)}: "
+                      f"choose from {', '.join(LOOPS)}")
+        raise typer.Exit(2)
     with tempfile.TemporaryDirectory(prefix="leti-bench-train-") as tmp:
         data = Path(tmp) / "triples.jsonl"
         try:
@@ -68,16 +81,56 @@ def train(
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(2) from None
         results = []
-        for loop in [x.strip() for x in loops.split(",") if x.strip()]:
-            console.print(f"{loop}: {steps} steps of {batch_size} sequences ({n} triples) ...")
-            args = {"data": str(data), "out": str(Path(tmp) / loop), "steps": steps,
-                    "batch_size": batch_size, "base_model": base_model, "device": device}
-            proc = subprocess.run([sys.executable, "-m", "trainer.benchmark", loop,
-                                   json.dumps(args)], capture_output=True, text=True, check=False)
-            if proc.returncode != 0:
-                console.print(f"[red]error:[/red] {loop} failed:\n{proc.stderr[-2000:]}")
-                raise typer.Exit(1)
-            results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        for run in range(repeats):
+            for loop in names:
+                console.print(f"{loop}: {steps} steps of {batch_size} sequences ({n} triples)"
+                              + (f", run {run + 1}/{repeats}" if repeats > 1 else "") + " ...")
+                results.append(_measure(loop, {
+                    "data": str(data), "out": str(Path(tmp) / f"{loop}-{run}"), "steps": steps,
+                    "batch_size": batch_size, "base_model": base_model, "device": device},
+                    console))
+    ratios = speedups(results)
+    _print_table(console, results, ratios, device)
+    if json_out:
+        json_out.write_text(json.dumps({
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                        "node": platform.node()},
+            "steps": steps, "batch_size": batch_size, "tasks": tasks, "repeats": repeats,
+            "results": results, "speedup_vs_previous": ratios}, indent=2))
+
+
+def _measure(loop: str, args: dict, console: Console) -> dict:
+    """One loop in a fresh process; its last stdout line is the result."""
+    proc = subprocess.run([sys.executable, "-m", "trainer.benchmark", loop, json.dumps(args)],
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        console.print(f"[red]error:[/red] {loop} failed:\n{proc.stderr[-2000:]}")
+        raise typer.Exit(1)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def speedups(results: list[dict]) -> dict[str, dict[str, float]]:
+    """Each faster loop against its previous-path twin (``trainer`` / ``previous``, ...): the
+    ratio of the median tokens/s and of the median tokens/CPU-s over the repeats."""
+    def median(loop: str, key: str) -> float | None:
+        values = [r[key] for r in results if r["loop"] == loop]
+        return statistics.median(values) if values else None
+
+    out: dict[str, dict[str, float]] = {}
+    for fast, previous in (("trainer", "previous"), ("trainer+code", "previous+code")):
+        pair = {}
+        for key in ("tokens_per_s", "tokens_per_cpu_s"):
+            a, b = median(fast, key), median(previous, key)
+            if a is not None and b:
+                pair[key] = round(a / b, 2)
+        if pair:
+            out[fast] = pair
+    return out
+
+
+def _print_table(console: Console, results: list[dict], ratios: dict[str, dict[str, float]],
+                 device: str) -> None:
     anchor = next((r for r in results if r["loop"] == "bare"), None)
     table = Table(title=f"LoRA training throughput ({device}, {platform.node()})")
     for column in ("loop", "steps", "tokens", "tokens/s", "tokens/CPU-s", "s/step",
@@ -90,8 +143,10 @@ def train(
                       f"{r['peak_rss_mib']:.0f}",
                       "-" if r["peak_gpu_mib"] is None else f"{r['peak_gpu_mib']:.0f}", ratio)
     console.print(table)
-    if json_out:
-        json_out.write_text(json.dumps({
-            "date": datetime.now(UTC).isoformat(timespec="seconds"),
-            "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-            "steps": steps, "batch_size": batch_size, "results": results}, indent=2))
+    for loop, pair in ratios.items():
+        twin = loop.replace("trainer", "previous")
+        console.print(f"{loop} vs {twin} (same run, medians): "
+                      f"{pair.get('tokens_per_s', float('nan')):.2f}x tokens/s, "
+                      f"{pair.get('tokens_per_cpu_s', float('nan')):.2f}x tokens/CPU-s")
+    if not ratios:
+        console.print("no speed-up measured: add 'previous' (and 'trainer') to --loops")

@@ -10,7 +10,7 @@ import pytest
 from trainer.benchmark import measure
 
 
-@pytest.mark.parametrize("loop", ["bare", "trainer"])
+@pytest.mark.parametrize("loop", ["bare", "trainer", "previous"])
 def test_each_loop_reports_tokens_and_memory(loop: str, tiny_model: Path, triples_file: Path,
                                              tmp_path: Path) -> None:
     result = measure(loop, {"data": str(triples_file), "out": str(tmp_path / loop), "steps": 3,
@@ -30,3 +30,37 @@ def test_bench_triples_pair_each_reference_with_a_broken_copy(mbpp_path: Path,
     assert n == len(triples) == 10
     assert [t.reward.value for t in triples[:2]] == ["good", "bad"]
     assert "return None" in triples[1].program
+
+
+def test_the_previous_loop_is_the_padded_path(tiny_model: Path, triples_file: Path,
+                                              tmp_path: Path) -> None:
+    import json
+
+    from trainer.events import read_events
+
+    measure("previous", {"data": str(triples_file), "out": str(tmp_path / "p"), "steps": 2,
+                         "batch_size": 2, "base_model": str(tiny_model), "device": "cpu"})
+    settings = json.loads((tmp_path / "p" / "manifest.json").read_text())["settings"]
+    assert settings["packing"] is False and settings["reuse_memory"] is False
+    assert settings["code_ratio"] == 0
+    measure("trainer", {"data": str(triples_file), "out": str(tmp_path / "t"), "steps": 2,
+                        "batch_size": 2, "base_model": str(tiny_model), "device": "cpu"})
+    fast = json.loads((tmp_path / "t" / "manifest.json").read_text())["settings"]
+    assert fast["packing"] is True and fast["reuse_memory"] is True
+    # both paths trained on the very same tokens
+    tokens = [[e["tokens"] for e in read_events(tmp_path / d / "events.jsonl")
+               if e["event"] == "step"] for d in ("p", "t")]
+    assert tokens[0] == tokens[1]
+
+
+def test_speedups_compare_medians_with_the_previous_twin() -> None:
+    from service.cli.bench_train import speedups
+
+    def row(loop: str, rate: float, cpu: float) -> dict:
+        return {"loop": loop, "tokens_per_s": rate, "tokens_per_cpu_s": cpu}
+
+    results = [row("previous", 10, 5), row("trainer", 30, 12), row("previous", 20, 6),
+               row("trainer", 35, 9), row("previous", 12, 4), row("trainer", 40, 15),
+               row("trainer+code", 9, 9), row("bare", 50, 50)]
+    # medians: previous 12 / 5, trainer 35 / 12; trainer+code has no twin in this run
+    assert speedups(results) == {"trainer": {"tokens_per_s": 2.92, "tokens_per_cpu_s": 2.4}}
