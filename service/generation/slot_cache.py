@@ -1,0 +1,194 @@
+"""The fast path's KV cache: prompts kept once per group of samples, generated tokens per row.
+
+The ``n`` samples of one prompt share that prompt's keys and values, so they are stored once,
+in a *group* slot (``[groups, kv_heads, prompt_capacity, head_dim]`` per layer), and each row
+keeps only the tokens it generated, in a *row* slot (``[rows, kv_heads, new_capacity,
+head_dim]``). A decode step attends in two parts and merges them exactly (the softmax of a
+concatenation, from each part's maximum and sum): every group's prompt against the queries of
+all its rows at once (one matrix product reads the prompt's keys once for ``n`` rows), then each
+row against its own tokens. Prompts and rows start at column 0 (no padding), so a row's position
+is its prompt's length plus its own.
+
+Live rows occupy row slots ``0 .. rows-1`` and live groups group slots ``0 .. groups-1``: when a
+row (or a whole group) finishes, the last live one moves into its slot, one row's cache copied
+and never the batch's. Buffers start zeroed: masked columns are still multiplied (by a zero
+weight), so they must never hold NaN.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class SlotCache:
+    """Prompt keys/values per group and generated keys/values per row, for every layer."""
+
+    def __init__(self, layers: int, groups: int, rows: int, kv_heads: int, q_heads: int,
+                 head_dim: int, prompt_capacity: int, new_capacity: int, group_size: int,
+                 dtype: Any, device: Any) -> None:
+        import torch
+
+        zeros = torch.zeros
+        self.prompt_keys = [zeros((groups, kv_heads, prompt_capacity, head_dim), dtype=dtype,
+                                  device=device) for _ in range(layers)]
+        self.prompt_values = [torch.zeros_like(k) for k in self.prompt_keys]
+        self.keys = [zeros((rows, kv_heads, new_capacity, head_dim), dtype=dtype, device=device)
+                     for _ in range(layers)]
+        self.values = [torch.zeros_like(k) for k in self.keys]
+        self.prompt_lengths = zeros(groups, dtype=torch.long, device=device)
+        self.lengths = zeros(rows, dtype=torch.long, device=device)  # generated tokens cached
+        self.group_of = zeros(rows, dtype=torch.long, device=device)
+        self.member_of = zeros(rows, dtype=torch.long, device=device)
+        self.kv_heads, self.rep, self.head_dim = kv_heads, q_heads // kv_heads, head_dim
+        self.group_size, self.new_capacity = group_size, new_capacity
+        self.prompt_capacity = prompt_capacity
+        self._columns = torch.arange(max(prompt_capacity, new_capacity), device=device)
+        self._index = torch.arange(rows, device=device)
+        self.rows = 0  # live rows
+        self.groups = 0  # live groups
+
+    # -- prefill ---------------------------------------------------------------------------------
+    def write_prompt(self, layer: int, group: int, start: int, k: Any, v: Any
+                     ) -> tuple[Any, Any]:
+        """Store ``k``/``v`` [tokens, kv_heads, head_dim] at ``start``.. of ``group``'s prompt;
+        return its keys and values up to there, [1, kv_heads, end, head_dim]."""
+        end = start + k.shape[0]
+        if end > self.prompt_capacity:
+            raise ValueError(f"prompt of {end} tokens exceeds the cache's {self.prompt_capacity}")
+        self.prompt_keys[layer][group, :, start:end] = k.transpose(0, 1)
+        self.prompt_values[layer][group, :, start:end] = v.transpose(0, 1)
+        return (self.prompt_keys[layer][group:group + 1, :, :end],
+                self.prompt_values[layer][group:group + 1, :, :end])
+
+    def copy_prompt(self, source: SlotCache, source_group: int, group: int, tokens: int) -> None:
+        """Start ``group``'s prompt with the first ``tokens`` of ``source``'s ``source_group``
+        (the prefix every prompt shares)."""
+        for mine, theirs in ((self.prompt_keys, source.prompt_keys),
+                             (self.prompt_values, source.prompt_values)):
+            for layer, buffer in enumerate(mine):
+                buffer[group, :, :tokens] = theirs[layer][source_group, :, :tokens]
+
+    def add_rows(self, group: int, count: int) -> None:
+        """``count`` new rows (members 0..count-1) of ``group``, with nothing generated yet."""
+        import torch
+
+        start, self.rows = self.rows, self.rows + count
+        self.lengths[start:self.rows] = 0
+        self.group_of[start:self.rows] = group
+        self.member_of[start:self.rows] = torch.arange(count, device=self.lengths.device)
+
+    # -- decode ----------------------------------------------------------------------------------
+    def step_masks(self) -> tuple[Any, Any]:
+        """Additive masks for this step: prompt columns per live group [groups, 1, 1, P] and own
+        columns per live row (this step's token included) [rows, 1, 1, T]."""
+        import torch
+
+        rows, groups = self.rows, self.groups
+        prompt_lengths, own = self.prompt_lengths[:groups], self.lengths[:rows] + 1
+        self._prompt_span, self._own_span = int(prompt_lengths.max()), int(own.max())
+        if self._own_span > self.new_capacity:
+            raise ValueError(f"a row outgrew the cache's {self.new_capacity} new tokens")
+        inf = torch.tensor(float("-inf"), dtype=self.keys[0].dtype, device=own.device)
+        zero = inf.new_zeros(())
+        prompt = torch.where(self._columns[:self._prompt_span][None] < prompt_lengths[:, None],
+                             zero, inf)
+        mine = torch.where(self._columns[:self._own_span][None] < own[:, None], zero, inf)
+        return prompt[:, None, None], mine[:, None, None]
+
+    def attend(self, layer: int, q: Any, k: Any, v: Any, masks: tuple[Any, Any],
+               scale: float) -> Any:
+        """Write this step's ``k``/``v`` [rows, kv_heads, head_dim] and attend with ``q``
+        [rows, q_heads, head_dim] over prompt and own tokens; returns [rows, q_heads * head_dim]."""
+        import torch
+
+        rows, groups, kv, rep, dim = self.rows, self.groups, self.kv_heads, self.rep, self.head_dim
+        index, positions = self._index[:rows], self.lengths[:rows]
+        self.keys[layer][index, :, positions] = k
+        self.values[layer][index, :, positions] = v
+        q = q.view(rows, kv, rep, dim)
+        # Prompt part: the queries of each group's rows side by side, [groups, kv, size*rep, dim].
+        grouped = q.new_zeros((groups, self.group_size, kv, rep, dim))
+        grouped[self.group_of[:rows], self.member_of[:rows]] = q
+        grouped = grouped.permute(0, 2, 1, 3, 4).reshape(groups, kv, self.group_size * rep, dim)
+        p_keys = self.prompt_keys[layer][:groups, :, :self._prompt_span]
+        p_values = self.prompt_values[layer][:groups, :, :self._prompt_span]
+        p_scores = torch.matmul(grouped, p_keys.transpose(-1, -2)).mul_(scale).add_(masks[0])
+        p_max = p_scores.amax(-1, keepdim=True)
+        p_weights = p_scores.sub_(p_max).exp_()
+        p_sum = p_weights.sum(-1, keepdim=True)
+        p_out = torch.matmul(p_weights, p_values)  # [groups, kv, size*rep, dim], unnormalised
+        back = (self.group_of[:rows], slice(None), self.member_of[:rows])
+
+        def per_row(x: Any) -> Any:  # [groups, kv, size*rep, c] -> [rows, kv, rep, c]
+            return x.view(groups, kv, self.group_size, rep, -1)[back]
+
+        # Own part: each row against the tokens it generated, [rows, kv, rep, own span].
+        o_keys = self.keys[layer][:rows, :, :self._own_span]
+        o_values = self.values[layer][:rows, :, :self._own_span]
+        o_scores = torch.matmul(q, o_keys.transpose(-1, -2)).mul_(scale).add_(masks[1])
+        o_max = o_scores.amax(-1, keepdim=True)
+        o_weights = o_scores.sub_(o_max).exp_()
+        o_sum = o_weights.sum(-1, keepdim=True)
+        o_out = torch.matmul(o_weights, o_values)
+        # Merge: softmax over both parts = each part rescaled to the larger maximum.
+        p_max, p_sum, p_out = per_row(p_max), per_row(p_sum), per_row(p_out)
+        top = torch.maximum(p_max, o_max)
+        p_scale, o_scale = (p_max - top).exp_(), (o_max - top).exp_()
+        out = (p_out * p_scale + o_out * o_scale) / (p_sum * p_scale + o_sum * o_scale)
+        return out.reshape(rows, kv * rep * dim)
+
+    def positions(self) -> Any:
+        """Each live row's position for this step's token: its prompt's length plus its own."""
+        return self.prompt_lengths[self.group_of[:self.rows]] + self.lengths[:self.rows]
+
+    def advance(self) -> None:
+        self.lengths[:self.rows] += 1
+
+    # -- leaving ---------------------------------------------------------------------------------
+    def keep(self, live: list[int]) -> list[int]:
+        """Keep only the rows at ``live`` (ascending slots); free groups left without rows.
+        Returns the new order: ``order[s]`` is the old slot of the row now in slot ``s``."""
+        import torch
+
+        order = _compacted(live)
+        moving = [(new, old) for new, old in enumerate(order) if new != old]
+        if moving:
+            dst = torch.tensor([m[0] for m in moving], device=self.lengths.device)
+            src = torch.tensor([m[1] for m in moving], device=self.lengths.device)
+            span = int(self.lengths[src].max())
+            for buffers in (self.keys, self.values):
+                for buffer in buffers:
+                    buffer[dst, :, :span] = buffer[src, :, :span]
+            for array in (self.lengths, self.group_of, self.member_of):
+                array[dst] = array[src]
+        self.rows = len(live)
+        self._drop_empty_groups()
+        return order
+
+    def _drop_empty_groups(self) -> None:
+        used = set(self.group_of[:self.rows].tolist())
+        empty = [g for g in range(self.groups) if g not in used]
+        if not empty:
+            return
+        order = _compacted([g for g in range(self.groups) if g in used])
+        span = int(self.prompt_lengths[:self.groups].max())
+        for new, old in enumerate(order):
+            if new == old:
+                continue
+            for buffers in (self.prompt_keys, self.prompt_values):
+                for buffer in buffers:
+                    buffer[new, :, :span] = buffer[old, :, :span]
+            self.prompt_lengths[new] = self.prompt_lengths[old]
+            rows = self.group_of[:self.rows] == old
+            self.group_of[:self.rows][rows] = new
+        self.groups = len(order)
+        self.prompt_lengths[self.groups:] = 0
+
+
+def _compacted(live: list[int]) -> list[int]:
+    """Slots after compaction: live slots below ``len(live)`` stay; the live ones above fill the
+    holes below, in order. ``result[new] = old``."""
+    keep = len(live)
+    stay = {s for s in live if s < keep}
+    movers = iter(s for s in live if s >= keep)
+    return [s if s in stay else next(movers) for s in range(keep)]
