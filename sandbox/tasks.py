@@ -17,10 +17,14 @@ import gzip
 import importlib.util
 import json
 import os
+import socket
+import threading
+import urllib.request
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from sandbox.types import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, Job
 
@@ -35,6 +39,8 @@ MBPP_SPLITS: dict[str, range] = {
 }
 MBPP_ENV = "LETI_MBPP_PATH"
 MBPP_HUB_NAME = "google-research-datasets/mbpp"
+DEFAULT_HUB_ENDPOINT = "https://huggingface.co"
+HUB_PROBE_TIMEOUT_S = 3.0
 
 
 class TaskDataError(ValueError):
@@ -198,14 +204,58 @@ def load_mbpp(path: str | Path | None = None, split: str | None = None) -> list[
     return sorted(tasks, key=lambda t: t.number)
 
 
+def hub_endpoint() -> str:
+    """The dataset hub's address, as ``huggingface_hub`` reads it."""
+    return os.environ.get("HF_ENDPOINT") or DEFAULT_HUB_ENDPOINT
+
+
+def hub_unreachable(endpoint: str, timeout: float = HUB_PROBE_TIMEOUT_S) -> str | None:
+    """Why ``endpoint`` cannot be reached (name lookup, then a TCP connection, both within
+    ``timeout`` seconds), or None when it answers. One quick look instead of the hub client's
+    retries with back-off, which take half a minute to give up when offline."""
+    url = urlsplit(endpoint)
+    if not url.hostname:
+        return f"{endpoint!r} is not a URL"
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(url.scheme) or proxies.get("all")
+    if proxy and not urllib.request.proxy_bypass(url.hostname):  # the client goes through it
+        url = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
+    outcome: list[str | None] = []
+
+    def probe() -> None:  # in a thread: name lookups do not honour socket timeouts
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome.append(None)
+        except OSError as exc:
+            outcome.append(f"{type(exc).__name__}: {exc.strerror or exc}")
+
+    thread = threading.Thread(target=probe, name="hub-probe", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return outcome[0] if outcome else f"no answer within {timeout:g} s"
+
+
+def _hub_offline() -> bool:
+    """The hub client's own offline switches: then only its local cache is read (no network)."""
+    return any(os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+               for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
 def _mbpp_hub_rows() -> list[dict[str, Any]]:
-    """Every row of the hub's "full" MBPP config; a clear error when that is not possible."""
+    """Every row of the hub's "full" MBPP config; a clear error, quickly, when that is not
+    possible (no ``datasets`` package, the hub unreachable, or its answer unusable)."""
     hint = f"set {MBPP_ENV} to the path of mbpp.jsonl (or pass a path)"
     try:
         import datasets  # heavy and optional: only when no file was given
     except ImportError:
         raise TaskDataError(f"MBPP: no file given and {MBPP_ENV} is not set, and the `datasets` "
                             f"package is not installed to fetch it from the hub: {hint}") from None
+    endpoint = hub_endpoint()
+    why = None if _hub_offline() else hub_unreachable(endpoint)
+    if why is not None:
+        raise TaskDataError(f"MBPP: no file given and {MBPP_ENV} is not set, and the dataset "
+                            f"hub {endpoint} is not reachable ({why}): {hint}")
     try:
         splits = datasets.load_dataset(MBPP_HUB_NAME, "full")
     except Exception as exc:  # noqa: BLE001 - offline, hub down, renamed: all mean the same

@@ -3,6 +3,11 @@
 Every sequence is built by ``trainer.prompts.build_sequence``, the function the generator's
 ``build_prompt`` shares, so the text trained on is exactly the text sampled from. A file that is
 broken or yields no example is an error that names the line, never an empty adapter.
+
+Failed programs cut at the token limit (``finish_reason`` "length") are dropped when read, by
+default, or marked, or kept (``LETI_TRAIN_TRUNCATED``; ``apply_truncated``): their feedback
+describes where the cut fell, not what the program got wrong, and with the loss on the whole
+sequence a fine-tune on them learns to write the repetition that ran into the limit.
 """
 
 from __future__ import annotations
@@ -10,8 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +25,11 @@ from trainer.prompts import Reward, TaskPrompt, build_sequence
 
 ExampleKind = Literal["leti", "binary", "sft", "laffi"]
 _KINDS = ("mbpp", "humaneval", "user")
+
+TruncatedPolicy = Literal["drop", "mark", "keep"]
+TRUNCATED_POLICIES: tuple[str, ...] = ("drop", "mark", "keep")
+TRUNCATED_ENV = "LETI_TRAIN_TRUNCATED"  # the service passes its setting to the trainer here
+TRUNCATED_NOTE = "The program was cut off at the token limit before it was finished."
 
 
 class DatasetError(ValueError):
@@ -43,10 +54,16 @@ class Triple:
     sample_id: str | None = None
     adapter: str | None = None
     reference: str | None = None
+    finish_reason: str | None = None  # "length": generation stopped at the token limit
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "reward", Reward(self.reward))  # "good"/"bad" strings too
         object.__setattr__(self, "tests", tuple(self.tests))
+
+    @property
+    def truncated_failure(self) -> bool:
+        """A program cut at the token limit that did not pass."""
+        return self.finish_reason == "length" and self.reward is Reward.BAD
 
     @property
     def task(self) -> TaskPrompt:
@@ -89,12 +106,15 @@ class Triple:
         feedback = data.get("feedback") or ""
         if not isinstance(feedback, str):
             raise ValueError("'feedback' must be a string")
+        finish_reason = data.get("finish_reason")
+        if finish_reason is not None and not isinstance(finish_reason, str):
+            raise ValueError("'finish_reason' must be a string or null")
         return cls(task_id=data["task_id"], kind=data["kind"], instruction=data["instruction"],
                    program=data["program"], reward=reward, feedback=feedback, tests=tuple(tests),
                    entry_point=data.get("entry_point"), status=data.get("status"),
                    score=float(score), source=data.get("source") or "sandbox",
                    sample_id=data.get("sample_id"), adapter=data.get("adapter"),
-                   reference=data.get("reference"))
+                   reference=data.get("reference"), finish_reason=finish_reason)
 
 
 def derive_reward(score: float, status: str | None = None, threshold: float = 0.5) -> Reward:
@@ -105,8 +125,59 @@ def derive_reward(score: float, status: str | None = None, threshold: float = 0.
     return Reward.GOOD if score >= threshold else Reward.BAD
 
 
-def read_triples(path: Path, *, good_threshold: float = 0.5) -> list[Triple]:
-    """Read and validate a triples file; any malformed line is an error naming it."""
+@dataclass
+class ReadReport:
+    """What reading a triples file kept, and what it left out and why."""
+
+    read: int = 0
+    kept: int = 0
+    policy: str = "drop"  # for failed programs cut at the token limit
+    dropped: dict[str, int] = field(default_factory=dict)  # reason -> triples
+    marked: int = 0
+
+
+def truncated_policy(value: str | None = None) -> TruncatedPolicy:
+    """The policy for failed programs cut at the token limit: ``value``, else
+    ``$LETI_TRAIN_TRUNCATED``, else "drop"."""
+    chosen = value if value is not None else os.environ.get(TRUNCATED_ENV) or "drop"
+    if chosen not in TRUNCATED_POLICIES:
+        raise DatasetError(f"{TRUNCATED_ENV}={chosen!r}: choose one of "
+                           f"{', '.join(TRUNCATED_POLICIES)}")
+    return chosen  # type: ignore[return-value]
+
+
+def apply_truncated(triples: Sequence[Triple], policy: TruncatedPolicy,
+                    report: ReadReport | None = None) -> list[Triple]:
+    """Drop, mark (a line appended to the feedback) or keep the failed programs cut at the
+    token limit; passing programs are kept whatever the policy. Counts go into ``report``."""
+    report = report if report is not None else ReadReport()
+    report.policy = policy
+    kept: list[Triple] = []
+    for triple in triples:
+        if not triple.truncated_failure or policy == "keep":
+            kept.append(triple)
+        elif policy == "drop":
+            report.dropped["truncated failure"] = report.dropped.get("truncated failure", 0) + 1
+        else:
+            note = f"{triple.feedback.rstrip()}\n{TRUNCATED_NOTE}" if triple.feedback.strip() \
+                else TRUNCATED_NOTE
+            kept.append(replace(triple, feedback=note))
+            report.marked += 1
+    report.kept = len(kept)
+    return kept
+
+
+def read_triples(path: Path, *, good_threshold: float = 0.5,
+                 truncated: str | None = None) -> list[Triple]:
+    """Read and validate a triples file, with the truncated-failure policy applied
+    (``truncated_policy``: "drop" unless set); any malformed line is an error naming it."""
+    return read_triples_report(path, good_threshold=good_threshold, truncated=truncated)[0]
+
+
+def read_triples_report(path: Path, *, good_threshold: float = 0.5,
+                        truncated: str | None = None) -> tuple[list[Triple], ReadReport]:
+    """``read_triples`` and what it left out (``ReadReport``)."""
+    policy = truncated_policy(truncated)
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"triples file {path} not found: export one with "
@@ -133,7 +204,13 @@ def read_triples(path: Path, *, good_threshold: float = 0.5) -> list[Triple]:
     if not triples:
         raise DatasetError(f"{path} holds no triples: nothing to train on (export samples that "
                            "were executed first)")
-    return triples
+    report = ReadReport(read=len(triples))
+    kept = apply_truncated(triples, policy, report)
+    if not kept:
+        raise DatasetError(f"{path} holds {len(triples)} triple(s), every one a failed program "
+                           f"cut at the token limit, which {TRUNCATED_ENV}=drop leaves out: "
+                           "nothing to train on (set it to 'mark' or 'keep' to use them)")
+    return kept, report
 
 
 def file_sha256(path: Path) -> str:

@@ -210,7 +210,8 @@ class SampleDetail(BaseModel):
 
 
 class TripleOut(BaseModel):
-    """The contract's fields (docs/ARCHITECTURE.md) plus ``id``, the cursor."""
+    """The contract's fields (docs/ARCHITECTURE.md) plus ``id``, the cursor, and ``trainable``,
+    the split-hygiene mark (false: a held-out task's triple, never exported)."""
 
     id: int
     sample_id: str
@@ -227,6 +228,9 @@ class TripleOut(BaseModel):
     source: Literal["sandbox", "external"]
     adapter: str | None
     reference: str | None
+    finish_reason: str | None = Field(description="'length': the program was cut at the token "
+                                                  "limit; null for submitted programs")
+    trainable: bool
 
 
 class TriplePage(BaseModel):

@@ -121,6 +121,9 @@ class Settings(BaseSettings):
                                   description="longest training sequence in tokens")
     train_code_ratio: float = Field(default=0.0, ge=0, le=16,
                                     description="plain-code steps per feedback step")
+    train_truncated: Literal["drop", "mark", "keep"] = Field(
+        default="drop", description="failed programs cut at the token limit: drop them from "
+                                    "training, mark them (their feedback says so), or keep them")
     gate_problems: int = Field(default=10, ge=1, le=1000,
                                description="validation problems the promotion gate samples")
     gate_margin: float = Field(default=0.02, ge=0, le=1,

@@ -16,7 +16,8 @@ def triple_page(store: Store, where: TripleFilter, limit: int) -> tuple[list[dic
     """Up to ``limit`` triples (each with its ``id``) and the next cursor (None at the end)."""
     with store.read() as session:
         items, next_cursor = page(session, where, limit)
-    return [{"id": triple_id, **record} for triple_id, record in items], next_cursor
+    return [{"id": item.id, **item.record, "trainable": item.trainable} for item in items], \
+        next_cursor
 
 
 def export_window(store: Store, where: TripleFilter) -> TripleFilter:

@@ -54,6 +54,7 @@ from service.loop.training import (
     next_adapter_name,
     prepare_run,
     trainer_command,
+    trainer_env,
 )
 from trainer.batches import total_steps
 
@@ -436,8 +437,9 @@ class Study:
                                   steps=steps, settings=self._s.settings, options=options)
         timer = Timer()
         began = time.perf_counter()
-        adapter_dir, training = await self._train(PreparedRun(f"ablation-{ablation.name}",
-                                                              output, command, None))
+        adapter_dir, training = await self._train(PreparedRun(
+            f"ablation-{ablation.name}", output, command, None,
+            env=trainer_env(self._s.settings)))
         began = timer.add("training", began)
         if adapter_dir is None:
             raise StudyError(f"ablation {ablation.name}: training failed: "

@@ -66,8 +66,9 @@ def ensure_task_source(store: Store, try_hub: bool) -> str:
             with store.write() as session:
                 sync_catalogue(session, tasks)
             return "mbpp"
-        except TaskDataError as exc:
-            log.info("MBPP not available (%s): the loop uses its built-in problems", exc)
+        except TaskDataError as exc:  # one line, no traceback: this is an expected start
+            log.warning("the loop uses its %d built-in problems: %s (LETI_LOOP_MBPP_HUB=false "
+                        "skips the hub)", len(builtin_tasks()), exc)
     with store.write() as session:
         have = set(session.scalars(select(TaskRow.id).where(TaskRow.id.like("builtin/%"))))
         for task in builtin_tasks():
@@ -91,8 +92,12 @@ def counts(store: Store) -> dict[str, int]:
         return {
             "samples": session.scalar(select(func.count()).select_from(SampleRow)) or 0,
             "triples": session.scalar(select(func.count()).select_from(TripleRow)) or 0,
+            # only what may be trained on counts towards the next run (split hygiene)
             "new_triples": session.scalar(select(func.count()).select_from(TripleRow)
-                                          .where(TripleRow.id > trained)) or 0,
+                                          .where(TripleRow.id > trained,
+                                                 TripleRow.trainable.is_(True))) or 0,
+            "held_out_triples": session.scalar(select(func.count()).select_from(TripleRow)
+                                               .where(TripleRow.trainable.is_(False))) or 0,
             "training_runs": session.scalar(select(func.count())
                                             .select_from(TrainingRunRow)) or 0,
             "failed_runs": session.scalar(select(func.count()).select_from(TrainingRunRow)

@@ -11,8 +11,9 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,8 @@ from service.store import lineage
 from service.store.db import Store
 from service.store.export import export_jsonl
 from service.store.models import AdapterRow, TrainingRunRow, TripleRow
-from service.store.triples import TripleFilter
+from service.store.triples import TripleFilter, window_report
+from trainer.data import TRUNCATED_ENV, DatasetError, read_triples_report
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,7 @@ class PreparedRun:
     output_dir: Path
     command: list[str]
     parent_adapter: str | None
+    env: dict[str, str] = field(default_factory=dict)  # added to the trainer's environment
 
 
 def _sha256(path: Path) -> str:
@@ -107,12 +110,15 @@ def prepare_run(store: Store, settings: Settings, steps: int | None = None,
     runs_dir = settings.adapters_dir
     runs_dir.mkdir(parents=True, exist_ok=True)
     data = runs_dir / f"triples-{after + 1}-{upto}.jsonl"
-    if export_jsonl(store, data, TripleFilter(after=after, upto=upto)) == 0:
-        raise NothingToTrain("the new triples have no instruction to train on")
+    window = TripleFilter(after=after, upto=upto)
+    export_jsonl(store, data, window)
+    report = data_report(store, window, data, settings.train_truncated)
     config: dict[str, Any] = {"steps": steps, "batch_size": settings.train_batch_size,
                               "max_length": settings.train_max_length,
                               "code_ratio": settings.train_code_ratio,
+                              "truncated": settings.train_truncated,
                               "base_model": settings.generator_model or "default",
+                              "data": report,
                               **{k: v for k, v in asdict(options).items() if v is not None}}
     with store.write() as session:
         run = lineage.start_training_run(
@@ -123,7 +129,30 @@ def prepare_run(store: Store, settings: Settings, steps: int | None = None,
     command = trainer_command(data, output, base_model=config["base_model"], steps=steps,
                               settings=settings, init_adapter=serving.path if serving else None,
                               options=options)
-    return PreparedRun(run.id, output, command, serving.id if serving else None)
+    return PreparedRun(run.id, output, command, serving.id if serving else None,
+                       env=trainer_env(settings))
+
+
+def trainer_env(settings: Settings) -> dict[str, str]:
+    """What the trainer reads from its environment: the truncated-failure policy."""
+    return {TRUNCATED_ENV: settings.train_truncated}
+
+
+def data_report(store: Store, window: TripleFilter, data: Path, truncated: str) -> dict[str, Any]:
+    """What the run will train on: the window's triples exported and not (and why), and what
+    the trainer's reader keeps of the file under ``truncated`` (the same function it runs).
+    Raises ``NothingToTrain`` when nothing would be left."""
+    with store.read() as session:
+        report = window_report(session, window)
+    if report["exported"] == 0:
+        held = ", ".join(f"{n} {why}" for why, n in report["not_exported"].items())
+        raise NothingToTrain("none of the new triples may be trained on"
+                             + (f" (held out: {held})" if held else ""))
+    try:
+        _, read = read_triples_report(data, truncated=truncated)
+    except DatasetError as exc:
+        raise NothingToTrain(str(exc)) from None
+    return {**report, "trained_on": read.kept, "dropped": read.dropped, "marked": read.marked}
 
 
 def next_adapter_name(store: Store, alias: str, loaded_version: int) -> str:
@@ -153,9 +182,10 @@ class TrainerProcess:
         """Run to the end; the adapter directory, or None with ``error`` set."""
         out = self.prepared.output_dir
         out.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **self.prepared.env} if self.prepared.env else None
         with (out / "trainer.log").open("ab") as stderr:
             self.process = await asyncio.create_subprocess_exec(
-                *self.prepared.command, stdout=asyncio.subprocess.PIPE, stderr=stderr)
+                *self.prepared.command, stdout=asyncio.subprocess.PIPE, stderr=stderr, env=env)
             assert self.process.stdout is not None
             async for raw in self.process.stdout:
                 try:

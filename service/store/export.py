@@ -43,17 +43,22 @@ def json_line(record: dict[str, Any]) -> str:
 
 
 def stream_lines(store: Store, where: TripleFilter, batch: int = 500) -> Iterator[str]:
-    """Matching triples as JSON lines, in short read batches up to the last id as of the call
-    (or ``where.upto``): the stream ends even while writes go on."""
+    """Matching trainable triples as JSON lines, in short read batches up to the last id as of
+    the call (or ``where.upto``): the stream ends even while writes go on.
+
+    Every export of training data goes through here, and here only triples the split-hygiene
+    rule allowed when they were stored are read, whatever else ``where`` asks for."""
+    if where.trainable is False:
+        raise ValueError("exports are training data: held-out triples are never exported")
     if where.upto is None:
         with store.read() as session:
             where = replace(where, upto=last_id(session))
-    window, after = where, where.after
+    window, after = replace(where, trainable=True), where.after
     while True:  # one short read transaction per batch: writers are never held up
         with store.read() as session:
             items, after = page(session, replace(window, after=after), batch)
-        for _, record in items:
-            yield json_line(record)
+        for item in items:
+            yield json_line(item.record)
         if after is None:
             return
 

@@ -13,7 +13,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -120,6 +120,10 @@ class TripleRow(Base):
     feedback: Mapped[str] = mapped_column(Text)
     reward: Mapped[str] = mapped_column(String(8), index=True)
     score: Mapped[float] = mapped_column(Float)
+    # Split hygiene, decided when the triple is stored (``tasks.training_exclusion``): False for
+    # validation/test/HumanEval tasks, kept for reporting but never exported for training. No
+    # default: every writer must decide.
+    trainable: Mapped[bool] = mapped_column(Boolean)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

@@ -1,7 +1,8 @@
 """Samples and what was learned about them: executions, external feedback, and their triples.
 
 Every write that yields feedback also writes its training triple in the same transaction, so
-the triples table is never behind the rows it summarises.
+the triples table is never behind the rows it summarises; each triple is marked trainable or
+not there, by the one split-hygiene rule (``service.store.tasks.may_train_on``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
 from service.store.models import ExecutionRow, FeedbackRow, Label, SampleRow, TaskRow, TripleRow
+from service.store.tasks import may_train_on
 
 
 @dataclass(frozen=True)
@@ -95,8 +97,17 @@ def add_execution(session: Session, sample_id: str, record: ExecutionRecord) -> 
     session.flush()
     session.add(TripleRow(sample_id=sample_id, source="sandbox", execution_id=row.id,
                           status=record.status, feedback=record.feedback,
-                          reward=record.reward, score=record.score))
+                          reward=record.reward, score=record.score,
+                          trainable=_trainable(session, sample_id)))
     return row
+
+
+def _trainable(session: Session, sample_id: str) -> bool:
+    """The split-hygiene verdict for a new triple of this sample (its task decides)."""
+    sample = session.get(SampleRow, sample_id)
+    if sample is None:
+        raise LookupError(f"no sample {sample_id!r} to attach a triple to")
+    return may_train_on(task_of(session, sample))
 
 
 def latest_execution(session: Session, sample_id: str) -> ExecutionRow | None:
@@ -118,7 +129,8 @@ def add_feedback(session: Session, sample_id: str, record: FeedbackRecord) -> tu
     ran = latest_execution(session, sample_id)
     session.add(TripleRow(sample_id=sample_id, source="external", feedback_id=row.id,
                           status=ran.status if ran else None, feedback=record.text,
-                          reward=record.label, score=record.score))
+                          reward=record.label, score=record.score,
+                          trainable=_trainable(session, sample_id)))
     return row, True
 
 

@@ -1,4 +1,5 @@
-"""Task rows: the MBPP/HumanEval catalogue (loaded at start-up) and users' own tasks.
+"""Task rows: the MBPP/HumanEval catalogue (loaded at start-up) and users' own tasks, and the
+one rule of split hygiene: which tasks' programs may ever be trained on (``training_exclusion``).
 
 Store ids follow the triples contract: ``mbpp/601``, ``humaneval/HumanEval/0`` and
 ``user/<uuid>``, where a user task's uuid is derived from its content, so posting the same
@@ -27,6 +28,40 @@ def store_task_id(task: Task) -> str:
 
 def _mbpp_split(number: int) -> str | None:
     return next((name for name, ids in MBPP_SPLITS.items() if number in ids), None)
+
+
+# The only splits whose programs feed training (MBPP's train split; the built-in problems use the
+# same names). Everything the gate or a benchmark measures on must stay out of training data.
+TRAINABLE_SPLITS = frozenset({"train"})
+
+
+def training_exclusion(kind: str, split: str | None, instruction: str | None) -> str | None:
+    """Why a task's programs must never be trained on, or None when they may be.
+
+    The one rule of split hygiene (docs/LOOP.md "Split hygiene"): users' tasks and MBPP-style
+    train-split tasks feed training; MBPP's validation split (the promotion gate), its test
+    split and HumanEval (the benchmarks), its prompt split and any task of an unknown split are
+    held out, whatever the API was asked, so a figure measured on them stays a figure on
+    problems never trained on. A task without an instruction has no prompt to train with.
+    Every triple is marked with this verdict when it is stored (``triples.trainable``), and
+    exports only ever contain triples it allows."""
+    if not instruction:
+        return "no instruction"
+    return held_out_reason(kind, split)
+
+
+def held_out_reason(kind: str, split: str | None) -> str | None:
+    """The split part of ``training_exclusion``: why this kind and split are held out."""
+    if kind == "user":
+        return None
+    if kind == "mbpp":
+        return None if split in TRAINABLE_SPLITS else f"mbpp {split or 'unknown'} split"
+    return f"{kind} (held out)"
+
+
+def may_train_on(task: TaskRow) -> bool:
+    """Whether ``task``'s programs may enter training data (``training_exclusion``)."""
+    return training_exclusion(task.kind, task.split, task.instruction) is None
 
 
 def task_row(task: Task) -> TaskRow:

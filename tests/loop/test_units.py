@@ -42,6 +42,32 @@ def test_next_batch_wraps_around() -> None:
     assert next_batch([], 5, 2) == ([], 5)
 
 
+def test_first_start_without_mbpp_or_hub_falls_back_in_one_line(
+        store: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """No LETI_MBPP_PATH and a hub that cannot be reached: the built-in problems at once, said
+    in one warning without a traceback (the hub client's retries took 25-40 s of tracebacks)."""
+    import logging
+    import socket
+    import time
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    for name in ("LETI_MBPP_PATH", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HTTP_PROXY",
+                 "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    caplog.set_level(logging.DEBUG)
+    began = time.monotonic()
+    assert state.ensure_task_source(store, try_hub=True) == "builtin"
+    assert time.monotonic() - began < 10
+    loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(loud) == 1 and loud[0].name == "service.loop.state" and loud[0].exc_info is None
+    assert "the loop uses its 30 built-in problems" in loud[0].getMessage()
+    assert "is not reachable" in loud[0].getMessage()
+    assert len(state.task_ids(store, "train")) == 20
+
+
 def test_builtin_source_without_mbpp_and_mbpp_when_loaded(store: Store, tmp_path: Path,
                                                           mbpp_path: Path) -> None:
     assert state.ensure_task_source(store, try_hub=False) == "builtin"
@@ -76,3 +102,52 @@ def test_state_values_and_adapter_names(store: Store) -> None:
 def test_nothing_to_train_without_new_triples(store: Store, tmp_path: Path) -> None:
     with pytest.raises(NothingToTrain):
         prepare_run(store, _settings(tmp_path))
+
+
+def _executed(store: Store, task_id: str, finish_reason: str | None, passed: bool) -> None:
+    from service.store.samples import ExecutionRecord, NewSample, add_execution, add_samples
+
+    with store.write() as session:
+        sample = add_samples(session, [NewSample(task_id, "x = 1", origin="generated",
+                                                 finish_reason=finish_reason)])[0]
+        add_execution(session, sample.id, ExecutionRecord(
+            status="passed" if passed else "syntax_error", feedback="fb",
+            reward="good" if passed else "bad", score=float(passed), tests_passed=0,
+            tests_total=3, duration_ms=1.0, outcome={}, backend="local"))
+
+
+def test_new_triples_of_held_out_problems_do_not_count_or_train(store: Store,
+                                                                 tmp_path: Path) -> None:
+    state.ensure_task_source(store, try_hub=False)
+    validation = state.task_ids(store, "validation")[0]
+    _executed(store, validation, "stop", passed=True)
+    assert state.counts(store)["new_triples"] == 0
+    assert state.counts(store)["held_out_triples"] == 1
+    with pytest.raises(NothingToTrain, match=r"held out: 1 mbpp validation split"):
+        prepare_run(store, _settings(tmp_path))
+
+
+@pytest.mark.parametrize(("truncated", "trains"), [("drop", False), ("mark", True),
+                                                   ("keep", True)])
+def test_a_round_of_only_truncated_failures_trains_by_the_setting(
+        store: Store, tmp_path: Path, truncated: str, trains: bool) -> None:
+    state.ensure_task_source(store, try_hub=False)
+    for task_id in state.task_ids(store, "train")[:3]:
+        _executed(store, task_id, "length", passed=False)
+    settings = _settings(tmp_path, train_truncated=truncated)
+    if not trains:
+        with pytest.raises(NothingToTrain, match="cut at the token limit"):
+            prepare_run(settings=settings, store=store)
+        return
+    prepared = prepare_run(store, settings)
+    assert prepared.env == {"LETI_TRAIN_TRUNCATED": truncated}
+    with store.read() as session:
+        report = lineage_run(session, prepared.run_id).config["data"]
+    assert (report["exported"], report["truncated_failures"], report["trained_on"]) == (3, 3, 3)
+    assert report["marked"] == (3 if truncated == "mark" else 0) and report["dropped"] == {}
+
+
+def lineage_run(session, run_id: str):  # type: ignore[no-untyped-def]
+    from service.store.models import TrainingRunRow
+
+    return session.get(TrainingRunRow, run_id)

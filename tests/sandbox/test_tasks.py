@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from sandbox import RunnerPool, Status, render_feedback
-from sandbox.tasks import (MBPP_ENV, MBPP_SPLITS, Task, TaskDataError, humaneval_path,
-                           load_humaneval, load_mbpp)
+from sandbox.tasks import (MBPP_ENV, MBPP_SPLITS, Task, TaskDataError, hub_unreachable,
+                           humaneval_path, load_humaneval, load_mbpp)
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +60,59 @@ def test_mbpp_without_a_path_says_to_set_the_variable(monkeypatch: pytest.Monkey
     monkeypatch.setitem(sys.modules, "datasets", None)  # as when `datasets` is not installed
     with pytest.raises(TaskDataError, match=f"set {MBPP_ENV} to the path of mbpp.jsonl"):
         load_mbpp()
+
+
+def closed_port() -> int:
+    """A local port nothing listens on (connections to it are refused at once)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def no_hub(monkeypatch: pytest.MonkeyPatch) -> str:
+    """No MBPP file, no proxy, not offline, and a dataset hub address that refuses."""
+    for name in (MBPP_ENV, "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HTTPS_PROXY", "https_proxy",
+                 "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    endpoint = f"http://127.0.0.1:{closed_port()}"
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    return endpoint
+
+
+def test_mbpp_with_the_hub_unreachable_fails_at_once_and_says_so(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("datasets")
+    endpoint = no_hub(monkeypatch)
+    began = time.monotonic()
+    with pytest.raises(TaskDataError) as info:
+        load_mbpp()
+    assert time.monotonic() - began < 10  # the hub client's own retries take 25 s or more
+    assert f"the dataset hub {endpoint} is not reachable (ConnectionRefusedError" in \
+        str(info.value)
+    assert f"set {MBPP_ENV} to the path of mbpp.jsonl" in str(info.value)
+
+
+def test_the_hub_probe_answers_within_its_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    no_hub(monkeypatch)
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        assert hub_unreachable(f"http://127.0.0.1:{server.getsockname()[1]}") is None
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{server.getsockname()[1]}")
+        # behind a proxy the proxy is what must answer (the hub client goes through it)
+        assert hub_unreachable(f"http://127.0.0.1:{closed_port()}") is None
+    monkeypatch.delenv("HTTP_PROXY")
+    assert "ConnectionRefusedError" in (hub_unreachable(f"http://127.0.0.1:{closed_port()}")
+                                        or "")
+    assert "is not a URL" in (hub_unreachable("huggingface") or "")
+
+    def hangs(*args: object, **kwargs: object) -> None:  # a name lookup that never returns
+        time.sleep(30)
+
+    monkeypatch.setattr(socket, "create_connection", hangs)
+    began = time.monotonic()
+    assert hub_unreachable("https://huggingface.co", timeout=0.3) == "no answer within 0.3 s"
+    assert time.monotonic() - began < 2
 
 
 def test_unknown_split_is_refused(mbpp_path: Path) -> None:

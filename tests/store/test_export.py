@@ -124,3 +124,19 @@ def test_concurrent_writers_all_commit(store: Store) -> None:
     assert errors == []
     with store.read() as session:
         assert len(sample_history(session, sample.id)[1]) == 200
+
+
+def test_both_formats_carry_each_programs_finish_reason(store: Store, tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    with store.write() as session:
+        cut = add_samples(session, [NewSample("mbpp/603", "def f(:\n  f f f", origin="generated",
+                                              finish_reason="length")])[0]
+        add_execution(session, cut.id, _execution("syntax_error"))
+    assert export_jsonl(store, tmp_path / "t.jsonl") == 4
+    rows = [json.loads(line) for line in (tmp_path / "t.jsonl").read_text().splitlines()]
+    assert [r["finish_reason"] for r in rows] == [None, None, None, "length"]
+    assert export_hf(store, tmp_path / "hf") == 4
+    loaded = datasets.load_dataset(str(tmp_path / "hf"), split="train",
+                                   cache_dir=str(tmp_path / "cache"))
+    assert loaded.features["finish_reason"].dtype == "string"
+    assert loaded["finish_reason"] == [None, None, None, "length"]

@@ -62,9 +62,12 @@ def test_the_api_on_postgres_evaluates_collects_and_exports(database: str, tmp_p
         assert client.get("/readyz").json()["checks"]["store"] == "ok"
         assert len(client.get("/v1/tasks", params={"limit": 1000}).json()["items"]) == 974
         results = client.post("/v1/evaluate", json={
-            "task_id": "mbpp/2", "programs": [client.get("/v1/tasks/mbpp/2").json()["reference"],
-                                              "x = 1"]}).json()["results"]
+            "task_id": "mbpp/601", "programs": [
+                client.get("/v1/tasks/mbpp/601").json()["reference"], "x = 1"]}).json()["results"]
         assert [r["status"] for r in results] == ["passed", "error"]
+        held_out = client.post("/v1/evaluate", json={  # the prompt split: never exported
+            "task_id": "mbpp/2", "programs": [client.get("/v1/tasks/mbpp/2").json()["reference"]]})
+        assert held_out.json()["results"][0]["status"] == "passed"
         feedback = client.post("/v1/feedback", json={
             "sample_id": results[1]["sample_id"], "ratings": {"correctness": {"value": 0,
                                                                             "max": 5}}})
@@ -75,7 +78,13 @@ def test_the_api_on_postgres_evaluates_collects_and_exports(database: str, tmp_p
     triples = read_triples(path)
     assert [(t.source, t.reward.value) for t in triples] == \
         [("sandbox", "good"), ("sandbox", "bad"), ("external", "bad")]
-    assert json.loads(export.splitlines()[0])["task_id"] == "mbpp/2"
+    assert {json.loads(line)["task_id"] for line in export.splitlines()} == {"mbpp/601"}
+
+
+def test_the_trainable_backfill_on_postgres(database: str) -> None:
+    from tests.store.test_trainable import check_backfill
+
+    check_backfill(database)
 
 
 def test_concurrent_writers_on_postgres(database: str) -> None:

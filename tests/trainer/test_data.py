@@ -160,3 +160,61 @@ def test_heldout_split_keeps_tasks_whole(tmp_path: Path) -> None:
     triples = read_triples(write_triples(tmp_path / "t.jsonl", n_tasks=10))
     train, held = split_by_task(triples, 0.2, seed=1)
     assert len(held) == 4 and not {t.task_id for t in train} & {t.task_id for t in held}
+
+
+def _truncated_file(tmp_path: Path) -> Path:
+    """A normal failure, a pass and a failure each cut at the token limit, and a short pass."""
+    rows = [triple(1, "def add1(x):\n    return x - 1", "bad", FEEDBACK, finish_reason="stop"),
+            triple(2, "def add2(x):\n    return x + 2\n# 2 2 2 2", "good", "All 1 tests passed.",
+                   finish_reason="length"),
+            triple(3, "def add3(x:\n    x x x x", "bad", "SyntaxError: '(' was never closed",
+                   finish_reason="length"),
+            triple(4, "def add4(x):\n    return x + 4", "good", "All 1 tests passed.",
+                   finish_reason=None)]
+    path = tmp_path / "t.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_truncated_failures_are_dropped_by_default_and_reported(tmp_path: Path,
+                                                                monkeypatch) -> None:
+    from trainer.data import read_triples_report
+
+    monkeypatch.delenv("LETI_TRAIN_TRUNCATED", raising=False)
+    path = _truncated_file(tmp_path)
+    kept = read_triples(path)
+    assert [t.task_id for t in kept] == ["mbpp/1", "mbpp/2", "mbpp/4"]  # a cut pass stays
+    assert kept[1].finish_reason == "length" and kept[2].finish_reason is None
+    _, report = read_triples_report(path)
+    assert (report.read, report.kept, report.policy, report.dropped, report.marked) == \
+        (4, 3, "drop", {"truncated failure": 1}, 0)
+
+
+def test_truncated_failures_marked_or_kept_by_the_setting(tmp_path: Path, monkeypatch) -> None:
+    from trainer.data import TRUNCATED_NOTE, read_triples_report
+
+    path = _truncated_file(tmp_path)
+    marked, report = read_triples_report(path, truncated="mark")
+    assert len(marked) == 4 and report.marked == 1 and report.dropped == {}
+    assert marked[2].feedback == f"SyntaxError: '(' was never closed\n{TRUNCATED_NOTE}"
+    assert marked[0].feedback == FEEDBACK  # only the cut failure says so
+    assert TRUNCATED_NOTE in leti_example(marked[2]).prompt
+    assert read_triples(path, truncated="keep")[2].feedback == "SyntaxError: '(' was never closed"
+    monkeypatch.setenv("LETI_TRAIN_TRUNCATED", "keep")  # how the service tells the trainer
+    assert len(read_triples(path)) == 4
+    monkeypatch.setenv("LETI_TRAIN_TRUNCATED", "sometimes")
+    with pytest.raises(DatasetError, match="LETI_TRAIN_TRUNCATED='sometimes': choose one of"):
+        read_triples(path)
+
+
+def test_a_file_of_only_truncated_failures_says_why_nothing_is_left(tmp_path: Path,
+                                                                   monkeypatch) -> None:
+    monkeypatch.delenv("LETI_TRAIN_TRUNCATED", raising=False)
+    path = tmp_path / "t.jsonl"
+    path.write_text(json.dumps(triple(1, "def f(:", "bad", "SyntaxError",
+                                      finish_reason="length")) + "\n")
+    with pytest.raises(DatasetError, match="every one a failed program cut at the token limit"):
+        read_triples(path)
+    with pytest.raises(DatasetError, match="line 1: 'finish_reason' must be a string"):
+        path.write_text(json.dumps(triple(1, "x = 1", "bad", finish_reason=3)) + "\n")
+        read_triples(path)
