@@ -26,18 +26,30 @@ def export(
     from service.core.config import Settings
     from service.store.db import Store
     from service.store.export import export_hf, export_jsonl
-    from service.store.triples import TripleFilter
+    from service.store.triples import TripleFilter, last_id, window_report
 
     if fmt not in ("jsonl", "hf"):
         raise typer.BadParameter("choose jsonl or hf", param_hint="--format")
     store = Store(Settings().resolved_database_url)
     try:
         store.migrate()
-        where = TripleFilter(source=source, reward=reward, kind=kind, after=cursor)
+        with store.read() as session:
+            where = TripleFilter(source=source, reward=reward, kind=kind, after=cursor,
+                                 upto=last_id(session))
+            report = window_report(session, where)
         write = export_hf if fmt == "hf" else export_jsonl
         count = write(store, out, where)
     finally:
         store.close()
-    Console(stderr=True).print(f"wrote {count} triples to {out}")
+    err = Console(stderr=True)
+    err.print(f"wrote {count} triples to {out}", highlight=False, soft_wrap=True)
+    if report["not_exported"]:
+        held = ", ".join(f"{n} {why}" for why, n in report["not_exported"].items())
+        err.print(f"not exported (held out from training): {held}", highlight=False,
+                  soft_wrap=True)
+    if report["truncated_failures"]:
+        err.print(f"{report['truncated_failures']} of them are failed programs cut at the token "
+                  "limit: `leti train` drops those (LETI_TRAIN_TRUNCATED=mark or keep uses "
+                  "them)", highlight=False, soft_wrap=True)
 
 

@@ -99,6 +99,18 @@ def test_cli_exports_from_the_configured_store(store: Store, tmp_path: Path,
                                       "--source", "sandbox"])
     assert result.exit_code == 0, result.output
     assert [json.loads(x)["source"] for x in out.read_text().splitlines()] == ["sandbox"] * 2
+    assert f"wrote 2 triples to {out}" in result.output
+    with store.write() as session:  # a held-out task's triple and a cut failure
+        held, cut = add_samples(session, [
+            NewSample("mbpp/511", "x = 1", origin="submitted"),
+            NewSample("mbpp/602", "def f(:", origin="generated", finish_reason="length")])
+        add_execution(session, held.id, _execution("passed"))
+        add_execution(session, cut.id, _execution("failed"))
+    again = CliRunner().invoke(app, ["triples", "export", "--out", str(out)])
+    assert again.exit_code == 0, again.output
+    assert "wrote 4 triples" in again.output
+    assert "not exported (held out from training): 1 mbpp validation split" in again.output
+    assert "1 of them are failed programs cut at the token limit" in again.output
 
 
 def test_concurrent_writers_all_commit(store: Store) -> None:
