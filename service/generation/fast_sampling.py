@@ -26,6 +26,7 @@ from service.generation.sampling import (
     _eos_ids,
     _final_text,
     _stop_hit,
+    encode_request,
 )
 from service.generation.slot_cache import SlotCache
 from service.generation.types import FinishReason, SamplingParams
@@ -54,18 +55,9 @@ def sample_fast(engine: FastLlama, weights: Any, tokenizer: Any, prompts: list[s
     ``max_rows`` decoding together; every forward pass runs inside ``guard()``."""
     import torch
 
-    counts = [len(row) for row in seeds]
-    if len(counts) != len(prompts) or min(counts, default=1) < 1:
-        raise ValueError("seeds must hold at least one seed per prompt")
-    token_lists = tokenizer(prompts, **encode_kwargs)["input_ids"]
+    counts, token_lists = encode_request(tokenizer, prompts, params, seeds, encode_kwargs,
+                                         engine.max_positions)
     prompt_tokens = [len(t) for t in token_lists]
-    if min(prompt_tokens) < 1:
-        raise ValueError("a prompt encodes to no tokens")
-    longest = max(prompt_tokens) + params.max_new_tokens
-    if longest > engine.max_positions:
-        raise ValueError(f"prompt of {max(prompt_tokens)} tokens + max_new_tokens "
-                         f"{params.max_new_tokens} exceeds the model's context of "
-                         f"{engine.max_positions}")
     stats = stats if stats is not None else SchedulerStats()
     eos_ids = _eos_ids(engine.model, tokenizer)
     window = 4 * max((len(s) for s in params.stop), default=0) + 2

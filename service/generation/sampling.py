@@ -61,6 +61,25 @@ def _choose(logits: Any, params: SamplingParams, generators: list[Any]) -> Any:
     return torch.cat(choices)
 
 
+def encode_request(tokenizer: Any, prompts: list[str], params: SamplingParams,
+                   seeds: list[list[int]], encode_kwargs: dict[str, bool],
+                   context: int | None) -> tuple[list[int], list[list[int]]]:
+    """(samples per prompt, prompt token ids), after checking the request fits: a seed per
+    sample, no empty prompt, prompt + ``max_new_tokens`` within ``context``. Both decode paths
+    use it, so they refuse the same requests."""
+    counts = [len(row) for row in seeds]
+    if len(counts) != len(prompts) or min(counts, default=1) < 1:
+        raise ValueError("seeds must hold at least one seed per prompt")
+    token_lists = tokenizer(prompts, **encode_kwargs)["input_ids"]
+    prompt_tokens = [len(t) for t in token_lists]
+    if min(prompt_tokens) < 1:
+        raise ValueError("a prompt encodes to no tokens")
+    if context is not None and max(prompt_tokens) + params.max_new_tokens > context:
+        raise ValueError(f"prompt of {max(prompt_tokens)} tokens + max_new_tokens "
+                         f"{params.max_new_tokens} exceeds the model's context of {context}")
+    return counts, token_lists
+
+
 def _stop_hit(tokenizer: Any, tokens: list[int], stops: tuple[str, ...], window: int) -> bool:
     tail = tokenizer.decode(tokens[-window:], skip_special_tokens=False)
     return any(s in tail for s in stops)
@@ -87,17 +106,9 @@ def sample_batch(model: Any, tokenizer: Any, prompts: list[str], params: Samplin
     each prompt is prefilled in passes of at most ``prefill_tokens`` tokens so no pass is long."""
     import torch
 
-    counts = [len(row) for row in seeds]
-    if len(counts) != len(prompts) or min(counts, default=1) < 1:
-        raise ValueError("seeds must hold at least one seed per prompt")
-    token_lists = tokenizer(prompts, **encode_kwargs)["input_ids"]
+    counts, token_lists = encode_request(tokenizer, prompts, params, seeds, encode_kwargs,
+                                         getattr(model.config, "max_position_embeddings", None))
     prompt_tokens = [len(t) for t in token_lists]
-    if min(prompt_tokens) < 1:
-        raise ValueError("a prompt encodes to no tokens")
-    limit = getattr(model.config, "max_position_embeddings", None)
-    if limit is not None and max(prompt_tokens) + params.max_new_tokens > limit:
-        raise ValueError(f"prompt of {max(prompt_tokens)} tokens + max_new_tokens "
-                         f"{params.max_new_tokens} exceeds the model's context of {limit}")
     eos_ids = _eos_ids(model, tokenizer)
     window = 4 * max((len(s) for s in params.stop), default=0) + 2
     device = model.device
