@@ -112,11 +112,8 @@ class SlotCache:
         grouped = grouped.permute(0, 2, 1, 3, 4).reshape(groups, kv, self.group_size * rep, dim)
         p_keys = self.prompt_keys[layer][:groups, :, :self._prompt_span]
         p_values = self.prompt_values[layer][:groups, :, :self._prompt_span]
-        p_scores = torch.matmul(grouped, p_keys.transpose(-1, -2)).mul_(scale).add_(masks[0])
-        p_max = p_scores.amax(-1, keepdim=True)
-        p_weights = p_scores.sub_(p_max).exp_()
-        p_sum = p_weights.sum(-1, keepdim=True)
-        p_out = torch.matmul(p_weights, p_values)  # [groups, kv, size*rep, dim], unnormalised
+        # [groups, kv, size*rep, dim], unnormalised
+        p_max, p_sum, p_out = _partial(grouped, p_keys, p_values, masks[0], scale)
         back = (self.group_of[:rows], slice(None), self.member_of[:rows])
 
         def per_row(x: Any) -> Any:  # [groups, kv, size*rep, c] -> [rows, kv, rep, c]
@@ -125,11 +122,7 @@ class SlotCache:
         # Own part: each row against the tokens it generated, [rows, kv, rep, own span].
         o_keys = self.keys[layer][:rows, :, :self._own_span]
         o_values = self.values[layer][:rows, :, :self._own_span]
-        o_scores = torch.matmul(q, o_keys.transpose(-1, -2)).mul_(scale).add_(masks[1])
-        o_max = o_scores.amax(-1, keepdim=True)
-        o_weights = o_scores.sub_(o_max).exp_()
-        o_sum = o_weights.sum(-1, keepdim=True)
-        o_out = torch.matmul(o_weights, o_values)
+        o_max, o_sum, o_out = _partial(q, o_keys, o_values, masks[1], scale)
         # Merge: softmax over both parts = each part rescaled to the larger maximum.
         p_max, p_sum, p_out = per_row(p_max), per_row(p_sum), per_row(p_out)
         top = torch.maximum(p_max, o_max)
@@ -183,6 +176,17 @@ class SlotCache:
             self.group_of[:self.rows][rows] = new
         self.groups = len(order)
         self.prompt_lengths[self.groups:] = 0
+
+
+def _partial(q: Any, keys: Any, values: Any, mask: Any, scale: float) -> tuple[Any, Any, Any]:
+    """One part of a split softmax attention: (row maximum, sum of weights, unnormalised
+    output), which ``attend`` merges across parts."""
+    import torch
+
+    scores = torch.matmul(q, keys.transpose(-1, -2)).mul_(scale).add_(mask)
+    top = scores.amax(-1, keepdim=True)
+    weights = scores.sub_(top).exp_()
+    return top, weights.sum(-1, keepdim=True), torch.matmul(weights, values)
 
 
 def _compacted(live: list[int]) -> list[int]:
