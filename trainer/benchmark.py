@@ -57,7 +57,9 @@ def run_trainer(data: Path, out: Path, *, steps: int, batch_size: int, base_mode
     from trainer.outputs import peak_memory
     from trainer.train import train
 
+    # exactly ``steps``: enough epochs that the step bound, not the data, ends the run
     config = LetiConfig(data=data, output_dir=out, base_model=base_model, max_steps=steps,
+                        epochs=float(steps * batch_size),
                         batch_size=batch_size, save_every=0, resume=False, validate_load=False,
                         device=device, code_ratio=code_ratio, packing=fast,
                         reuse_memory=fast)

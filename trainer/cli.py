@@ -48,6 +48,7 @@ def train_command(
     weight_decay: Annotated[float, typer.Option(help=_h("weight_decay"))] = 0.0,
     schedule: Annotated[str, typer.Option("--schedule", help=_h("lr_schedule"))] = "constant",
     warmup_steps: Annotated[int, typer.Option(help=_h("warmup_steps"))] = 0,
+    warmup_ratio: Annotated[float, typer.Option(help=_h("warmup_ratio"))] = 0.0,
     batch_size: Annotated[int, typer.Option(help=_h("batch_size"))] = 4,
     grad_accum: Annotated[int, typer.Option(help=_h("grad_accum"))] = 1,
     max_grad_norm: Annotated[float, typer.Option(help=_h("max_grad_norm"))] = 1.0,
@@ -56,6 +57,7 @@ def train_command(
     epochs: Annotated[float, typer.Option(help=_h("epochs"))] = 1.0,
     max_steps: Annotated[int | None, typer.Option(help=_h("max_steps"))] = None,
     max_length: Annotated[int, typer.Option(help=_h("max_length"))] = 1024,
+    truncated: Annotated[str | None, typer.Option(help=_h("truncated"))] = None,
     precision: Annotated[str, typer.Option(help=_h("precision"))] = "auto",
     device: Annotated[str, typer.Option(help=_h("device"))] = "auto",
     seed: Annotated[int, typer.Option(help=_h("seed"))] = 0,
@@ -90,10 +92,10 @@ def train_command(
             lora_rank=rank, lora_alpha=alpha, lora_dropout=dropout,
             target_modules=tuple(target_modules.split(",")) if target_modules else None,
             learning_rate=lr, weight_decay=weight_decay, lr_schedule=schedule,  # type: ignore[arg-type]
-            warmup_steps=warmup_steps, batch_size=batch_size, grad_accum=grad_accum,
+            warmup_steps=warmup_steps, warmup_ratio=warmup_ratio, batch_size=batch_size, grad_accum=grad_accum,
             max_grad_norm=max_grad_norm, packing=packing, reuse_memory=reuse_memory,
             epochs=epochs, max_steps=max_steps,
-            max_length=max_length, precision=precision, device=device,  # type: ignore[arg-type]
+            max_length=max_length, truncated=truncated, precision=precision, device=device,  # type: ignore[arg-type]
             seed=seed, save_every=save_every, resume=resume, events=events,
             validate_load=validate_load,
             selection=SelectionConfig(min_score=min_score, keep_fraction=keep_fraction,

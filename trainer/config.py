@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from trainer.data import TRUNCATED_POLICIES
 from trainer.selection import SelectionConfig
 
 # The ranks vLLM's ``--max-lora-rank`` accepts (``MaxLoRARanks`` in vllm/config/lora.py).
@@ -79,6 +80,13 @@ class TrainConfig:
         default="constant", metadata={"help": "Learning-rate schedule after warm-up."}
     )
     warmup_steps: int = field(default=0, metadata={"help": "Linear warm-up steps."})
+    warmup_ratio: float = field(
+        default=0.0,
+        metadata={
+            "help": "Warm-up as a fraction of the run's optimiser steps (used when larger than "
+            "warmup_steps), so a run sized by its data warms up in proportion."
+        },
+    )
     batch_size: int = field(
         default=4, metadata={"help": "Sequences per micro-batch (per process)."}
     )
@@ -107,10 +115,17 @@ class TrainConfig:
     )
     epochs: float = field(
         default=1.0,
-        metadata={"help": "Passes over the training examples (ignored when max_steps is set)."},
+        metadata={
+            "help": "Passes over the training examples: the run's length (code-corpus steps "
+            "added at code_ratio)."
+        },
     )
     max_steps: int | None = field(
-        default=None, metadata={"help": "Optimiser steps in all, code-corpus steps included."}
+        default=None,
+        metadata={
+            "help": "Upper bound on optimiser steps in all, code-corpus steps included: the run "
+            "stops there when its epochs would take longer (None: no bound)."
+        },
     )
     max_length: int = field(
         default=1024,
@@ -178,7 +193,10 @@ class TrainConfig:
             "max_grad_norm",
             "save_every",
             "epochs",
+            "warmup_ratio",
         )
+        if self.warmup_ratio >= 1.0:
+            raise ConfigError("warmup_ratio must be below 1 (a fraction of the run's steps)")
         if self.max_steps is not None and self.max_steps < 1:
             raise ConfigError("max_steps must be at least 1 (or None to derive it from epochs)")
         if not 0.0 <= self.lora_dropout < 1.0:
@@ -242,6 +260,14 @@ class LetiConfig(TrainConfig):
         default=None,
         metadata={"help": "Tokens per plain-code sequence (default: min(max_length, 512))."},
     )
+    truncated: str | None = field(
+        default=None,
+        metadata={
+            "help": "Failed programs cut at the token limit (finish_reason 'length'): 'drop' "
+            "them, 'mark' them (a line appended to their feedback) or 'keep' them; None: "
+            "$LETI_TRAIN_TRUNCATED, else 'drop'."
+        },
+    )
     laffi_ratio: float = field(
         default=0.0,
         metadata={
@@ -284,6 +310,9 @@ class LetiConfig(TrainConfig):
             raise ConfigError("code_ratio must be >= 0 (0 disables the code corpus)")
         if not 0.0 <= self.laffi_holdout < 1.0:
             raise ConfigError("laffi_holdout must be in [0, 1)")
+        if self.truncated is not None and self.truncated not in TRUNCATED_POLICIES:
+            raise ConfigError(f"truncated={self.truncated!r}: choose one of "
+                              f"{', '.join(TRUNCATED_POLICIES)}")
         if self.code_block_size is None:
             self.code_block_size = min(self.max_length, 512)
         if self.code_block_size < 8:

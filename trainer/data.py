@@ -318,3 +318,7 @@ class DataSummary:
     by_kind: dict[str, int] = field(default_factory=dict)
     skipped_too_long: int = 0
     heldout_triples: int = 0
+    read: int = 0  # triples in the file
+    truncated_policy: str = "drop"
+    dropped: dict[str, int] = field(default_factory=dict)  # left out when read, by reason
+    marked: int = 0  # truncated failures kept with a note appended to their feedback

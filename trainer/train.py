@@ -34,7 +34,7 @@ from trainer.data import (
     DataSummary,
     feedback_examples,
     file_sha256,
-    read_triples,
+    read_triples_report,
     split_by_task,
 )
 from trainer.events import EventLog
@@ -65,7 +65,7 @@ def _train(config: LetiConfig, events: EventLog) -> TrainResult:
     from trainer.base_model import load_base_model
 
     # --- data first: a broken file fails in a second, before any model is loaded -------------
-    triples = read_triples(config.data)
+    triples, read = read_triples_report(config.data, truncated=config.truncated)
     data_sha = file_sha256(config.data)
 
     accelerator = Accelerator(cpu=config.device == "cpu")
@@ -94,6 +94,9 @@ def _train(config: LetiConfig, events: EventLog) -> TrainResult:
     # --- sequences: the prompt text comes from trainer.prompts, as at sampling time -----------
     encoded, summary = _sequences(config, triples, tokenizer)
     summary.heldout_triples = len(heldout)
+    # what the reader left out of the file (failed programs cut at the token limit, by policy)
+    summary.read, summary.truncated_policy = read.read, read.policy
+    summary.dropped, summary.marked = dict(read.dropped), read.marked
     rank, world = accelerator.process_index, accelerator.num_processes
     stream = ExampleStream(encoded, seed=config.seed, rank=rank, world_size=world)
     code = _code_stream(config, tokenizer) if config.code_ratio > 0 else None
@@ -103,9 +106,7 @@ def _train(config: LetiConfig, events: EventLog) -> TrainResult:
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate,
                                   weight_decay=config.weight_decay)
-    per_step = config.batch_size * config.grad_accum * world
-    feedback_steps = max(1, math.ceil(config.epochs * len(encoded) / per_step))
-    steps = config.max_steps or total_steps(feedback_steps, config.code_ratio)
+    steps = run_steps(config, len(encoded), world)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config, steps))
 
     # --- resume: everything the next step depends on comes back from the checkpoint ----------
@@ -192,6 +193,16 @@ def _train(config: LetiConfig, events: EventLog) -> TrainResult:
                       heldout=heldout, probe=encoded[0].input_ids, steps=steps)
 
 
+def run_steps(config: LetiConfig, examples: int, world: int = 1) -> int:
+    """The run's optimiser steps: ``epochs`` passes over the examples in feedback steps of
+    ``batch_size x grad_accum x processes`` sequences, plus code steps at ``code_ratio``;
+    ``max_steps`` only bounds it (a run is sized by its data, never stretched past it)."""
+    per_step = config.batch_size * config.grad_accum * world
+    feedback_steps = max(1, math.ceil(config.epochs * examples / per_step))
+    steps = total_steps(feedback_steps, config.code_ratio)
+    return min(steps, config.max_steps) if config.max_steps is not None else steps
+
+
 def _sequences(config: LetiConfig, triples: list[Any],
                tokenizer: Any) -> tuple[list[Encoded], DataSummary]:
     """Token ids and labels of every feedback-side example; too-long ones are counted, and
@@ -244,14 +255,16 @@ def _lora_model(model: Any, config: LetiConfig) -> Any:
 
 
 def _schedule(config: LetiConfig, steps: int) -> Any:
-    """Learning-rate multiplier per step: linear warm-up, then constant, linear or cosine."""
+    """Learning-rate multiplier per step: linear warm-up (``warmup_steps``, or ``warmup_ratio``
+    of the run when that is longer), then constant, linear or cosine decay to zero."""
+    warmup = max(config.warmup_steps, math.ceil(config.warmup_ratio * steps))
 
     def factor(step: int) -> float:
-        if step < config.warmup_steps:
-            return (step + 1) / (config.warmup_steps + 1)
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
         if config.lr_schedule == "constant":
             return 1.0
-        progress = (step - config.warmup_steps) / max(1, steps - config.warmup_steps)
+        progress = (step - warmup) / max(1, steps - warmup)
         if config.lr_schedule == "linear":
             return max(0.0, 1.0 - progress)
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))

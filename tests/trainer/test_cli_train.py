@@ -34,3 +34,22 @@ def test_bad_input_exits_2_with_the_fix_in_the_message(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "leti triples export" in result.output
     result = run("--data", str(tmp_path / "missing.jsonl"), "--rank", "12")
     assert result.exit_code == 2 and "vLLM" in result.output
+
+
+def test_truncated_flag_reaches_the_reader(tiny_model: Path, tmp_path: Path,
+                                           monkeypatch) -> None:
+    from tiny_models import triple
+
+    monkeypatch.setenv("LETI_TRAIN_TRUNCATED", "drop")  # the flag wins over the environment
+    data = tmp_path / "t.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in [
+        triple(1, "def add1(x):\n    return x + 1", "good", "All 1 tests passed."),
+        triple(3, "def add3(x):\n    return (((", "bad", "SyntaxError", finish_reason="length")]))
+    result = run("--data", str(data), "--output", str(tmp_path / "run"),
+                 "--base-model", str(tiny_model), "--rank", "8", "--max-steps", "1",
+                 "--code-ratio", "0", "--truncated", "mark", "--no-progress")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["data"]["marked"] == 1 and metrics["data"]["triples"] == 2
+    result = run("--data", str(data), "--output", str(tmp_path / "r2"), "--truncated", "x")
+    assert result.exit_code == 2 and "truncated='x'" in result.output

@@ -145,7 +145,7 @@ def test_a_training_curve_is_the_same_packed_or_padded(tiny_model: Path, triples
     for packing in (False, True):
         result = train(LetiConfig(
             data=triples_file, output_dir=tmp_path / str(packing), base_model=str(tiny_model),
-            lora_rank=8, lora_dropout=0.0, batch_size=3, max_steps=12, save_every=0,
+            lora_rank=8, lora_dropout=0.0, batch_size=3, max_steps=12, epochs=100.0, save_every=0,
             code_ratio=0.0, learning_rate=1e-2, packing=packing, reuse_memory=packing,
             validate_load=False))
         curves.append([h["loss"] for h in result.metrics["history"]])

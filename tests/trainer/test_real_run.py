@@ -84,7 +84,8 @@ def test_real_leti_run_lowers_loss_and_changes_the_generator(mbpp_path: Path, lo
 
     generator = EmbeddedGenerator.load(device="cpu")
     before = mean_loss(generator.model, generator.tokenizer, data)
-    result = train(LetiConfig(data=data, output_dir=tmp_path / "run", max_steps=2, batch_size=4,
+    result = train(LetiConfig(data=data, output_dir=tmp_path / "run", max_steps=2, epochs=100.0,
+                              batch_size=4,
                               learning_rate=3e-3, code_block_size=64, save_every=0,
                               device="cpu"))  # one feedback step, one plain-code step
     assert result.metrics["adapter_check"]["loaded_with_peft"]

@@ -31,8 +31,10 @@ def code_dir(tmp_path: Path) -> Path:
 
 
 def config(tiny_model: Path, data: Path, out: Path, **kw: object) -> LetiConfig:
+    # max_steps only bounds a run sized by its epochs: many epochs let it decide the length
     settings: dict = {"base_model": str(tiny_model), "lora_rank": 8, "batch_size": 2,
-                      "max_steps": 4, "save_every": 0, "code_block_size": 32, **kw}
+                      "max_steps": 4, "epochs": 100.0, "save_every": 0, "code_block_size": 32,
+                      **kw}
     return LetiConfig(data=data, output_dir=out, **settings)
 
 
@@ -101,7 +103,8 @@ def test_same_seed_gives_the_same_adapter(tiny_model: Path, triples_file: Path,
 def cli_args(tiny_model: Path, data: Path, out: Path, code_dir: Path) -> list[str]:
     return [sys.executable, "-m", "trainer", "train", "--data", str(data), "--output", str(out),
             "--base-model", str(tiny_model), "--rank", "8", "--batch-size", "2",
-            "--max-steps", "40", "--save-every", "4", "--code-corpus", str(code_dir),
+            "--max-steps", "40", "--epochs", "100", "--save-every", "4",
+            "--code-corpus", str(code_dir),
             "--code-block-size", "32", "--no-progress", "--no-validate-load"]
 
 
@@ -225,3 +228,64 @@ def test_data_parallel_run_under_torchrun_trains_on_the_global_batch(
 def _token_history(result) -> list[dict]:
     return [e for e in read_events(result.metrics_path.parent / "events.jsonl")
             if e["event"] == "step"]
+
+
+def test_max_steps_bounds_a_run_sized_by_its_epochs(tiny_model: Path, triples_file: Path,
+                                                    tmp_path: Path, code_dir: Path) -> None:
+    """Epochs size the run; max_steps cuts it only when the epochs would take longer (it used
+    to override them, so a run never saw all of its data, or saw it many times)."""
+    from trainer.train import run_steps
+
+    # 12 examples, 2 per step: 6 feedback steps an epoch (+ 5 code steps at 1:1)
+    cfg = config(tiny_model, triples_file, tmp_path / "a", epochs=1.0, max_steps=100)
+    assert run_steps(cfg, 12) == 11
+    assert run_steps(config(tiny_model, triples_file, tmp_path / "b", epochs=3.0,
+                            max_steps=None, code_ratio=0.0), 12) == 18
+    assert run_steps(config(tiny_model, triples_file, tmp_path / "c", epochs=3.0,
+                            max_steps=7), 12) == 7
+    # gradient accumulation: 2 x 3 sequences per step, 2 feedback steps an epoch
+    assert run_steps(config(tiny_model, triples_file, tmp_path / "d", epochs=1.0,
+                            max_steps=None, grad_accum=3, code_ratio=0.0), 12) == 2
+    result = train(config(tiny_model, triples_file, tmp_path / "run", epochs=1.0,
+                          max_steps=100, code_corpus=str(code_dir)))
+    assert result.metrics["steps"] == 11 and result.metrics["loss"]["feedback"]["steps"] == 6
+
+
+def test_warm_up_ratio_then_decay(tiny_model: Path, triples_file: Path, tmp_path: Path) -> None:
+    from trainer.train import _schedule
+
+    cfg = config(tiny_model, triples_file, tmp_path / "x", warmup_ratio=0.25,
+                 lr_schedule="cosine")
+    factor = _schedule(cfg, 20)  # 5 warm-up steps, then cosine to zero
+    rising = [factor(s) for s in range(5)]
+    assert rising == sorted(rising) and rising[-1] < 1.0
+    assert factor(5) == pytest.approx(1.0)
+    falling = [factor(s) for s in range(5, 20)]
+    assert falling == sorted(falling, reverse=True) and falling[-1] < 0.05
+    with pytest.raises(Exception, match="warmup_ratio must be below 1"):
+        config(tiny_model, triples_file, tmp_path / "y", warmup_ratio=1.0)
+
+
+def test_the_run_reports_what_its_reader_dropped(tiny_model: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A truncated failure is dropped by default, marked with ``truncated='mark'`` (the
+    ``--truncated`` flag), and the metrics file says which and how many."""
+    from tiny_models import triple
+
+    monkeypatch.delenv("LETI_TRAIN_TRUNCATED", raising=False)
+    rows = [triple(1, "def add1(x):\n    return x + 1", "good", "All 1 tests passed."),
+            triple(2, "def add2(x):\n    return x - 2", "bad", "Test 1 failed."),
+            triple(3, "def add3(x):\n    return (((", "bad", "SyntaxError",
+                   finish_reason="length")]
+    data = tmp_path / "t.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    dropped = train(config(tiny_model, data, tmp_path / "drop", max_steps=1, code_ratio=0.0))
+    summary = dropped.metrics["data"]
+    assert (summary["read"], summary["triples"], summary["truncated_policy"]) == (3, 2, "drop")
+    assert summary["dropped"] == {"truncated failure": 1} and summary["marked"] == 0
+    marked = train(config(tiny_model, data, tmp_path / "mark", max_steps=1, code_ratio=0.0,
+                          truncated="mark"))
+    summary = marked.metrics["data"]
+    assert (summary["triples"], summary["marked"], summary["dropped"]) == (3, 1, {})
+    with pytest.raises(Exception, match="truncated='sometimes'"):
+        config(tiny_model, data, tmp_path / "bad", truncated="sometimes")
