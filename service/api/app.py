@@ -16,6 +16,8 @@ from service.api.limits import BodySizeLimit
 from service.api.metrics import Metrics, MetricsMiddleware
 from service.api.routes import ROUTERS
 from service.api.routes import adapters, loop, train
+from service.api.routes import openai as openai_routes
+from service.api.routes import run_code as run_code_routes
 from service.api.routes import benchmarks as benchmarks_routes
 from service.api.routes import dashboard as dashboard_routes
 from service.core.catalogue import load_catalogue
@@ -81,4 +83,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(adapters.router)
     app.include_router(benchmarks_routes.router)
     app.include_router(dashboard_routes.router)
+    app.include_router(openai_routes.router)
+    app.include_router(run_code_routes.router)
     return app

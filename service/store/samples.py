@@ -33,6 +33,7 @@ class NewSample:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     finish_reason: str | None = None
+    id: str | None = None  # None: a fresh id; given when the caller must name it in advance
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,8 @@ class FeedbackRecord:
 
 
 def add_samples(session: Session, samples: list[NewSample]) -> list[SampleRow]:
-    rows = [SampleRow(**sample.__dict__) for sample in samples]
+    rows = [SampleRow(**{k: v for k, v in sample.__dict__.items() if k != "id" or v is not None})
+            for sample in samples]
     session.add_all(rows)
     session.flush()
     return rows
