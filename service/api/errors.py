@@ -20,7 +20,7 @@ from starlette.routing import Match
 from sandbox import JobError, SandboxError
 from service.core.errors import InvalidRequest, LimitExceeded, NotFound, Unavailable
 from service.generation.types import (AdapterError, AdapterNotFound, BackendUnavailable,
-                                      GenerationError)
+                                      GenerationError, RequestRejected)
 from service.store.db import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -88,6 +88,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(InvalidRequest, _fixed(422))
     app.add_exception_handler(JobError, _fixed(422))
     app.add_exception_handler(AdapterError, _fixed(422))
+    app.add_exception_handler(RequestRejected, _fixed(422))  # the model server refused it
     app.add_exception_handler(Unavailable, _unavailable)
     app.add_exception_handler(SandboxError, _fixed(503, "sandbox"))
     app.add_exception_handler(BackendUnavailable, _fixed(503, "generator"))

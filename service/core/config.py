@@ -79,6 +79,9 @@ class Settings(BaseSettings):
                                                       "torch's own; fewer on a busy shared CPU)")
     vllm_url: str = Field(default="http://127.0.0.1:8001",
                           description="the vLLM server's base URL")
+    vllm_urls: str | None = Field(default=None,
+                                  description="several vLLM replicas: their base URLs, comma-"
+                                              "separated (overrides vllm_url)")
     vllm_api_key: SecretStr | None = Field(default=None,
                                            description="the vLLM server's --api-key, if any")
     tokenizer: str | None = Field(default=None, description="tokenizer for prompts with vLLM "
@@ -152,6 +155,13 @@ class Settings(BaseSettings):
                 raise ValueError(f"{problem} (refused because LETI_ENVIRONMENT=production)")
             log.warning("%s (allowed only because LETI_ENVIRONMENT=development)", problem)
         return self
+
+    @property
+    def vllm_base_urls(self) -> list[str]:
+        """The vLLM replicas to use: ``LETI_VLLM_URLS`` when set, else ``LETI_VLLM_URL``."""
+        if self.vllm_urls is None:
+            return [self.vllm_url]
+        return [u.strip() for u in self.vllm_urls.split(",") if u.strip()]
 
     @property
     def resolved_database_url(self) -> str:

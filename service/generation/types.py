@@ -20,6 +20,11 @@ class BackendUnavailable(GenerationError):
     """The model server is down, too slow or failing after bounded retries: the API answers 503."""
 
 
+class RequestRejected(GenerationError, ValueError):
+    """The model server refused the request itself (a prompt over the context, a parameter it
+    does not accept): the client must change it, so the API answers 4xx, not 503."""
+
+
 class AdapterError(ValueError):
     """An adapter is unknown, retiring, already loaded, or not plain LoRA: the API answers 4xx."""
 

@@ -1,22 +1,26 @@
-"""The vLLM backend: an async HTTP client for a vLLM OpenAI-compatible server (pinned version).
+"""The vLLM backend: an async HTTP client for one or several vLLM OpenAI-compatible servers of the
+pinned version (``VLLM_VERSION``).
 
 Completions pick an adapter by model name. Hot reload is the pattern vLLM supports reliably: each
 new adapter is loaded under a new versioned name (``policy-v7``) with ``POST /v1/load_lora_adapter``,
 checked in ``GET /v1/models``, the alias is moved to it, and the previous version is unloaded with
 ``POST /v1/unload_lora_adapter`` once its requests have finished (``base.Generator``). Same-name
 in-place reloads are never used. The server must run with ``--enable-lora --max-lora-rank R`` and
-``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``. Connection failures, timeouts, 429 and 5xx are retried
-with exponential backoff, then raised as ``BackendUnavailable`` (the API's 503).
+``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``.
+
+Several replicas (``LETI_VLLM_URLS``): every adapter is loaded on and unloaded from each replica;
+completions go round-robin to the replicas that are up. A replica that cannot be reached is
+marked down and skipped; after ``RetryPolicy.recheck_s`` it is tried again, first brought back in
+line (the adapters it lacks loaded, versions of the alias it should no longer serve unloaded).
+What is retried, and what is not, is in ``vllm_http``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import random
 import re
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from service.generation.adapters import check_lora_dir
 from service.generation.base import Generator
@@ -27,105 +31,140 @@ from service.generation.types import (
     Completion,
     FinishReason,
     GenerationError,
+    RequestRejected,
     SamplingParams,
 )
+from service.generation.vllm_http import (
+    Replica,
+    RetryPolicy,
+    Unreachable,
+    VLLMRequestError,
+    error_message,
+)
 
-VLLM_VERSION = "0.11.0"  # the one version this client and tests/…/vllm_double.py follow
+# The one version this client, docker-compose.yml and vllm_double.py follow. Why this one
+# (docs/GENERATION.md "Pinned vLLM"): the security fixes released since v0.11.0, and its LoRA
+# behaviour: a failed runtime load answers 500 InternalServerError (400 before), a missing
+# adapter directory 404, and "already been loaded" stays a 400 unless load_inplace is asked.
+VLLM_VERSION = "0.34.0"
 VLLM_IMAGE = f"vllm/vllm-openai:v{VLLM_VERSION}"
-_RETRY_STATUS = {429, 500, 502, 503, 504}
+T = TypeVar("T")
+StreamEvent = tuple[int, str] | list[list[Completion]]
 
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Bounded retries: ``attempts`` tries, sleeping ``backoff_s * 2**k`` (capped, jittered)."""
-
-    attempts: int = 4
-    backoff_s: float = 0.5
-    max_backoff_s: float = 8.0
-    timeout_s: float = 300.0  # one completion call may legitimately take minutes
-    connect_timeout_s: float = 5.0
-
-    def delay(self, attempt: int) -> float:
-        return min(self.max_backoff_s, self.backoff_s * 2 ** attempt) * (0.5 + random.random() / 2)
-
-
-class VLLMRequestError(GenerationError):
-    """vLLM refused the request (4xx other than 429): retrying would not help."""
-
-    def __init__(self, status: int, message: str, err_type: str = "") -> None:
-        super().__init__(f"vLLM answered {status} {err_type}: {message}")
-        self.status, self.message, self.err_type = status, message, err_type
-
-
-def error_message(response: Any) -> tuple[str, str]:
-    """(message, type) from vLLM's error body: nested ``{"error": {...}}`` since v0.10.1, flat
-    before; FastAPI's ``{"detail": ...}`` for routes that do not exist."""
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:500], ""
-    if isinstance(body, dict):
-        nested = body.get("error")
-        inner: dict[str, Any] = nested if isinstance(nested, dict) else body
-        if "message" in inner:
-            return str(inner["message"]), str(inner.get("type", ""))
-        if "detail" in body:
-            return str(body["detail"]), ""
-    return str(body)[:500], ""
+__all__ = ["VLLM_IMAGE", "VLLM_VERSION", "RetryPolicy", "VLLMGenerator", "VLLMRequestError",
+           "error_message"]
 
 
 class VLLMGenerator(Generator):
-    """Generates through a vLLM server; adapters are vLLM LoRA modules (see module docstring)."""
+    """Generates through vLLM servers; adapters are vLLM LoRA modules (see module docstring)."""
 
-    def __init__(self, base_url: str, model: str, *, retry: RetryPolicy | None = None,
-                 api_key: str | None = None, client: Any = None, **kwargs: Any) -> None:
+    def __init__(self, base_url: str | Sequence[str], model: str, *,
+                 retry: RetryPolicy | None = None, api_key: str | None = None, client: Any = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         import httpx
 
-        self.base_url = base_url.rstrip("/")
+        urls = [base_url] if isinstance(base_url, str) else list(base_url)
+        if not urls:
+            raise ValueError("the vllm backend needs at least one server URL")
         self.model = model
         self.retry = retry or RetryPolicy()
+        self.base_url = urls[0].rstrip("/")
+        # Prompts built with a chat template already hold their special tokens (the trainer
+        # encodes them with add_special_tokens=False too): see use_prompt_tokenizer.
+        self.add_special_tokens = True
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         timeout = httpx.Timeout(self.retry.timeout_s, connect=self.retry.connect_timeout_s)
-        self._client = client or httpx.AsyncClient(base_url=self.base_url, headers=headers,
-                                                   timeout=timeout)
+        self.replicas = [Replica(url, client or httpx.AsyncClient(
+            base_url=url.rstrip("/"), headers=headers, timeout=timeout), self.retry)
+            for url in urls]
+        self._turn = 0
+
+    def use_prompt_tokenizer(self, tokenizer: Any) -> None:
+        """Encode prompts as training does: no special tokens added to chat-template text."""
+        from trainer.prompts import encode_kwargs
+
+        self.add_special_tokens = encode_kwargs(tokenizer)["add_special_tokens"]
 
     async def close(self) -> None:
         await super().close()
-        await self._client.aclose()
+        for replica in self.replicas:
+            await replica.client.aclose()
 
-    # -- HTTP with bounded retries -------------------------------------------------------------
-    async def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        """The response of a 2xx answer; VLLMRequestError for 4xx; BackendUnavailable after the
-        retries for connection errors, timeouts, 429 and 5xx."""
-        import httpx
+    # -- replicas ------------------------------------------------------------------------------
+    def _rotation(self) -> list[Replica]:
+        """Replicas to try, in order: the up ones round-robin, then those due for a recheck;
+        when none is up, every replica (a lone server is always tried)."""
+        up = [r for r in self.replicas if r.up]
+        self._turn += 1
+        if up:
+            start = self._turn % len(up)
+            up = up[start:] + up[:start]
+        down = sorted((r for r in self.replicas if not r.up), key=lambda r: r.down_since or 0)
+        due = [r for r in down if r.due_for_recheck()]
+        return up + due if up else down
 
-        last = ""
-        for attempt in range(self.retry.attempts):
-            if attempt:
-                await asyncio.sleep(self.retry.delay(attempt - 1))
+    async def _on_a_replica(self, work: Callable[[Replica], Awaitable[T]]) -> T:
+        """``work`` on one replica, failing over to the next while replicas are unreachable."""
+        last: Unreachable | None = None
+        for replica in self._rotation():
             try:
-                response = await self._client.request(method, path, json=body)
-            except httpx.TimeoutException as exc:
-                last = f"timed out ({type(exc).__name__})"
+                if not replica.up:
+                    await self._bring_in_line(replica)
+                result = await work(replica)
+            except Unreachable as exc:
+                replica.mark_down()
+                last = exc
                 continue
-            except httpx.TransportError as exc:
-                last = f"{type(exc).__name__}: {exc}"
+            replica.down_since = None
+            return result
+        if last is not None and len(self.replicas) == 1:
+            raise last
+        raise BackendUnavailable(f"no vLLM replica of {len(self.replicas)} answered; last: "
+                                 f"{last}")
+
+    async def _bring_in_line(self, replica: Replica) -> None:
+        """Make a replica that was down serve exactly the adapters the others serve."""
+        served = await self._models_on(replica)
+        with self._lock:
+            wanted = {name: entry.path for name, entry in self._entries.items()}
+        for name, path in wanted.items():
+            if name not in served:
+                await self._load_on(replica, name, path)
+        ours = re.compile(rf"{re.escape(self.alias)}-v\d+")
+        for name in served:
+            if ours.fullmatch(name) and name not in wanted:
+                await self._unload_on(replica, name)
+
+    async def _on_every_replica(self, work: Callable[[Replica], Awaitable[None]]) -> None:
+        """``work`` on each replica that is up; one found unreachable is marked down (it is
+        brought in line when it rejoins). Raises when no replica could be reached."""
+        reached = 0
+        for replica in self.replicas:
+            if not replica.up and not replica.due_for_recheck() and \
+                    any(r.up for r in self.replicas):
                 continue
-            if response.status_code in _RETRY_STATUS:
-                last = f"HTTP {response.status_code}: {error_message(response)[0]}"
+            try:
+                if not replica.up:
+                    await self._bring_in_line(replica)
+                    replica.down_since = None
+                await work(replica)
+            except Unreachable:
+                replica.mark_down()
                 continue
-            if response.status_code >= 400:
-                message, err_type = error_message(response)
-                raise VLLMRequestError(response.status_code, message, err_type)
-            return response
-        raise BackendUnavailable(f"vLLM at {self.base_url} unavailable: {method} {path} failed "
-                                 f"{self.retry.attempts} times; last: {last}")
+            reached += 1
+        if not reached:
+            raise BackendUnavailable(f"no vLLM replica of {len(self.replicas)} could be "
+                                     "reached")
+
+    # -- models --------------------------------------------------------------------------------
+    async def _models_on(self, replica: Replica) -> dict[str, dict[str, Any]]:
+        response = await replica.call("GET", "/v1/models")
+        return {card["id"]: card for card in response.json().get("data", [])}
 
     async def served_models(self) -> dict[str, dict[str, Any]]:
         """``GET /v1/models`` as ``{id: card}``: the base model and every loaded adapter."""
-        response = await self._call("GET", "/v1/models")
-        return {card["id"]: card for card in response.json().get("data", [])}
+        return await self._on_a_replica(self._models_on)
 
     async def start(self) -> None:
         """Check the base model is served, and adopt versions of the alias a previous run left
@@ -140,63 +179,119 @@ class VLLMGenerator(Generator):
             self._adopt(name, str(served[name].get("root") or ""))
         if versions:
             await self.activate(versions[-1][1])
+        for replica in self.replicas if len(self.replicas) > 1 else ():
+            try:  # every replica must serve the same adapters
+                await self._bring_in_line(replica)
+            except Unreachable:
+                replica.mark_down()
 
     # -- backend hooks -------------------------------------------------------------------------
     def _check_adapter(self, path: str) -> None:
         if Path(path).exists():  # a path only the server sees is left to vLLM to check
             check_lora_dir(path, self.max_lora_rank)
 
-    async def _generate(self, prompts: list[str], params: SamplingParams,
-                        adapter: str | None) -> list[list[Completion]]:
+    def _body(self, prompts: list[str], params: SamplingParams, adapter: str | None,
+              stream: bool) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": adapter or self.model, "prompt": prompts, "n": params.n,
             "temperature": params.temperature, "top_p": params.top_p,
             "max_tokens": params.max_new_tokens, "stop": list(params.stop),
+            "add_special_tokens": self.add_special_tokens,
             "return_token_ids": True,  # per-choice token counts (usage only has totals)
         }
         if params.seed is not None:
             body["seed"] = params.seed
-        try:
-            response = await self._call("POST", "/v1/completions", body)
-        except VLLMRequestError as exc:
-            if exc.status == 404:  # the adapter vanished server-side (e.g. vLLM restarted)
-                raise AdapterNotFound(f"vLLM does not serve {body['model']!r}: {exc.message}") from exc
-            raise
-        return self._parse_completions(response.json(), len(prompts), params.n, adapter)
+        if stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+        return body
 
-    @staticmethod
-    def _parse_completions(data: dict[str, Any], prompts: int, n: int,
-                           adapter: str | None) -> list[list[Completion]]:
-        choices = sorted(data.get("choices", []), key=lambda c: c["index"])
-        if len(choices) != prompts * n:
-            raise GenerationError(f"vLLM returned {len(choices)} choices for {prompts} prompts "
-                                  f"x n={n}")
-        usage = data.get("usage") or {}
-        out: list[list[Completion]] = [[] for _ in range(prompts)]
-        for choice in choices:
-            i = choice["index"] // n  # vLLM orders choices prompt by prompt, n each
-            prompt_ids, token_ids = choice.get("prompt_token_ids"), choice.get("token_ids")
-            prompt_tokens = (len(prompt_ids) if prompt_ids is not None
-                             else usage.get("prompt_tokens", 0) // max(prompts, 1))
-            completion_tokens = (len(token_ids) if token_ids is not None
-                                 else usage.get("completion_tokens", 0) // max(len(choices), 1))
-            reason: FinishReason = ("length" if choice.get("finish_reason") == "length"
-                                    else "stop")
-            out[i].append(Completion(choice.get("text", ""), prompt_tokens, completion_tokens,
-                                     reason, adapter))
-        return out
+    def _refusal(self, exc: VLLMRequestError, model: str) -> Exception:
+        """What a refused completion means here: an adapter gone, a bad request (4xx for our
+        client), or a failure of the server (5xx: it is down for this request)."""
+        if exc.status == 404:  # the adapter vanished server-side (e.g. vLLM restarted)
+            return AdapterNotFound(f"vLLM does not serve {model!r}: {exc.message}")
+        if exc.status < 500:
+            return RequestRejected(f"vLLM refused the request ({exc.status}): {exc.message}")
+        return GenerationError(f"vLLM failed the request ({exc.status}): {exc.message}")
+
+    async def _generate(self, prompts: list[str], params: SamplingParams,
+                        adapter: str | None) -> list[list[Completion]]:
+        body = self._body(prompts, params, adapter, stream=False)
+
+        async def complete(replica: Replica) -> Any:
+            return await replica.call("POST", "/v1/completions", body, idempotent=False)
+        try:
+            response = await self._on_a_replica(complete)
+        except VLLMRequestError as exc:
+            raise self._refusal(exc, body["model"]) from exc
+        return parse_completions(response.json(), len(prompts), params.n, adapter)
+
+    async def stream(self, prompts: Sequence[str], params: SamplingParams,
+                     adapter: str | None = None) -> AsyncIterator[StreamEvent]:
+        """vLLM's stream passed through: ``(choice index, text)`` as each chunk arrives, then
+        the finished completions (as ``generate`` returns them). Choice ``i`` is sample
+        ``i % n`` of prompt ``i // n``."""
+        with self._pinned(adapter) as name:
+            body = self._body(list(prompts), params, name, stream=True)
+            context = await self._on_a_replica(lambda r: self._open_stream(r, body))
+            texts: dict[int, list[str]] = {}
+            done: dict[int, dict[str, Any]] = {}
+            usage: dict[str, Any] = {}
+            async with context as response:
+                async for event in _sse_events(response):
+                    for choice in event.get("choices", []):
+                        index = int(choice["index"])
+                        acc = done.setdefault(index, {"tokens": 0, "prompt": None})
+                        if choice.get("prompt_token_ids") is not None:
+                            acc["prompt"] = len(choice["prompt_token_ids"])
+                        acc["tokens"] += len(choice.get("token_ids") or ()) or \
+                            (1 if choice.get("text") else 0)
+                        if choice.get("finish_reason"):
+                            acc["finish"] = choice["finish_reason"]
+                        if choice.get("text"):
+                            texts.setdefault(index, []).append(choice["text"])
+                            yield index, choice["text"]
+                    usage = event.get("usage") or usage
+            yield _streamed(texts, done, usage, len(prompts), params.n, name)
+
+    async def _open_stream(self, replica: Replica, body: dict[str, Any]) -> Any:
+        """The stream's response context once vLLM accepted it (a refusal raised here)."""
+        import httpx
+
+        request = replica.client.build_request("POST", "/v1/completions", json=body)
+        try:
+            response = await replica.client.send(request, stream=True)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            raise Unreachable(f"vLLM at {replica.url} unavailable: {exc}") from exc
+        except httpx.TransportError as exc:
+            raise BackendUnavailable(f"vLLM at {replica.url}: the stream failed ({exc})") \
+                from exc
+        if response.status_code >= 400:
+            await response.aread()
+            await response.aclose()
+            message, err_type = error_message(response)
+            if response.status_code in (429, 503):
+                raise Unreachable(f"vLLM at {replica.url}: HTTP {response.status_code}: "
+                                  f"{message}")
+            raise self._refusal(VLLMRequestError(response.status_code, message, err_type),
+                                body["model"])
+        return _Opened(response)
 
     async def _load(self, name: str, path: str) -> None:
-        try:
-            await self._call("POST", "/v1/load_lora_adapter",
-                             {"lora_name": name, "lora_path": path})
+        await self._on_every_replica(lambda replica: self._load_on(replica, name, path))
+
+    async def _load_on(self, replica: Replica, name: str, path: str) -> None:
+        try:  # a 500 is vLLM's answer to an adapter it failed to load: no retry, an AdapterError
+            await replica.call("POST", "/v1/load_lora_adapter",
+                               {"lora_name": name, "lora_path": path}, retry_500=False)
         except VLLMRequestError as exc:
             if exc.status == 404 and not exc.err_type:
                 raise AdapterError("vLLM has no /v1/load_lora_adapter: start it with "
                                    "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True and --enable-lora") from exc
             if "already been loaded" not in exc.message:
                 raise AdapterError(f"vLLM refused adapter {name!r} ({path}): {exc.message}") from exc
-        card = (await self.served_models()).get(name)
+        card = (await self._models_on(replica)).get(name)
         if card is not None and card.get("root") not in (None, path):  # a stranger's adapter
             raise AdapterError(f"vLLM already serves {name!r} from {card.get('root')}, not {path}")
         if card is None:
@@ -205,8 +300,85 @@ class VLLMGenerator(Generator):
             raise GenerationError(f"vLLM serves {name!r} on {card.get('parent')!r}, not {self.model!r}")
 
     async def _unload(self, name: str) -> None:
+        await self._on_every_replica(lambda replica: self._unload_on(replica, name))
+
+    async def _unload_on(self, replica: Replica, name: str) -> None:
         try:
-            await self._call("POST", "/v1/unload_lora_adapter", {"lora_name": name})
+            await replica.call("POST", "/v1/unload_lora_adapter", {"lora_name": name})
         except VLLMRequestError as exc:
             if exc.status != 404:  # 404: already gone (a retried unload that had landed)
                 raise AdapterError(f"vLLM refused to unload {name!r}: {exc.message}") from exc
+
+
+class _Opened:
+    """An accepted streaming response as an async context manager that closes it."""
+
+    def __init__(self, response: Any) -> None:
+        self.response = response
+
+    async def __aenter__(self) -> Any:
+        return self.response
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.response.aclose()
+
+
+async def _sse_events(response: Any) -> AsyncIterator[dict[str, Any]]:
+    """The JSON objects of a server-sent event stream, up to ``data: [DONE]``."""
+    import json
+
+    async for line in response.aiter_lines():
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if data == "[DONE]":
+            return
+        event = json.loads(data)
+        if "error" in event:
+            message, _ = error_message(_Body(event))
+            raise GenerationError(f"vLLM's stream failed: {message}")
+        yield event
+
+
+class _Body:
+    def __init__(self, body: dict[str, Any]) -> None:
+        self._body = body
+
+    def json(self) -> dict[str, Any]:
+        return self._body
+
+
+def _streamed(texts: dict[int, list[str]], done: dict[int, dict[str, Any]],
+              usage: dict[str, Any], prompts: int, n: int,
+              adapter: str | None) -> list[list[Completion]]:
+    out: list[list[Completion]] = [[] for _ in range(prompts)]
+    for index in range(prompts * n):
+        acc = done.get(index, {"tokens": 0, "prompt": None})
+        prompt_tokens = acc["prompt"] if acc["prompt"] is not None else \
+            usage.get("prompt_tokens", 0) // max(prompts, 1)
+        reason: FinishReason = "length" if acc.get("finish") == "length" else "stop"
+        out[index // n].append(Completion("".join(texts.get(index, [])), prompt_tokens,
+                                          acc["tokens"], reason, adapter))
+    return out
+
+
+def parse_completions(data: dict[str, Any], prompts: int, n: int,
+                      adapter: str | None) -> list[list[Completion]]:
+    choices = sorted(data.get("choices", []), key=lambda c: c["index"])
+    if len(choices) != prompts * n:
+        raise GenerationError(f"vLLM returned {len(choices)} choices for {prompts} prompts "
+                              f"x n={n}")
+    usage = data.get("usage") or {}
+    out: list[list[Completion]] = [[] for _ in range(prompts)]
+    for choice in choices:
+        i = choice["index"] // n  # vLLM orders choices prompt by prompt, n each
+        prompt_ids, token_ids = choice.get("prompt_token_ids"), choice.get("token_ids")
+        prompt_tokens = (len(prompt_ids) if prompt_ids is not None
+                         else usage.get("prompt_tokens", 0) // max(prompts, 1))
+        completion_tokens = (len(token_ids) if token_ids is not None
+                             else usage.get("completion_tokens", 0) // max(len(choices), 1))
+        reason: FinishReason = ("length" if choice.get("finish_reason") == "length"
+                                else "stop")
+        out[i].append(Completion(choice.get("text", ""), prompt_tokens, completion_tokens,
+                                 reason, adapter))
+    return out

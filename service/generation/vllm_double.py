@@ -4,10 +4,14 @@ NOT vLLM. It implements only the endpoints this project uses, with the request f
 shapes, status codes and error messages of the pinned vLLM version (``VLLM_VERSION``; see
 docs/GENERATION.md for which behaviours come from vLLM's docs and source and which are the
 double's own): ``GET /v1/models``, ``POST /v1/completions`` (list prompts, ``n``, ``stop``,
-``seed``, ``return_token_ids``), and, only when runtime LoRA updating is allowed (vLLM's
-``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``), ``POST /v1/load_lora_adapter`` and
-``POST /v1/unload_lora_adapter``. Answers are real: they come from the embedded model.
-``Faults`` (not a vLLM feature) lets tests make it slow or failing.
+``seed``, ``return_token_ids``, ``add_special_tokens``, ``stream`` as server-sent events with
+``stream_options.include_usage``, a 400 for a prompt plus ``max_tokens`` over the context), and,
+only when runtime LoRA updating is allowed (vLLM's ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``),
+``POST /v1/load_lora_adapter`` (an adapter the engine fails to load: 500, a missing one: 404) and
+``POST /v1/unload_lora_adapter``. Prompts are tokenized as vLLM does, with the served model's
+tokenizer and ``add_special_tokens`` (default true: a tokenizer that adds BOS adds it); answers
+are real: they come from the embedded model. ``Faults`` (not a vLLM feature) lets tests make it
+slow or failing, and ``app.state.requests`` keeps every completion request's body.
 
 Run by hand: ``python -m service.generation.vllm_double --port 8000``.
 """
@@ -29,6 +33,10 @@ from service.generation.embedded import EmbeddedGenerator
 from service.generation.types import SamplingParams
 
 
+class StreamOptions(BaseModel):
+    include_usage: bool | None = None
+
+
 class CompletionRequest(BaseModel):
     """The ``/v1/completions`` fields the double honours (vLLM accepts many more)."""
 
@@ -41,6 +49,9 @@ class CompletionRequest(BaseModel):
     stop: str | list[str] | None = None
     seed: int | None = None
     return_token_ids: bool | None = None
+    add_special_tokens: bool = True  # vLLM's default for /v1/completions
+    stream: bool = False
+    stream_options: StreamOptions | None = None
 
 
 class LoadRequest(BaseModel):
@@ -72,15 +83,18 @@ def _error(message: str, err_type: str, status: HTTPStatus) -> Any:
 
 
 def create_app(generator: EmbeddedGenerator, served_model_name: str, *, max_lora_rank: int = 16,
-               allow_runtime_lora_updating: bool = True, max_model_len: int = 8192) -> Any:
+               allow_runtime_lora_updating: bool = True, max_model_len: int = 8192,
+               tokenizer: Any = None) -> Any:
     """The FastAPI app; ``generator`` must not be shared with other users (its adapters are the
-    server's LoRA modules)."""
+    server's LoRA modules). ``tokenizer``: the served model's (default: the generator's)."""
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import PlainTextResponse
 
     app = FastAPI(title=f"vLLM test double (not vLLM; follows {served_model_name})")
     app.state.faults = Faults()
+    app.state.requests = []  # every completion request body, for tests
+    tokenizer = tokenizer or generator.tokenizer
     loras: dict[str, str] = {}  # name -> path, in load order
     created = int(time.time())
 
@@ -115,10 +129,15 @@ def create_app(generator: EmbeddedGenerator, served_model_name: str, *, max_lora
 
     @app.post("/v1/completions")
     async def completions(req: CompletionRequest) -> Any:
+        app.state.requests.append(req.model_dump())
         if req.model != served_model_name and req.model not in loras:
             return _error(f"The model `{req.model}` does not exist.", "NotFoundError",
                           HTTPStatus.NOT_FOUND)
         prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
+        encoded = [_tokenized(tokenizer, p, req.add_special_tokens) for p in prompts]
+        too_long = _over_context(encoded, req.max_tokens or 16, max_model_len)
+        if too_long is not None:
+            return _error(too_long, "BadRequestError", HTTPStatus.BAD_REQUEST)
         stop = [req.stop] if isinstance(req.stop, str) else (req.stop or [])
         try:
             params = SamplingParams(n=req.n, temperature=1.0 if req.temperature is None
@@ -126,27 +145,35 @@ def create_app(generator: EmbeddedGenerator, served_model_name: str, *, max_lora
                                     max_new_tokens=req.max_tokens or 16, stop=tuple(stop),
                                     seed=req.seed)
             adapter = req.model if req.model in loras else "base"
-            results = await generator.generate(prompts, params, adapter=adapter)
+            results = await generator.generate([text for text, _ in encoded], params,
+                                               adapter=adapter)
         except ValueError as exc:
             return _error(str(exc), "BadRequestError", HTTPStatus.BAD_REQUEST)
         choices: list[dict[str, Any]] = []
-        for samples in results:
+        for (_, ids), samples in zip(encoded, results, strict=True):
             for sample in samples:
                 choice: dict[str, Any] = {
                     "index": len(choices), "text": sample.text, "logprobs": None,
                     "finish_reason": sample.finish_reason, "stop_reason": None,
                     "prompt_logprobs": None}
-                if req.return_token_ids:  # the double reports counts as ids of the right length
-                    choice["prompt_token_ids"] = [0] * sample.prompt_tokens
+                if req.return_token_ids:  # prompt ids real; the output's of the right length
+                    choice["prompt_token_ids"] = ids
                     choice["token_ids"] = [0] * sample.completion_tokens
                 choices.append(choice)
-        prompt_tokens = sum(s[0].prompt_tokens for s in results)
+        prompt_tokens = sum(len(ids) for _, ids in encoded)
         completion_tokens = sum(c.completion_tokens for s in results for c in s)
-        return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion",
-                "created": int(time.time()), "model": req.model, "choices": choices,
-                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                          "total_tokens": prompt_tokens + completion_tokens,
-                          "prompt_tokens_details": None}}
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                 "total_tokens": prompt_tokens + completion_tokens,
+                 "prompt_tokens_details": None}
+        head = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion",
+                "created": int(time.time()), "model": req.model}
+        if req.stream:
+            from fastapi.responses import StreamingResponse
+
+            with_usage = bool(req.stream_options and req.stream_options.include_usage)
+            return StreamingResponse(_sse(head, choices, usage if with_usage else None),
+                                     media_type="text/event-stream")
+        return {**head, "choices": choices, "usage": usage}
 
     if not allow_runtime_lora_updating:
         return app  # like vLLM: the routes do not exist, FastAPI answers 404 {"detail": ...}
@@ -157,22 +184,23 @@ def create_app(generator: EmbeddedGenerator, served_model_name: str, *, max_lora
             return _error("Both 'lora_name' and 'lora_path' must be provided.",
                           "InvalidUserInput", HTTPStatus.BAD_REQUEST)
         if req.lora_name in loras:
-            return _error(f"The lora adapter '{req.lora_name}' has already been loaded.",
+            return _error(f"The lora adapter '{req.lora_name}' has already been loaded. If you "
+                          "want to load the adapter in place, set 'load_inplace' to True.",
                           "InvalidUserInput", HTTPStatus.BAD_REQUEST)
         problem = _vllm_load_problem(Path(req.lora_path), max_lora_rank)
         if problem is not None:
             return _error(*problem)
         try:
             await generator.load_adapter(req.lora_name, req.lora_path)
-        except ValueError as exc:
-            return _error(str(exc), "BadRequestError", HTTPStatus.BAD_REQUEST)
+        except ValueError as exc:  # the engine could not load it: vLLM answers 500
+            return _error(str(exc), "InternalServerError", HTTPStatus.INTERNAL_SERVER_ERROR)
         loras[req.lora_name] = req.lora_path
         return PlainTextResponse(f"Success: LoRA adapter '{req.lora_name}' added successfully.")
 
     @app.post("/v1/unload_lora_adapter")
     async def unload_lora_adapter(req: UnloadRequest) -> Any:
-        if not req.lora_name and not req.lora_int_id:
-            return _error("either 'lora_name' and 'lora_int_id' needs to be provided.",
+        if not req.lora_name:
+            return _error("'lora_name' needs to be provided to unload a LoRA adapter.",
                           "InvalidUserInput", HTTPStatus.BAD_REQUEST)
         if req.lora_name not in loras:
             return _error(f"The lora adapter '{req.lora_name}' cannot be found.",
@@ -184,8 +212,60 @@ def create_app(generator: EmbeddedGenerator, served_model_name: str, *, max_lora
     return app
 
 
+def _tokenized(tokenizer: Any, prompt: str, add_special_tokens: bool) -> tuple[str, list[int]]:
+    """(text the embedded model is given, the ids vLLM would run): as vLLM tokenizes a text
+    prompt. Special tokens the tokenizer adds (a BOS) are put in front of the text, so the
+    embedded model, which never adds them itself to chat text, sees the same ids."""
+    ids = list(tokenizer(prompt, add_special_tokens=add_special_tokens)["input_ids"])
+    plain = list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    extra = len(ids) - len(plain)
+    if extra > 0 and ids[extra:] == plain:
+        return tokenizer.decode(ids[:extra]) + prompt, ids
+    return prompt, ids
+
+
+def _over_context(encoded: list[tuple[str, list[int]]], max_tokens: int,
+                  max_model_len: int) -> str | None:
+    """vLLM's refusal of a prompt that does not fit with its completion (a 400)."""
+    for _, ids in encoded:
+        if len(ids) + max_tokens > max_model_len:
+            return (f"This model's maximum context length is {max_model_len} tokens. However, "
+                    f"you requested {len(ids) + max_tokens} tokens ({len(ids)} in the "
+                    f"messages, {max_tokens} in the completion). Please reduce the length of "
+                    "the messages or completion.")
+    return None
+
+
+async def _sse(head: dict[str, Any], choices: list[dict[str, Any]],
+               usage: dict[str, Any] | None) -> Any:
+    """vLLM's completion stream: each choice's text in pieces (token ids with the pieces when
+    asked), the finish reason on its last piece, the usage alone at the end, then [DONE]."""
+    for choice in choices:
+        text, count = choice["text"], len(choice.get("token_ids") or [])
+        step = max(1, -(-len(text) // 3))  # up to three pieces
+        pieces = [text[i:i + step] for i in range(0, len(text), step)] or [""]
+        for k, piece in enumerate(pieces):
+            last = k == len(pieces) - 1
+            part: dict[str, Any] = {"index": choice["index"], "text": piece, "logprobs": None,
+                                    "finish_reason": choice["finish_reason"] if last else None,
+                                    "stop_reason": None}
+            if "token_ids" in choice:
+                share = count // len(pieces) + (count % len(pieces) if last else 0)
+                part["token_ids"] = [0] * share
+                if k == 0:
+                    part["prompt_token_ids"] = choice["prompt_token_ids"]
+            chunk = {**head, "choices": [part]}
+            if usage is not None:
+                chunk["usage"] = None
+            yield f"data: {json.dumps(chunk)}\n\n"
+    if usage is not None:
+        yield f"data: {json.dumps({**head, 'choices': [], 'usage': usage})}\n\n"
+    yield "data: [DONE]\n\n"
+
+
 def _vllm_load_problem(path: Path, max_rank: int) -> tuple[str, str, HTTPStatus] | None:
-    """The error vLLM gives for an adapter it cannot load (missing dir: 404, else 400)."""
+    """The error vLLM gives for an adapter it cannot load: a missing directory is a 404
+    (``LoRAAdapterNotFoundError``); whatever else the engine refuses, a 500 with its message."""
     config_file = path / "adapter_config.json"
     if not config_file.is_file():
         return (f"Loading lora {path.name} failed: No adapter found for {path}",
@@ -194,12 +274,12 @@ def _vllm_load_problem(path: Path, max_rank: int) -> tuple[str, str, HTTPStatus]
     rank = max([config.get("r", 8), *dict(config.get("rank_pattern") or {}).values()])
     if rank > max_rank:
         return (f"LoRA rank {rank} is greater than max_lora_rank {max_rank}.",
-                "BadRequestError", HTTPStatus.BAD_REQUEST)
+                "InternalServerError", HTTPStatus.INTERNAL_SERVER_ERROR)
     if config.get("modules_to_save"):
         message = (f"While loading {path}, expected target modules in the model's "
                    f"LoRA-supported modules but received {config['modules_to_save']}. Please "
                    "verify that the loaded LoRA module is correct")
-        return message, "BadRequestError", HTTPStatus.BAD_REQUEST
+        return message, "InternalServerError", HTTPStatus.INTERNAL_SERVER_ERROR
     return None
 
 
