@@ -93,8 +93,9 @@ class VLLMGenerator(Generator):
 
     # -- replicas ------------------------------------------------------------------------------
     def _rotation(self) -> list[Replica]:
-        """Replicas to try, in order: the up ones round-robin, then those due for a recheck;
-        when none is up, every replica (a lone server is always tried)."""
+        """Replicas to try, in order: those down long enough to be tried again (so they
+        rejoin), then the up ones round-robin; when none is up, every replica (a lone server
+        is always tried)."""
         up = [r for r in self.replicas if r.up]
         self._turn += 1
         if up:
@@ -102,7 +103,7 @@ class VLLMGenerator(Generator):
             up = up[start:] + up[:start]
         down = sorted((r for r in self.replicas if not r.up), key=lambda r: r.down_since or 0)
         due = [r for r in down if r.due_for_recheck()]
-        return up + due if up else down
+        return due + up if up else down
 
     async def _on_a_replica(self, work: Callable[[Replica], Awaitable[T]]) -> T:
         """``work`` on one replica, failing over to the next while replicas are unreachable."""

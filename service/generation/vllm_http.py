@@ -86,8 +86,8 @@ class Replica:
             time.monotonic() - self.down_since >= self.retry.recheck_s
 
     def mark_down(self) -> None:
-        if self.down_since is None:
-            self.down_since = time.monotonic()
+        """Found unreachable (again): left alone for ``recheck_s`` from now."""
+        self.down_since = time.monotonic()
 
     async def call(self, method: str, path: str, body: dict[str, Any] | None = None, *,
                    idempotent: bool = True, retry_500: bool = True) -> Any:
