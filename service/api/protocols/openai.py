@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from service.api.schemas import LongText, Statement, Text
+from service.api.schemas import LongText, Problem, Statement, Text
 
 Stop = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
@@ -127,6 +127,37 @@ class CompletionRequest(_Sampling):
 
 
 # -- answers (plain dicts in OpenAI's shapes; the official client parses them) -------------------
+
+class ErrorObject(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """OpenAI's error body, on every error of these routes."""
+
+    error: ErrorObject
+
+
+_WHY = {400: "invalid request (a parameter, a limit, a test that does not compile)",
+        401: "missing or wrong API key", 404: "the model is not served",
+        503: "the generator or sandbox is down"}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for the OpenAI-shaped errors a route can give."""
+    return {code: {"model": ErrorResponse, "description": _WHY[code]} for code in codes}
+
+
+COMPLETION_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "the completion (JSON), or with ``stream`` its server-sent events "
+                         "ending in ``data: [DONE]``",
+          "content": {"application/json": {}, "text/event-stream": {}}},
+    **error_responses(400, 401, 404, 503),
+    # Refused by the body-size limit before any route runs: the API's own error body.
+    413: {"model": Problem, "description": "request body over LETI_MAX_BODY_BYTES"}}
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,

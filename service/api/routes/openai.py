@@ -14,16 +14,19 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Request, Response, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.routing import APIRoute
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from service.api.deps import GenerationDep, ServicesDep
 from service.api.protocols.openai import (
+    COMPLETION_RESPONSES,
     ChatRequest,
     CompletionRequest,
     error_body,
+    error_responses,
     model_list,
     usage,
 )
@@ -83,14 +86,17 @@ class OpenAIRoute(APIRoute):
         return route
 
 
+_bearer = HTTPBearer(auto_error=False, description="the API key, as OpenAI clients send it")
+_key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False,
+                           description="the same key, as the rest of the API takes it")
+
+
 def require_key(services: ServicesDep,
-                authorization: Annotated[str | None, Header()] = None,
-                x_api_key: Annotated[str | None, Header(alias=API_KEY_HEADER)] = None) -> None:
+                bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
+                x_api_key: Annotated[str | None, Security(_key_header)] = None) -> None:
     """``Authorization: Bearer <key>`` (what OpenAI clients send) or ``X-API-Key``: one key."""
-    bearer = None
-    if authorization and authorization[:7].lower() == "bearer ":
-        bearer = authorization[7:].strip()
-    presented = [k for k in (bearer, x_api_key) if k is not None] or [None]
+    presented = [k for k in (bearer.credentials if bearer else None, x_api_key)
+                 if k is not None] or [None]
     if not any(key_matches(services.settings.api_key, key) for key in presented):
         raise HTTPException(401, "missing or wrong API key: send it as 'Authorization: Bearer "
                                  f"<key>' or in the {API_KEY_HEADER} header",
@@ -108,7 +114,7 @@ def get_serving(generation: GenerationDep) -> Serving:
 ServingDep = Annotated[Serving, Depends(get_serving)]
 
 
-@router.get("/models")
+@router.get("/models", responses=error_responses(503))
 async def models(serving: ServingDep) -> dict[str, Any]:
     """``policy`` (the serving adapter, whichever it is now), ``base``, each loaded version."""
     return model_list(serving.model_names())
@@ -130,13 +136,13 @@ def _input(body: ChatRequest | CompletionRequest) -> ServeInput:
         condition_on_good=ext.condition_on_good if ext else None)
 
 
-@router.post("/chat/completions", dependencies=[Key])
+@router.post("/chat/completions", dependencies=[Key], responses=COMPLETION_RESPONSES)
 async def chat_completions(body: ChatRequest, serving: ServingDep) -> Response:
     """A chat completion (or its stream); each choice is a stored sample (docs/API.md)."""
     return await _serve(body, serving, chat=True)
 
 
-@router.post("/completions", dependencies=[Key])
+@router.post("/completions", dependencies=[Key], responses=COMPLETION_RESPONSES)
 async def completions(body: CompletionRequest, serving: ServingDep) -> Response:
     """A text completion of each prompt (or its stream); each choice is a stored sample."""
     return await _serve(body, serving, chat=False)
