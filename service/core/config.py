@@ -106,6 +106,10 @@ class Settings(BaseSettings):
                                                           "(`leti serve` turns it on by default)")
     loop_problems_per_round: int = Field(default=4, ge=1, le=1000,
                                          description="training problems sampled per round")
+    loop_pool_size: int = Field(default=16, ge=0, le=100_000,
+                                description="the fixed pool of train problems the rounds walk "
+                                            "and re-sample, pass after pass (the first N of "
+                                            "the train split; 0: all of it)")
     loop_samples_per_problem: int = Field(default=4, ge=1, le=64,
                                           description="programs sampled per problem (n)")
     loop_temperature: float = Field(default=0.8, ge=0, le=2, description="sampling temperature")
@@ -118,22 +122,57 @@ class Settings(BaseSettings):
     train_interval_s: float = Field(default=3600.0, ge=0,
                                     description="also train when this long has passed since the "
                                                 "last run and any new triple exists (0: off)")
-    train_steps: int = Field(default=8, ge=1, description="optimiser steps per training run")
-    train_batch_size: int = Field(default=2, ge=1, le=256, description="sequences per step")
+    train_selection: Literal["accumulate", "window"] = Field(
+        default="accumulate",
+        description="accumulate: every passing program of every round plus the new failures "
+                    "(service/loop/selection.py); window: only the new triples")
+    train_max_passing_per_problem: int = Field(default=8, ge=1, le=10_000,
+                                               description="distinct passing programs kept "
+                                                           "per problem")
+    train_max_failures_per_problem: int = Field(default=4, ge=0, le=10_000,
+                                                description="distinct new failures kept per "
+                                                            "problem, distinct error types first")
+    train_epochs: float = Field(default=3.0, gt=0, le=100,
+                                description="passes over the selected data per run")
+    train_steps: int = Field(default=64, ge=1,
+                             description="most optimiser steps per run (code steps included); "
+                                         "the epochs decide below it")
+    train_batch_size: int = Field(default=2, ge=1, le=256, description="sequences per micro-batch")
+    train_grad_accum: int = Field(default=4, ge=1, le=1024,
+                                  description="micro-batches per optimiser step")
+    train_learning_rate: float = Field(default=2e-4, gt=0, le=1, description="peak learning rate")
+    train_lr_schedule: Literal["constant", "linear", "cosine"] = Field(
+        default="cosine", description="decay after the warm-up")
+    train_warmup_ratio: float = Field(default=0.1, ge=0, lt=1,
+                                      description="warm-up as a fraction of the run's steps")
     train_max_length: int = Field(default=512, ge=64, le=8192,
                                   description="longest training sequence in tokens")
-    train_code_ratio: float = Field(default=0.0, ge=0, le=16,
-                                    description="plain-code steps per feedback step")
+    train_code_ratio: float = Field(default=1.0, ge=0, le=16,
+                                    description="plain-code steps per feedback step (LETI: 1)")
+    train_init: Literal["base", "serving"] = Field(
+        default="base", description="start each run from a fresh adapter on the base model "
+                                    "(ReST-EM, STaR) or continue the serving adapter")
+    train_min_score: float = Field(default=0.0, ge=0, le=1,
+                                   description="the trainer's heterogeneous-feedback threshold")
+    train_keep_fraction: float = Field(default=1.0, gt=0, le=1,
+                                       description="the trainer's cluster-balanced subset")
     train_truncated: Literal["drop", "mark", "keep"] = Field(
         default="drop", description="failed programs cut at the token limit: drop them from "
                                     "training, mark them (their feedback says so), or keep them")
-    gate_problems: int = Field(default=10, ge=1, le=1000,
-                               description="validation problems the promotion gate samples")
-    gate_margin: float = Field(default=0.02, ge=0, le=1,
+    gate_problems: int = Field(default=90, ge=1, le=1000,
+                               description="validation problems the promotion gate measures "
+                                           "(MBPP's whole validation split)")
+    gate_margin: float = Field(default=0.0, ge=0, le=1,
                                description="largest pass@1 drop a candidate may show and still "
-                                           "be promoted")
-    gate_temperature: float = Field(default=0.2, ge=0, le=2,
-                                    description="the gate's (low) sampling temperature")
+                                           "be promoted (0: it must not solve fewer)")
+    gate_confidence: float = Field(default=0.95, gt=0, lt=1,
+                                   description="the paired bootstrap interval's level: a "
+                                               "candidate whose interval lies below 0 is refused")
+    gate_min_detectable: float = Field(default=0.05, gt=0, le=1,
+                                       description="a drop the gate should be able to see; a "
+                                                   "warning when it has too few problems to")
+    gate_temperature: float = Field(default=0.0, ge=0, le=2,
+                                    description="the gate's sampling temperature (0: greedy)")
     gate_seed: int = Field(default=1234, description="the gate's sampling seed (fixed)")
 
     @model_validator(mode="after")

@@ -21,7 +21,7 @@ from service.core.errors import InvalidRequest, NotFound, Unavailable
 from service.core.evaluation import SandboxGate
 from service.core.generation import Generation
 from service.loop import state
-from service.loop.gate import gate_spec, pass_at_1, verdict
+from service.loop.gate import gate_spec, paired_decision, pass_at_1
 from service.store import lineage
 from service.store.db import Store
 from service.store.models import AdapterRow, PromotionRow
@@ -108,13 +108,15 @@ class AdapterSwitch:
 
     # -- the gate ----------------------------------------------------------------------------
     async def _serving_figure(self, spec_key: dict[str, Any]) -> dict[str, Any]:
-        """The serving adapter's pass@1 under this spec: stored if measured so, else now."""
+        """The serving adapter's per-problem results under this spec: stored if measured so
+        (they are reused, not re-sampled), else measured now and stored."""
         serving = self.generator.serving
         if serving is not None:
             stored = (self._row(serving).metrics or {}).get("gate")
         else:
             stored = await anyio.to_thread.run_sync(state.get_value, self.store, BASE_GATE_KEY)
-        if stored and all(stored.get(k) == v for k, v in spec_key.items()):
+        if stored and "results" in stored and all(stored.get(k) == v
+                                                   for k, v in spec_key.items()):
             return dict(stored)
         figure = await self._measure(spec_key, serving)
         await anyio.to_thread.run_sync(self._save_figure, serving, figure)
@@ -140,7 +142,9 @@ class AdapterSwitch:
                 row.metrics = {**(row.metrics or {}), "gate": figure}
 
     async def gate(self, name: str) -> dict[str, Any]:
-        """Measure candidate ``name`` against the serving adapter; promote or reject it."""
+        """Measure candidate ``name`` against the serving adapter on the same problems and
+        decide, paired over problems (``gate.paired_decision``): promoted, it serves now;
+        refused, it is unloaded, recorded ``rejected``, and the serving adapter stays."""
         async with self._lock:
             row = self._row(name)
             problems = await anyio.to_thread.run_sync(state.task_ids, self.store, "validation")
@@ -149,17 +153,18 @@ class AdapterSwitch:
             await self._ensure_loaded(row)
             candidate = await self._measure(spec, name)
             await anyio.to_thread.run_sync(self._save_figure, name, candidate)
-            ok, reason = verdict(candidate["pass_at_1"], serving["pass_at_1"],
-                                 self.settings.gate_margin)
-            metrics = {"candidate_pass_at_1": candidate["pass_at_1"],
-                       "serving_pass_at_1": serving["pass_at_1"], "serving": serving["adapter"],
-                       "margin": self.settings.gate_margin, **spec}
-            if ok:
+            decision = paired_decision(candidate, serving, margin=self.settings.gate_margin,
+                                       confidence=self.settings.gate_confidence,
+                                       min_detectable=self.settings.gate_min_detectable,
+                                       seed=self.settings.gate_seed)
+            metrics = {**decision.metrics, "serving": serving["adapter"], **spec}
+            if decision.promote:
                 await self._switch_to(name)
             else:
                 self._unload_later(name)
             return await anyio.to_thread.run_sync(
-                self._decide, name, "promote" if ok else "reject", reason, metrics)
+                self._decide, name, "promote" if decision.promote else "reject",
+                decision.reason, metrics)
 
     def _decide(self, name: str, decision: lineage.Decision, reason: str,
                 metrics: dict[str, Any] | None) -> dict[str, Any]:

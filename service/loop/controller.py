@@ -24,13 +24,19 @@ from service.core.evaluation import SandboxGate
 from service.core.generation import Generation
 from service.loop import state
 from service.loop.adapters import AdapterSwitch
-from service.loop.rounds import collect_round, next_batch
+from service.loop.rounds import (
+    RoundContext,
+    TrainedRound,
+    loop_plan,
+    next_batch,
+    pool,
+    run_round,
+    train_and_gate,
+)
 from service.loop.training import (
     NothingToTrain,
     TrainerProcess,
     fail_interrupted_runs,
-    finish_run,
-    next_adapter_name,
     prepare_run,
 )
 from service.store.db import Store
@@ -132,19 +138,24 @@ class LoopController:
         while True:
             try:
                 self.phase = "collecting"
-                problems = await anyio.to_thread.run_sync(state.task_ids, self.store, "train")
+                problems = pool(await anyio.to_thread.run_sync(state.task_ids, self.store,
+                                                               "train"),
+                                self.settings.loop_pool_size)
                 number = await anyio.to_thread.run_sync(state.get_value, self.store, "round", 0)
                 cursor = await anyio.to_thread.run_sync(state.get_value, self.store, "cursor", 0)
-                batch, cursor = next_batch(problems, cursor,
+                batch, cursor = next_batch(problems, cursor % max(1, len(problems)),
                                            self.settings.loop_problems_per_round)
-                result = await collect_round(generation, batch, number + 1, self.settings)
+                # the same round the study runs; training starts in the background when due
+                outcome = await run_round(self._context(generation),
+                                          loop_plan(self.settings, number + 1, batch),
+                                          train=self._should_train, launch=self._launch,
+                                          before_gate=self._tasks_before_gate)
+                result = outcome.collected
                 await anyio.to_thread.run_sync(partial(state.set_values, self.store,
                                                        round=number + 1, cursor=cursor))
                 self.last_round = {"round": result.round, "problems": result.problems,
                                    "samples": result.samples, "passed": result.passed,
-                                   "adapter": result.adapter}
-                if await self._should_train():
-                    await self.train(gate=True)
+                                   "truncated": result.truncated, "adapter": result.adapter}
             except asyncio.CancelledError:
                 raise
             except (TrainingBusy, NothingToTrain):
@@ -169,39 +180,41 @@ class LoopController:
     def training(self) -> bool:
         return self._train_task is not None and not self._train_task.done()
 
+    def _context(self, generation: Generation) -> RoundContext:
+        return RoundContext(self.store, self.settings, generation, self.adapters)
+
+    async def _tasks_before_gate(self, name: str, adapter_dir: object) -> None:
+        await self.tasks_ready()  # the gate's validation problems (POST /v1/train before any round)
+
     async def train(self, gate: bool = True, steps: int | None = None) -> str:
-        """Start a training run on the new triples now; returns its id (it runs in the
+        """Start a training run on the selected data now; returns its id (it runs in the
         background: the API and the loop go on)."""
         self._need_generator()
         if self.training:
             raise TrainingBusy("a training run is already in progress")
         prepared = await anyio.to_thread.run_sync(prepare_run, self.store, self.settings, steps)
-        self._last_train_at = time.time()
-        self.trainer = TrainerProcess(prepared)
-        self._train_task = asyncio.get_running_loop().create_task(
-            self._train(self.trainer, gate), name=f"leti-train-{prepared.run_id}")
+        trainer = TrainerProcess(prepared)
+        await self._launch(trainer, train_and_gate(
+            self._context(self._need_generator()), trainer, gate=gate,
+            before_gate=self._tasks_before_gate))
         return prepared.run_id
 
-    async def _train(self, trainer: TrainerProcess, gate: bool) -> None:
-        prepared = trainer.prepared
+    async def _launch(self, trainer: TrainerProcess, work: Awaitable[TrainedRound]) -> None:
+        """Run a round's training half in the background (one at a time)."""
+        self._last_train_at = time.time()
+        self.trainer = trainer
+        self._train_task = asyncio.get_running_loop().create_task(
+            self._train(work), name=f"leti-train-{trainer.prepared.run_id}")
+
+    async def _train(self, work: Awaitable[TrainedRound]) -> None:
         try:
-            adapter_dir = await trainer.run()
-        except Exception as exc:  # noqa: BLE001 - the trainer could not even start
-            adapter_dir, trainer.error = None, f"{type(exc).__name__}: {exc}"
-        generator = self._need_generator().generator
-        name = await anyio.to_thread.run_sync(next_adapter_name, self.store, generator.alias,
-                                              generator._version)
-        await anyio.to_thread.run_sync(lambda: finish_run(
-            self.store, prepared.run_id, adapter_name=name, adapter_dir=adapter_dir,
-            base_model=self.settings.generator_model or "default",
-            parent=prepared.parent_adapter, error=trainer.error))
-        if trainer.error is not None:
-            log.warning("training run %s failed: %s", prepared.run_id, trainer.error)
-            self.last_error = f"training run {prepared.run_id} failed: {trainer.error}"
+            trained = await work
+        except Exception as exc:
+            log.exception("loop step failed")
+            self.last_error = f"{type(exc).__name__}: {exc}"
             return
-        if gate:
-            await self.tasks_ready()
-            await self._guard(self.adapters.gate(name))
+        if trained.error is not None:
+            self.last_error = f"training run {trained.run_id} failed: {trained.error}"
 
     async def _guard(self, step: Awaitable[Any]) -> None:
         try:
@@ -229,9 +242,10 @@ class LoopController:
             "last_decisions": state.decisions(self.store),
             "pass_at_1_history": state.pass_history(self.store),
             "settings": {k: getattr(self.settings, k) for k in (
-                "loop_problems_per_round", "loop_samples_per_problem", "loop_temperature",
-                "train_min_new_triples", "train_interval_s", "train_steps", "gate_problems",
-                "gate_margin", "gate_temperature")},
+                "loop_problems_per_round", "loop_pool_size", "loop_samples_per_problem",
+                "loop_temperature", "train_min_new_triples", "train_interval_s",
+                "train_selection", "train_epochs", "train_steps", "train_code_ratio",
+                "train_init", "gate_problems", "gate_margin", "gate_temperature")},
             "last_error": self.last_error,
         }
 

@@ -1,14 +1,20 @@
-"""The promotion gate: pass@1 on validation problems at a low temperature with a fixed seed.
+"""The promotion gate: a paired decision on validation problems the loop never trains on.
 
-The candidate and the serving adapter are measured on the same problems, prompts and seed (the
-serving adapter's figure is reused when it was measured that way before), and the candidate is
-promoted unless it is worse by more than ``LETI_GATE_MARGIN``. Gate samples are never stored:
-validation problems must not leak into training. On CPU keep ``LETI_GATE_PROBLEMS`` small (10 by
-default): each problem is one sampled program per adapter.
+The candidate and the serving adapter are measured on the same problems, prompts and seed
+(greedy by default, on MBPP's whole validation split); the serving adapter's per-problem results
+are stored with it and reused, not re-sampled, while the spec is unchanged. The decision is
+paired over problems (``paired_decision``): the candidate is refused when it solves fewer
+problems than the serving adapter (beyond ``LETI_GATE_MARGIN``), or when a paired bootstrap
+interval of the per-problem difference lies wholly below zero. The decision keeps its
+per-problem table, and says when the gate has too few problems to see a drop of
+``LETI_GATE_MIN_DETECTABLE``. Gate samples are never stored: validation problems must not leak
+into training.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +26,8 @@ from service.core.evaluation import SandboxGate, executed_program
 from service.store.db import Store
 from service.store.models import TaskRow
 from service.store.triples import prompt_tests
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -78,13 +86,73 @@ async def pass_at_1(spec: GateSpec, adapter: str | None, *, generator: Any, toke
                         timeout=settings.sandbox_timeout_s, memory_mb=settings.sandbox_memory_mb))
     outcomes = await sandbox.run_many(jobs)
     passed = [t.id for t, o in zip(tasks, outcomes, strict=True) if o.passed]
+    results = {t.id: {"passed": o.passed, "status": o.status.value, "error_type": o.error_type}
+               for t, o in zip(tasks, outcomes, strict=True)}
     return {**spec.key(), "adapter": adapter, "pass_at_1": len(passed) / len(tasks),
-            "passed": passed}
+            "passed": passed, "results": results}
 
 
-def verdict(candidate: float, serving: float, margin: float) -> tuple[bool, str]:
-    """Promote unless the candidate is worse than the serving adapter by more than ``margin``."""
-    if candidate >= serving - margin:
-        return True, (f"pass@1 {candidate:.3f} vs serving {serving:.3f}: within the margin "
-                      f"{margin:g} (or better)")
-    return False, f"pass@1 {candidate:.3f} vs serving {serving:.3f}: worse by more than {margin:g}"
+def detectable_drop(problems: int, confidence: float) -> int:
+    """The fewest problems lost (none gained) that the paired bootstrap calls a drop: its upper
+    bound falls below zero once fewer than (1 - confidence) / 2 of the resamples miss every lost
+    problem, i.e. (1 - k/n)^n < (1 - confidence) / 2."""
+    tail = (1.0 - confidence) / 2.0
+    for k in range(1, problems + 1):
+        if (1.0 - k / problems) ** problems < tail:
+            return k
+    return problems
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """A paired decision over the problems both adapters were measured on."""
+
+    promote: bool
+    reason: str
+    metrics: dict[str, Any]
+    warning: str | None
+
+
+def paired_decision(candidate: dict[str, Any], serving: dict[str, Any], *, margin: float,
+                    confidence: float, min_detectable: float, seed: int = 0) -> GateDecision:
+    """Promote unless the candidate solves fewer problems than ``serving`` by more than
+    ``margin`` (as a share of the problems), or the paired bootstrap interval of the
+    per-problem difference (candidate - serving) lies wholly below zero."""
+    from service.experiment.stats import paired_difference
+
+    ids = [i for i in candidate["problems"] if i in candidate["results"]
+           and i in serving["results"]]
+    if not ids:
+        raise ValueError("the candidate and the serving adapter share no gate problems")
+    cand = {i: float(candidate["results"][i]["passed"]) for i in ids}
+    serv = {i: float(serving["results"][i]["passed"]) for i in ids}
+    n, solved_c, solved_s = len(ids), int(sum(cand.values())), int(sum(serv.values()))
+    diff = paired_difference(serv, cand, level=confidence, seed=seed)
+    gained = [i for i in ids if cand[i] > serv[i]]
+    lost = [i for i in ids if cand[i] < serv[i]]
+    allowed = math.floor(margin * n + 1e-9)  # problems the candidate may solve fewer
+    interval = f"[{diff.ci_low * 100:+.1f}, {diff.ci_high * 100:+.1f}] points"
+    head = (f"solved {solved_c}/{n} vs serving {solved_s}/{n} (+{len(gained)} -{len(lost)}), "
+            f"paired difference {diff.difference * 100:+.1f} points, "
+            f"{confidence:.0%} interval {interval}")
+    if solved_c < solved_s - allowed:
+        promote = False
+        why = f"solves fewer problems than the serving adapter (margin {allowed} problem(s))"
+    elif diff.ci_high < 0:
+        promote, why = False, "the paired interval shows it worse"
+    else:
+        promote, why = True, "not fewer solved and not shown worse"
+    k = detectable_drop(n, confidence)
+    warning = None
+    if k / n > min_detectable:
+        warning = (f"the gate's {n} problems cannot show a drop smaller than {k} problems "
+                   f"({k / n:.1%}) as worse, above LETI_GATE_MIN_DETECTABLE={min_detectable:g}: "
+                   "raise LETI_GATE_PROBLEMS")
+        log.warning("promotion gate: %s", warning)
+    metrics = {"candidate_pass_at_1": solved_c / n, "serving_pass_at_1": solved_s / n,
+               "candidate_solved": solved_c, "serving_solved": solved_s, "tasks": n,
+               "gained": gained, "lost": lost, "difference": diff.difference,
+               "ci_low": diff.ci_low, "ci_high": diff.ci_high, "confidence": confidence,
+               "margin": margin, "detectable_drop": k, "warning": warning,
+               "table": {i: [int(serv[i]), int(cand[i])] for i in ids}}
+    return GateDecision(promote, f"{why}: {head}", metrics, warning)

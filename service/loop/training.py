@@ -20,10 +20,11 @@ from typing import Any
 from sqlalchemy import func, select
 
 from service.core.config import Settings
+from service.loop.selection import nothing_selected, select_training_data
 from service.loop.state import last_trained_triple
 from service.store import lineage
 from service.store.db import Store
-from service.store.export import export_jsonl
+from service.store.export import export_jsonl, export_records
 from service.store.models import AdapterRow, TrainingRunRow, TripleRow
 from service.store.triples import TripleFilter, window_report
 from trainer.data import TRUNCATED_ENV, DatasetError, read_triples_report
@@ -64,27 +65,34 @@ class TrainOptions:
     learning_rate: float | None = None
     lora_rank: int | None = None
     seed: int | None = None
+    epochs: float | None = None
 
 
 def trainer_command(data: Path, output: Path, *, base_model: str, steps: int,
                     settings: Settings, init_adapter: str | None = None,
                     options: TrainOptions | None = None) -> list[str]:
     """``python -m trainer train ...`` for one run: the one place the service spells the
-    trainer's command line (the loop and ``leti experiment`` both launch it)."""
+    trainer's command line (the loop and ``leti experiment`` both launch it). The run is
+    sized by its data (``--epochs``); ``steps`` only bounds it."""
     options = options or TrainOptions()
     code_ratio = settings.train_code_ratio if options.code_ratio is None else options.code_ratio
+    epochs = settings.train_epochs if options.epochs is None else options.epochs
+    lr = settings.train_learning_rate if options.learning_rate is None else options.learning_rate
     command = [sys.executable, "-m", "trainer", "train", "--data", str(data),
                "--output", str(output), "--base-model", base_model,
                "--objective", options.objective,
-               "--max-steps", str(steps),
+               "--epochs", str(epochs), "--max-steps", str(steps),
                "--batch-size", str(settings.train_batch_size),
+               "--grad-accum", str(settings.train_grad_accum),
                "--max-length", str(settings.train_max_length),
-               "--code-ratio", str(code_ratio),
+               "--code-ratio", str(code_ratio), "--lr", str(lr),
+               "--schedule", settings.train_lr_schedule,
+               "--warmup-ratio", str(settings.train_warmup_ratio),
+               "--min-score", str(settings.train_min_score),
+               "--keep-fraction", str(settings.train_keep_fraction),
                # checkpoints along the way: a run re-launched with the same output resumes
                "--save-every", str(max(1, steps // 4)),
                "--events", "-", "--no-progress"]
-    if options.learning_rate is not None:
-        command += ["--lr", str(options.learning_rate)]
     if options.lora_rank is not None:
         command += ["--rank", str(options.lora_rank)]
     if options.seed is not None:
@@ -96,27 +104,55 @@ def trainer_command(data: Path, output: Path, *, base_model: str, steps: int,
 
 def prepare_run(store: Store, settings: Settings, steps: int | None = None,
                 options: TrainOptions | None = None) -> PreparedRun:
-    """Export the triples no finished run has trained on and record a run about to train on
-    them, starting from the serving adapter (iteration N+1 from N). ``steps`` overrides
-    ``LETI_TRAIN_STEPS`` for this run; ``options`` sets further trainer flags."""
+    """Select and export what the next run trains on and record the run: with
+    ``LETI_TRAIN_SELECTION=accumulate`` every passing program so far and the failures no
+    finished run has trained on (``selection.select_training_data``), else only the new
+    triples. It starts from a fresh adapter on the base model, or from the serving adapter
+    (``LETI_TRAIN_INIT``). ``steps`` overrides ``LETI_TRAIN_STEPS`` (the bound on the run's
+    steps); ``options`` sets further trainer flags."""
     steps = steps or settings.train_steps
     options = options or TrainOptions()
     with store.read() as session:
         after = last_trained_triple(session)
         upto = session.scalar(select(func.max(TripleRow.id))) or 0
         serving = lineage.serving_adapter(session)
+        report = window_report(session, TripleFilter(after=after, upto=upto))
     if upto <= after:
         raise NothingToTrain("no new triples since the last training run")
+    if report["exported"] == 0:
+        held = ", ".join(f"{n} {why}" for why, n in report["not_exported"].items())
+        raise NothingToTrain("none of the new triples may be trained on"
+                             + (f" (held out: {held})" if held else ""))
     runs_dir = settings.adapters_dir
     runs_dir.mkdir(parents=True, exist_ok=True)
     data = runs_dir / f"triples-{after + 1}-{upto}.jsonl"
-    window = TripleFilter(after=after, upto=upto)
-    export_jsonl(store, data, window)
-    report = data_report(store, window, data, settings.train_truncated)
-    config: dict[str, Any] = {"steps": steps, "batch_size": settings.train_batch_size,
+    if settings.train_selection == "accumulate":
+        chosen = select_training_data(
+            store, after=after, upto=upto, truncated=settings.train_truncated,
+            max_passing=settings.train_max_passing_per_problem,
+            max_failures=settings.train_max_failures_per_problem)
+        if not chosen.records:
+            raise NothingToTrain(nothing_selected(chosen.report) + " (cut at the token limit: "
+                                 f"{chosen.report['failures']['truncated']})")
+        export_records(data, chosen.records)
+        report["selection"] = chosen.report
+        data.with_suffix(".selection.json").write_text(
+            json.dumps(chosen.report, indent=2), encoding="utf-8")
+    else:
+        export_jsonl(store, data, TripleFilter(after=after, upto=upto))
+        report["selection"] = {"policy": "window", "kept": report["exported"]}
+    report |= reader_report(data, settings.train_truncated)
+    init = serving.path if serving is not None and settings.train_init == "serving" else None
+    config: dict[str, Any] = {"steps": steps, "epochs": settings.train_epochs,
+                              "batch_size": settings.train_batch_size,
+                              "grad_accum": settings.train_grad_accum,
                               "max_length": settings.train_max_length,
                               "code_ratio": settings.train_code_ratio,
+                              "learning_rate": settings.train_learning_rate,
+                              "schedule": settings.train_lr_schedule,
+                              "warmup_ratio": settings.train_warmup_ratio,
                               "truncated": settings.train_truncated,
+                              "init": settings.train_init, "init_adapter": init,
                               "base_model": settings.generator_model or "default",
                               "data": report,
                               **{k: v for k, v in asdict(options).items() if v is not None}}
@@ -127,8 +163,7 @@ def prepare_run(store: Store, settings: Settings, steps: int | None = None,
         output = runs_dir / f"run-{run.id}"
         run.config = {**config, "output_dir": str(output)}
     command = trainer_command(data, output, base_model=config["base_model"], steps=steps,
-                              settings=settings, init_adapter=serving.path if serving else None,
-                              options=options)
+                              settings=settings, init_adapter=init, options=options)
     return PreparedRun(run.id, output, command, serving.id if serving else None,
                        env=trainer_env(settings))
 
@@ -138,21 +173,14 @@ def trainer_env(settings: Settings) -> dict[str, str]:
     return {TRUNCATED_ENV: settings.train_truncated}
 
 
-def data_report(store: Store, window: TripleFilter, data: Path, truncated: str) -> dict[str, Any]:
-    """What the run will train on: the window's triples exported and not (and why), and what
-    the trainer's reader keeps of the file under ``truncated`` (the same function it runs).
-    Raises ``NothingToTrain`` when nothing would be left."""
-    with store.read() as session:
-        report = window_report(session, window)
-    if report["exported"] == 0:
-        held = ", ".join(f"{n} {why}" for why, n in report["not_exported"].items())
-        raise NothingToTrain("none of the new triples may be trained on"
-                             + (f" (held out: {held})" if held else ""))
+def reader_report(data: Path, truncated: str) -> dict[str, Any]:
+    """What the trainer's reader keeps of the file under ``truncated`` (the same function it
+    runs). Raises ``NothingToTrain`` when nothing would be left."""
     try:
         _, read = read_triples_report(data, truncated=truncated)
     except DatasetError as exc:
         raise NothingToTrain(str(exc)) from None
-    return {**report, "trained_on": read.kept, "dropped": read.dropped, "marked": read.marked}
+    return {"trained_on": read.kept, "dropped": read.dropped, "marked": read.marked}
 
 
 def next_adapter_name(store: Store, alias: str, loaded_version: int) -> str:

@@ -83,6 +83,11 @@ def export_jsonl(store: Store, path: Path, where: TripleFilter | None = None) ->
     return _write_atomically(Path(path), stream_lines(store, where or TripleFilter()))
 
 
+def export_records(path: Path, records: Iterable[dict[str, Any]]) -> int:
+    """Write already-read contract records (a selection of trainable triples) to ``path``."""
+    return _write_atomically(Path(path), (json_line(r) for r in records))
+
+
 def _feature_yaml() -> str:
     lines = []
     for name in CONTRACT_FIELDS:

@@ -1,5 +1,5 @@
-"""The loop's small rules on a real SQLite store: the gate's verdict, the round rotation, the
-task source, adapter names and the key-value state."""
+"""The loop's small rules on a real SQLite store: the round rotation and the pool, the task
+source, adapter names and the key-value state, what a window trains on."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 
 from service.core.config import Settings
 from service.loop import state
-from service.loop.gate import gate_spec, verdict
-from service.loop.rounds import next_batch
+from service.loop.gate import gate_spec
+from service.loop.rounds import next_batch, pool
 from service.loop.training import NothingToTrain, next_adapter_name, prepare_run
 from service.store import lineage
 from service.store.db import Store
@@ -27,11 +27,14 @@ def _settings(tmp_path: Path, **values: object) -> Settings:
     return Settings(_env_file=None, data_dir=tmp_path, **values)  # type: ignore[call-arg]
 
 
-def test_verdict_promotes_within_the_margin_only() -> None:
-    assert verdict(0.30, 0.31, 0.02)[0] is True
-    assert verdict(0.40, 0.31, 0.02)[0] is True
-    ok, reason = verdict(0.28, 0.31, 0.02)
-    assert ok is False and "worse by more than 0.02" in reason
+def test_the_pool_is_re_sampled_pass_after_pass() -> None:
+    ids = [f"mbpp/{i}" for i in range(601, 611)]
+    assert pool(ids, 4) == ids[:4] and pool(ids, 0) == ids and pool(ids, 99) == ids
+    cursor, seen = 0, []
+    for _ in range(4):  # 4 rounds of 2 problems over a pool of 4: each problem twice
+        batch, cursor = next_batch(pool(ids, 4), cursor, 2)
+        seen += batch
+    assert seen == ids[:4] * 2
 
 
 def test_next_batch_wraps_around() -> None:
