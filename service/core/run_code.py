@@ -160,8 +160,8 @@ def _signal_number(name: str) -> int:
     import signal
 
     try:
-        return int(signal.Signals("SIGKILL" if name == "Killed" else name))
-    except ValueError:
+        return int(signal.Signals["SIGKILL" if name == "Killed" else name])
+    except KeyError:
         return int(signal.SIGKILL)
 
 

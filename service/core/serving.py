@@ -239,7 +239,8 @@ class Serving:
     async def _finish(self, what: ServeInput, plan: _Plan, outputs: list[list[Any]]) -> Served:
         from service.generation import extract_program
 
-        new, flat = [], []
+        new: list[NewSample] = []
+        flat: list[Any] = []
         for task, prompt, completions in zip(plan.tasks, plan.prompts, outputs, strict=True):
             entry = task.entry_point or _function_name(task)
             for c in completions:

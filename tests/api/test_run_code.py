@@ -64,6 +64,15 @@ def test_exit_codes_and_main_guard(server: LiveServer) -> None:
     assert (quit_text.run_result.return_code, quit_text.run_result.stderr) == (1, "bye\n")
 
 
+def test_a_signal_is_a_negative_return_code(server: LiveServer) -> None:
+    done = call(server, code="import os, signal\nprint('x', flush=True)\n"
+                             "os.kill(os.getpid(), signal.SIGSEGV)\n")
+    assert (done.status, done.run_result.status) == (RunStatus.Failed, "Finished")
+    assert done.run_result.return_code == -11 and done.run_result.stdout == "x\n"
+    early = call(server, code="import os\nos._exit(7)")
+    assert early.run_result.return_code == 7
+
+
 def test_syntax_error(server: LiveServer) -> None:
     done = call(server, code="def f(:\n    pass\n")
     assert done.status == RunStatus.Failed and done.run_result.return_code == 1

@@ -95,8 +95,8 @@ def require_key(services: ServicesDep,
                 bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
                 x_api_key: Annotated[str | None, Security(_key_header)] = None) -> None:
     """``Authorization: Bearer <key>`` (what OpenAI clients send) or ``X-API-Key``: one key."""
-    presented = [k for k in (bearer.credentials if bearer else None, x_api_key)
-                 if k is not None] or [None]
+    presented: list[str | None] = [k for k in (bearer.credentials if bearer else None,
+                                                x_api_key) if k is not None] or [None]
     if not any(key_matches(services.settings.api_key, key) for key in presented):
         raise HTTPException(401, "missing or wrong API key: send it as 'Authorization: Bearer "
                                  f"<key>' or in the {API_KEY_HEADER} header",
@@ -121,19 +121,19 @@ async def models(serving: ServingDep) -> dict[str, Any]:
 
 
 def _input(body: ChatRequest | CompletionRequest) -> ServeInput:
-    chat = isinstance(body, ChatRequest)
     top_p, temperature = body.top_p, body.temperature
     if top_p == 0:  # nucleus of one token: the most likely, i.e. greedy
         top_p, temperature = 1.0, 0.0
+    if isinstance(body, ChatRequest):
+        what: dict[str, Any] = {"messages": tuple(Message(m.role, m.text) for m in body.messages),
+                                "max_tokens": body.token_limit}
+    else:
+        what = {"prompts": body.prompts, "max_tokens": body.max_tokens}
     ext = body.leti
     return ServeInput(
-        model=body.model, n=body.n, temperature=temperature, top_p=top_p,
-        max_tokens=body.token_limit if isinstance(body, ChatRequest) else body.max_tokens,
-        stop=body.stops, seed=body.seed,
-        messages=tuple(Message(m.role, m.text) for m in body.messages) if chat else (),
-        prompts=() if isinstance(body, ChatRequest) else body.prompts,
-        tests=tuple(ext.tests) if ext else (), setup=ext.setup if ext else "",
-        condition_on_good=ext.condition_on_good if ext else None)
+        model=body.model, n=body.n, temperature=temperature, top_p=top_p, stop=body.stops,
+        seed=body.seed, tests=tuple(ext.tests) if ext else (), setup=ext.setup if ext else "",
+        condition_on_good=ext.condition_on_good if ext else None, **what)
 
 
 @router.post("/chat/completions", dependencies=[Key], responses=COMPLETION_RESPONSES)
