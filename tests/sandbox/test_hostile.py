@@ -147,7 +147,10 @@ def test_always_equal_object_fails(sandbox: RunnerPool) -> None:
     """
     outcome = run(sandbox, program)
     assert outcome.status is Status.FAILED
-    assert "compares equal to everything" in render_feedback(outcome)
+    assert "returned an object of type Anything, and only plain data" in render_feedback(outcome)
+    check = "def check(candidate):\n    assert candidate(1) == 2\n"  # decided in the judge
+    judged = run(sandbox, program, (check, "check(f)"))
+    assert judged.status is Status.FAILED and judged.actual.startswith("<__program__.Anything")
 
 
 def test_daemonised_grandchild_does_not_outlive_the_job(sandbox: RunnerPool) -> None:
