@@ -29,17 +29,20 @@ from service.generation.types import (
     AdapterNotFound,
     BackendUnavailable,
     Completion,
-    FinishReason,
     GenerationError,
     RequestRejected,
     SamplingParams,
 )
 from service.generation.vllm_http import (
+    Opened,
     Replica,
     RetryPolicy,
     Unreachable,
     VLLMRequestError,
     error_message,
+    parse_completions,
+    sse_events,
+    streamed_completions,
 )
 
 # The one version this client, docker-compose.yml and vllm_double.py follow. Why this one
@@ -240,7 +243,7 @@ class VLLMGenerator(Generator):
             done: dict[int, dict[str, Any]] = {}
             usage: dict[str, Any] = {}
             async with context as response:
-                async for event in _sse_events(response):
+                async for event in sse_events(response):
                     for choice in event.get("choices", []):
                         index = int(choice["index"])
                         acc = done.setdefault(index, {"tokens": 0, "prompt": None})
@@ -254,7 +257,7 @@ class VLLMGenerator(Generator):
                             texts.setdefault(index, []).append(choice["text"])
                             yield index, choice["text"]
                     usage = event.get("usage") or usage
-            yield _streamed(texts, done, usage, len(prompts), params.n, name)
+            yield streamed_completions(texts, done, usage, len(prompts), params.n, name)
 
     async def _open_stream(self, replica: Replica, body: dict[str, Any]) -> Any:
         """The stream's response context once vLLM accepted it (a refusal raised here)."""
@@ -277,7 +280,7 @@ class VLLMGenerator(Generator):
                                   f"{message}")
             raise self._refusal(VLLMRequestError(response.status_code, message, err_type),
                                 body["model"])
-        return _Opened(response)
+        return Opened(response)
 
     async def _load(self, name: str, path: str) -> None:
         await self._on_every_replica(lambda replica: self._load_on(replica, name, path))
@@ -309,77 +312,3 @@ class VLLMGenerator(Generator):
         except VLLMRequestError as exc:
             if exc.status != 404:  # 404: already gone (a retried unload that had landed)
                 raise AdapterError(f"vLLM refused to unload {name!r}: {exc.message}") from exc
-
-
-class _Opened:
-    """An accepted streaming response as an async context manager that closes it."""
-
-    def __init__(self, response: Any) -> None:
-        self.response = response
-
-    async def __aenter__(self) -> Any:
-        return self.response
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.response.aclose()
-
-
-async def _sse_events(response: Any) -> AsyncIterator[dict[str, Any]]:
-    """The JSON objects of a server-sent event stream, up to ``data: [DONE]``."""
-    import json
-
-    async for line in response.aiter_lines():
-        if not line.startswith("data:"):
-            continue
-        data = line[5:].strip()
-        if data == "[DONE]":
-            return
-        event = json.loads(data)
-        if "error" in event:
-            message, _ = error_message(_Body(event))
-            raise GenerationError(f"vLLM's stream failed: {message}")
-        yield event
-
-
-class _Body:
-    def __init__(self, body: dict[str, Any]) -> None:
-        self._body = body
-
-    def json(self) -> dict[str, Any]:
-        return self._body
-
-
-def _streamed(texts: dict[int, list[str]], done: dict[int, dict[str, Any]],
-              usage: dict[str, Any], prompts: int, n: int,
-              adapter: str | None) -> list[list[Completion]]:
-    out: list[list[Completion]] = [[] for _ in range(prompts)]
-    for index in range(prompts * n):
-        acc = done.get(index, {"tokens": 0, "prompt": None})
-        prompt_tokens = acc["prompt"] if acc["prompt"] is not None else \
-            usage.get("prompt_tokens", 0) // max(prompts, 1)
-        reason: FinishReason = "length" if acc.get("finish") == "length" else "stop"
-        out[index // n].append(Completion("".join(texts.get(index, [])), prompt_tokens,
-                                          acc["tokens"], reason, adapter))
-    return out
-
-
-def parse_completions(data: dict[str, Any], prompts: int, n: int,
-                      adapter: str | None) -> list[list[Completion]]:
-    choices = sorted(data.get("choices", []), key=lambda c: c["index"])
-    if len(choices) != prompts * n:
-        raise GenerationError(f"vLLM returned {len(choices)} choices for {prompts} prompts "
-                              f"x n={n}")
-    usage = data.get("usage") or {}
-    out: list[list[Completion]] = [[] for _ in range(prompts)]
-    for choice in choices:
-        i = choice["index"] // n  # vLLM orders choices prompt by prompt, n each
-        prompt_ids, token_ids = choice.get("prompt_token_ids"), choice.get("token_ids")
-        prompt_tokens = (len(prompt_ids) if prompt_ids is not None
-                         else usage.get("prompt_tokens", 0) // max(prompts, 1))
-        completion_tokens = (len(token_ids) if token_ids is not None
-                             else usage.get("completion_tokens", 0) // max(len(choices), 1))
-        reason: FinishReason = ("length" if choice.get("finish_reason") == "length"
-                                else "stop")
-        out[i].append(Completion(choice.get("text", ""), prompt_tokens, completion_tokens,
-                                 reason, adapter))
-    return out

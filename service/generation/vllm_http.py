@@ -1,5 +1,5 @@
-"""HTTP to one vLLM replica: bounded retries that respect what is safe to repeat, and vLLM's
-error bodies turned into this project's errors.
+"""HTTP to one vLLM replica: bounded retries that respect what is safe to repeat, vLLM's error
+bodies turned into this project's errors, and its completions (whole or streamed) parsed.
 
 What is retried (``RetryPolicy.attempts`` tries, exponential backoff with jitter):
 - a connection that could not be made (refused, connect timeout): nothing reached the server;
@@ -13,12 +13,14 @@ at once as ``BackendUnavailable``.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from service.generation.types import BackendUnavailable, GenerationError
+from service.generation.types import BackendUnavailable, Completion, FinishReason, GenerationError
 
 _RETRY_ALWAYS = {429, 503}
 _RETRY_IDEMPOTENT = {500, 502, 504}
@@ -125,3 +127,76 @@ class Replica:
             return response
         raise Unreachable(f"vLLM at {self.url} unavailable: {method} {path} failed "
                           f"{self.retry.attempts} times; last: {last}")
+
+
+class Opened:
+    """An accepted streaming response as an async context manager that closes it."""
+
+    def __init__(self, response: Any) -> None:
+        self.response = response
+
+    async def __aenter__(self) -> Any:
+        return self.response
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.response.aclose()
+
+
+async def sse_events(response: Any) -> AsyncIterator[dict[str, Any]]:
+    """The JSON objects of a server-sent event stream, up to ``data: [DONE]``."""
+
+    async for line in response.aiter_lines():
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if data == "[DONE]":
+            return
+        event = json.loads(data)
+        if "error" in event:
+            message, _ = error_message(_Body(event))
+            raise GenerationError(f"vLLM's stream failed: {message}")
+        yield event
+
+
+class _Body:
+    def __init__(self, body: dict[str, Any]) -> None:
+        self._body = body
+
+    def json(self) -> dict[str, Any]:
+        return self._body
+
+
+def streamed_completions(texts: dict[int, list[str]], done: dict[int, dict[str, Any]],
+              usage: dict[str, Any], prompts: int, n: int,
+              adapter: str | None) -> list[list[Completion]]:
+    out: list[list[Completion]] = [[] for _ in range(prompts)]
+    for index in range(prompts * n):
+        acc = done.get(index, {"tokens": 0, "prompt": None})
+        prompt_tokens = acc["prompt"] if acc["prompt"] is not None else \
+            usage.get("prompt_tokens", 0) // max(prompts, 1)
+        reason: FinishReason = "length" if acc.get("finish") == "length" else "stop"
+        out[index // n].append(Completion("".join(texts.get(index, [])), prompt_tokens,
+                                          acc["tokens"], reason, adapter))
+    return out
+
+
+def parse_completions(data: dict[str, Any], prompts: int, n: int,
+                      adapter: str | None) -> list[list[Completion]]:
+    choices = sorted(data.get("choices", []), key=lambda c: c["index"])
+    if len(choices) != prompts * n:
+        raise GenerationError(f"vLLM returned {len(choices)} choices for {prompts} prompts "
+                              f"x n={n}")
+    usage = data.get("usage") or {}
+    out: list[list[Completion]] = [[] for _ in range(prompts)]
+    for choice in choices:
+        i = choice["index"] // n  # vLLM orders choices prompt by prompt, n each
+        prompt_ids, token_ids = choice.get("prompt_token_ids"), choice.get("token_ids")
+        prompt_tokens = (len(prompt_ids) if prompt_ids is not None
+                         else usage.get("prompt_tokens", 0) // max(prompts, 1))
+        completion_tokens = (len(token_ids) if token_ids is not None
+                             else usage.get("completion_tokens", 0) // max(len(choices), 1))
+        reason: FinishReason = ("length" if choice.get("finish_reason") == "length"
+                                else "stop")
+        out[i].append(Completion(choice.get("text", ""), prompt_tokens, completion_tokens,
+                                 reason, adapter))
+    return out
