@@ -132,12 +132,12 @@ def test_generate_with_evaluation_exports_train_tasks_with_their_finish_reason(
 def test_a_loop_round_on_held_out_problems_stores_them_but_never_exports_them(
         app: TestClient) -> None:
     from service.loop import state
-    from service.loop.rounds import collect_round
+    from service.loop.rounds import collect_round, loop_plan
 
     services = app.app.state.services  # type: ignore[attr-defined]
     before = state.counts(services.store)
-    result = app.portal.call(collect_round, services.generation, ["mbpp/513", "mbpp/603"], 1,
-                             services.settings)  # type: ignore[union-attr]
+    plan = loop_plan(services.settings, 1, ["mbpp/513", "mbpp/603"])
+    result = app.portal.call(collect_round, services.generation, plan)  # type: ignore[union-attr]
     assert result.samples == 4
     after = state.counts(services.store)
     assert after["triples"] - before["triples"] == 4
@@ -175,21 +175,33 @@ def test_the_loop_trains_only_on_what_may_be_trained_on(app: TestClient) -> None
     from service.loop.training import prepare_run
 
     services = app.app.state.services  # type: ignore[attr-defined]
+    held_out = {*HELD_OUT, "mbpp/512", "mbpp/513", "humaneval/HumanEval/1"}
+    # the default selection: accumulated passes and new failures, cut failures left out
     prepared = prepare_run(services.store, services.settings)
     data = Path(prepared.command[prepared.command.index("--data") + 1])
     records = [json.loads(line) for line in data.read_text().splitlines()]
-    assert records and not {r["task_id"] for r in records} & {*HELD_OUT, "mbpp/512", "mbpp/513",
-                                                             "humaneval/HumanEval/1"}
-    run = app.get(f"/v1/train/{prepared.run_id}").json()
-    report = run["config"]["data"]
-    assert report["exported"] == len(records)
+    assert records and not {r["task_id"] for r in records} & held_out
+    report = app.get(f"/v1/train/{prepared.run_id}").json()["config"]["data"]
     assert {"mbpp validation split", "mbpp test split", "mbpp prompt split",
             "humaneval (held out)"} <= set(report["not_exported"])
+    assert report["selection"]["kept"] == report["trained_on"] == len(records)
+    assert report["selection"]["failures"]["truncated_dropped"] == \
+        report["truncated_failures"] > 0  # LETI_TRAIN_TRUNCATED=drop, in the selection
+    assert not any(r["finish_reason"] == "length" and r["reward"] == "bad" for r in records)
+    assert prepared.env == {"LETI_TRAIN_TRUNCATED": "drop"}
+
+    # the window's triples as they are: the trainer's reader drops the cut failures
+    window = services.settings.model_copy(update={"train_selection": "window"})
+    prepared = prepare_run(services.store, window)
+    data = Path(prepared.command[prepared.command.index("--data") + 1])
+    records = [json.loads(line) for line in data.read_text().splitlines()]
+    assert records and not {r["task_id"] for r in records} & held_out
+    report = app.get(f"/v1/train/{prepared.run_id}").json()["config"]["data"]
+    assert report["exported"] == len(records)
     truncated = sum(r["finish_reason"] == "length" and r["reward"] == "bad" for r in records)
     assert report["truncated_failures"] == truncated > 0
-    assert report["dropped"] == {"truncated failure": truncated}  # LETI_TRAIN_TRUNCATED=drop
+    assert report["dropped"] == {"truncated failure": truncated}
     assert report["trained_on"] == len(records) - truncated
-    assert prepared.env == {"LETI_TRAIN_TRUNCATED": "drop"}
 
 
 def test_asking_the_export_for_held_out_triples_is_a_clear_422(app: TestClient) -> None:
