@@ -23,7 +23,8 @@ __all__ = ["Backend", "Job", "JobError", "Outcome", "RunnerPool", "SandboxError"
 # sandbox/docker_pool.py DockerSandbox); the overloads say which, so that callers are checked.
 @overload
 def make_sandbox(backend: Literal["local"] = "local", workers: int | None = None, *,
-                 jobs_per_runner: int = ..., pin_cpus: bool = ...) -> RunnerPool: ...
+                 jobs_per_runner: int = ..., pin_cpus: bool = ..., memory_mb: int = ...,
+                 pids: int = ..., bounds: Literal["refuse", "warn"] = ...) -> RunnerPool: ...
 
 
 @overload

@@ -143,6 +143,9 @@ class RunnerPool:
         # Runners die with the thread that started them (bubblewrap's --die-with-parent is
         # PR_SET_PDEATHSIG), so they are all started from this one long-lived thread.
         self._spawner = ThreadPoolExecutor(1, thread_name_prefix="sandbox-spawn")
+        # run_many's threads, each keeping one runner busy (those beyond ``workers`` wait for a
+        # runner): its own, so that batches never occupy the event loop's default executor.
+        self._batch_threads = ThreadPoolExecutor(4 * workers, thread_name_prefix="sandbox-batch")
 
     def run(self, job: Job) -> Outcome:
         """Run one job (blocking, thread-safe)."""
@@ -188,8 +191,10 @@ class RunnerPool:
                 loop.call_soon_threadsafe(on_done, outcome)
 
         threads = min(concurrency or self.workers, len(queue))
-        await asyncio.gather(*(asyncio.to_thread(self._keep_a_runner_busy, queue, finish)
-                               for _ in range(threads)))
+        if self._closed:
+            raise SandboxError("the sandbox pool is closed")
+        await asyncio.gather(*(loop.run_in_executor(self._batch_threads, self._keep_a_runner_busy,
+                                                    queue, finish) for _ in range(threads)))
         await asyncio.sleep(0)  # let the last on_done callbacks run before returning
         return [o for o in outcomes if o is not None]
 
@@ -263,6 +268,7 @@ class RunnerPool:
         for channel in idle:
             self._close(channel)
         self._spawner.shutdown(wait=False)
+        self._batch_threads.shutdown(wait=False)
 
     def __enter__(self) -> RunnerPool:
         return self

@@ -33,8 +33,12 @@ API_VERSION = "1"
 def _sandbox(settings: Settings) -> SandboxGate:
     from sandbox import make_sandbox
 
-    pool = make_sandbox(settings.sandbox_backend, workers=settings.sandbox_workers,
-                        pin_cpus=settings.sandbox_pin_cpus)
+    options = {"memory_mb": settings.sandbox_runner_memory_mb,
+               "pids": settings.sandbox_runner_pids}
+    if settings.sandbox_backend == "local":
+        options["bounds"] = settings.sandbox_bounds
+    pool = make_sandbox(settings.sandbox_backend, workers=settings.sandbox_workers,  # type: ignore[call-overload]
+                        pin_cpus=settings.sandbox_pin_cpus, **options)
     return SandboxGate(pool, settings.sandbox_backend)
 
 

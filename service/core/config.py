@@ -63,6 +63,14 @@ class Settings(BaseSettings):
                                      description="per-program time limit")
     sandbox_memory_mb: int = Field(default=1024, ge=32, le=65536,
                                    description="per-program memory")
+    sandbox_runner_memory_mb: int = Field(
+        default=1024, ge=64, le=1 << 20,
+        description="memory of all of one runner's processes together (cgroup or container)")
+    sandbox_runner_pids: int = Field(default=128, ge=16, le=1 << 16,
+                                     description="processes of one runner (cgroup or container)")
+    sandbox_bounds: Literal["refuse", "warn"] = Field(
+        default="refuse", description="local backend on a host that offers no per-runner "
+                                      "process bound: refuse to start, or warn and start")
 
     generator_backend: Literal["embedded", "vllm", "none"] = Field(
         default="embedded", description="embedded (transformers+peft in process), vllm, or none")
@@ -126,19 +134,19 @@ class Settings(BaseSettings):
         default="accumulate",
         description="accumulate: every passing program of every round plus the new failures "
                     "(service/loop/selection.py); window: only the new triples")
-    train_max_passing_per_problem: int = Field(default=8, ge=1, le=10_000,
+    train_max_passing_per_problem: int = Field(default=4, ge=1, le=10_000,
                                                description="distinct passing programs kept "
                                                            "per problem")
-    train_max_failures_per_problem: int = Field(default=4, ge=0, le=10_000,
+    train_max_failures_per_problem: int = Field(default=2, ge=0, le=10_000,
                                                 description="distinct new failures kept per "
                                                             "problem, distinct error types first")
-    train_epochs: float = Field(default=3.0, gt=0, le=100,
+    train_epochs: float = Field(default=2.0, gt=0, le=100,
                                 description="passes over the selected data per run")
-    train_steps: int = Field(default=64, ge=1,
+    train_steps: int = Field(default=40, ge=1,
                              description="most optimiser steps per run (code steps included); "
                                          "the epochs decide below it")
     train_batch_size: int = Field(default=2, ge=1, le=256, description="sequences per micro-batch")
-    train_grad_accum: int = Field(default=4, ge=1, le=1024,
+    train_grad_accum: int = Field(default=2, ge=1, le=1024,
                                   description="micro-batches per optimiser step")
     train_learning_rate: float = Field(default=2e-4, gt=0, le=1, description="peak learning rate")
     train_lr_schedule: Literal["constant", "linear", "cosine"] = Field(

@@ -7,9 +7,7 @@ that commits before the answer is sent.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 
@@ -26,40 +24,40 @@ from service.store.tasks import ensure_user_task, get_task
 
 
 class SandboxGate:
-    """The sandbox as the API uses it: bounded concurrency on a dedicated thread pool."""
+    """The sandbox as the service uses it: every batch (one program or many, from the API or
+    the loop) goes through the pool's pipelined ``run_many``, the path ``leti bench sandbox``
+    measures. The pool bounds concurrency (one job per runner, its next one queued behind
+    it); ``in_flight`` counts the programs handed to it and not yet answered."""
 
     def __init__(self, pool: RunnerPool, backend: str) -> None:
         self.pool = pool
         self.backend = backend
-        self._limit = asyncio.Semaphore(pool.workers)
-        self._threads = ThreadPoolExecutor(pool.workers, thread_name_prefix="sandbox-call")
-        self.in_flight = 0  # programs running now
+        self.in_flight = 0  # programs running or queued in the pool now
 
     async def run(self, job: Job) -> Outcome:
-        async with self._limit:
-            loop = asyncio.get_running_loop()
-            self.in_flight += 1
-            try:
-                return await loop.run_in_executor(self._threads, self.pool.run, job)
-            except SandboxError as exc:
-                raise Unavailable("sandbox", str(exc)) from exc
-            except JobError as exc:
-                raise InvalidRequest(f"the sandbox refused a job: {exc}") from exc
-            finally:
-                self.in_flight -= 1
+        return (await self.run_many([job]))[0]
+
+    async def run_many(self, jobs: Sequence[Job]) -> list[Outcome]:
+        if not jobs:
+            return []
+        self.in_flight += len(jobs)
+        try:
+            return await self.pool.run_many(jobs)
+        except SandboxError as exc:
+            raise Unavailable("sandbox", str(exc)) from exc
+        except JobError as exc:
+            raise InvalidRequest(f"the sandbox refused a job: {exc}") from exc
+        finally:
+            self.in_flight -= len(jobs)
 
     async def check(self) -> str:
-        """"ok" when a trivial program passes; a busy sandbox (every slot running) is working."""
-        if self._limit.locked():
+        """"ok" when a trivial program passes; a busy sandbox (every runner taken) is working."""
+        if self.in_flight >= self.pool.workers:
             return "ok"
         outcome = await self.run(Job(program="", tests=("assert True",), timeout=5.0))
         return "ok" if outcome.passed else f"a trivial program ended {outcome.status.value}"
 
-    async def run_many(self, jobs: Sequence[Job]) -> list[Outcome]:
-        return list(await asyncio.gather(*(self.run(job) for job in jobs)))
-
     def close(self) -> None:
-        self._threads.shutdown(wait=False, cancel_futures=True)
         self.pool.close()
 
 
