@@ -9,6 +9,7 @@ The format is what a programmer would see in a terminal, trimmed to what concern
 * error:         the trimmed traceback, ending in ``NameError: name 'c' is not defined``
 * syntax_error:  the compiler's message with the offending line and caret
 * timeout, memory, crashed: one sentence saying what happened (and which test was running)
+* a note (e.g. lines the program forged into the harness's report channel) ends any of these
 
 Line numbers always refer to the program as the model wrote it (frames are named ``<program>``;
 test statements are ``<test N>``).
@@ -30,6 +31,17 @@ def render_feedback(outcome: Outcome, max_chars: int = MAX_FEEDBACK_CHARS) -> st
 
 
 def _render(o: Outcome) -> str:
+    text = _render_status(o)
+    if o.note and o.status not in (Status.PASSED, Status.FAILED):  # FAILED renders its own
+        text += "\n" + _sentence(o.note)
+    return text
+
+
+def _sentence(note: str) -> str:
+    return note[0].upper() + note[1:] + "."
+
+
+def _render_status(o: Outcome) -> str:
     if o.status is Status.PASSED:
         return f"All {o.tests_total} tests passed." if o.tests_total != 1 else "The test passed."
     if o.status is Status.FAILED:
@@ -37,7 +49,7 @@ def _render(o: Outcome) -> str:
         if o.expected is not None:
             lines.append(f"Expected {o.expected}, got {o.actual}.")
         if o.note:
-            lines.append(o.note[0].upper() + o.note[1:] + ".")
+            lines.append(_sentence(o.note))
         if o.traceback.count("File ") > 1:  # the assertion sits inside a helper (HumanEval check)
             lines.append(o.traceback)
         return "\n".join(lines)

@@ -601,12 +601,17 @@ class _Remote:
 
     def __call__(self, *args: object, **kwargs: object):
         send_frame(self.fd, ["call", self.name, to_plain(list(args)), to_plain(kwargs)])
-        answer = recv_frame(self.fd)
-        if answer is None:
-            raise ProgramGone(f"the program's process ended during a call to {self.name}()")
-        if answer[0] == "ok":
-            return from_plain(answer[1])
-        _, type_name, message, trace = answer
+        try:
+            answer = recv_frame(self.fd)
+            if answer is None:
+                raise ProgramGone(f"the program's process ended during a call to {self.name}()")
+            if answer[0] == "ok":
+                return from_plain(answer[1])
+            _, type_name, message, trace = answer
+            type_name, message, trace = str(type_name), str(message), str(trace)
+        except (ValueError, TypeError, KeyError, IndexError, RecursionError) as exc:
+            raise ForgedAnswer(f"the program's process answered a call to {self.name}() with "
+                               f"something the harness never sends ({type(exc).__name__})") from None
         kind = getattr(__builtins__ if isinstance(__builtins__, dict) else vars(__builtins__),
                        "get", lambda *_: None)(type_name)
         if isinstance(kind, type) and issubclass(kind, Exception) and kind not in (SystemExit,):
@@ -622,6 +627,10 @@ class _Remote:
 
 class ProgramGone(Exception):
     """The program's process ended while a test was calling into it."""
+
+
+class ForgedAnswer(Exception):
+    """The program's process sent the judge bytes the harness would not have written."""
 
 
 def unsafe_judge(job: dict, program_fd: int, report_fd: int) -> None:
@@ -688,6 +697,9 @@ def unsafe_judge(job: dict, program_fd: int, report_fd: int) -> None:
                 report["traceback"] = _joined_traceback(report["traceback"], remote[2])
             if isinstance(exc, ProgramGone):
                 report["status"], report["error_type"] = "crashed", "ProgramGone"
+            if isinstance(exc, ForgedAnswer):
+                report["status"], report["error_type"] = "crashed", "ForgedReport"
+                report["message"] = f"the program's process broke the harness's protocol: {exc}"
             os.write(report_fd, (json.dumps(report) + "\n").encode()[:REPORT_CAP])
             return
         os.write(report_fd, TEST_PASSED % index + b"\n")

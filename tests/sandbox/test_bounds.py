@@ -1,0 +1,170 @@
+"""Each runner is held by a hard bound on its processes and memory, in both backends, and the
+process running the sandbox (the service's) keeps working while a program hits the bound.
+
+Local: a cgroup per runner (v2 delegated, or v1 where writable), else an unprivileged uid
+(sandbox/bounds.py); docker: the container's pids and memory limits.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from sandbox import Job, RunnerPool, Status
+from sandbox.bounds import Bounds, RunnerLimits, probe_bounds
+
+HONEST = Job("def f(x):\n    return x + 1\n", ("assert f(1) == 2",), timeout=5)
+FORK_BOMB = textwrap.dedent("""
+    import os
+    while True:
+        try:
+            os.fork()
+        except OSError:
+            pass
+""")
+# Many processes that each touch 300 MB: well under each one's own limit (memory_mb), far over
+# what one runner may hold together (1024 MiB).
+MEMORY_BOMB = textwrap.dedent("""
+    import os, time
+    for _ in range(7):
+        if os.fork() == 0:
+            break
+    block = b"x" * (300 * 2**20)
+    time.sleep(2)
+    def f(x):
+        return x + 1
+""")
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def host_processes() -> int:
+    return sum(1 for entry in os.listdir("/proc") if entry.isdigit())
+
+
+def bound_of(sandbox: RunnerPool) -> tuple[int, int]:
+    """(processes, MiB) one runner may hold, whichever backend."""
+    limits = getattr(sandbox, "bounds", None)
+    if limits is not None:
+        return limits.limits.pids, limits.limits.memory_mb
+    return sandbox.limits.pids, sandbox.limits.memory_mb  # type: ignore[attr-defined]
+
+
+class Watch:
+    """Samples, while a hostile job runs, the host's process count and (local) each runner's
+    processes and memory as its cgroup counts them."""
+
+    def __init__(self, sandbox: RunnerPool) -> None:
+        self.bounds: Bounds | None = getattr(sandbox, "bounds", None)
+        self.baseline = host_processes()
+        self.peak_host = self.peak_runner = self.peak_memory = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self.stop.is_set():
+            self.peak_host = max(self.peak_host, host_processes())
+            if self.bounds is not None:
+                for dirs in list(self.bounds._live.values()):
+                    for path in dirs:
+                        for name in ("pids.current",):
+                            if (path / name).exists():
+                                self.peak_runner = max(self.peak_runner, int((path / name).read_text()))
+                        for name in ("memory.current", "memory.usage_in_bytes"):
+                            if (path / name).exists():
+                                self.peak_memory = max(self.peak_memory,
+                                                       int((path / name).read_text()) // 2**20)
+            time.sleep(0.02)
+
+    def __enter__(self) -> Watch:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        self.thread.join(5)
+
+
+def test_the_local_backend_holds_every_runner(local_sandbox: RunnerPool) -> None:
+    bounds = local_sandbox.bounds  # type: ignore[attr-defined]
+    assert bounds.processes_bounded, bounds.describe()
+    if os.geteuid() == 0 and bounds.kind.startswith("cgroup"):
+        assert bounds.memory_bounded
+    local_sandbox.warm_up()
+    if bounds.kind.startswith("cgroup"):
+        for dirs in bounds._live.values():  # every live runner sits in cgroups of its own
+            assert dirs and all(d.name.startswith("runner-") for d in dirs)
+
+
+def test_fork_bomb_stays_under_the_runner_bound_while_the_sandbox_keeps_serving(
+        sandbox: RunnerPool) -> None:
+    pids, _ = bound_of(sandbox)
+    sandbox.warm_up()
+    done: list = []
+    with Watch(sandbox) as watch:
+        bomb = threading.Thread(target=lambda: done.append(sandbox.run(Job(FORK_BOMB, HONEST.tests,
+                                                                           timeout=3))))
+        bomb.start()
+        time.sleep(0.5)  # the bomb is at its bound now
+        served = 0
+        while bomb.is_alive():
+            # The other runner grades honest programs, and this process can still start threads
+            # and processes of its own.
+            assert sandbox.run(HONEST).status is Status.PASSED
+            assert subprocess.run(["true"], check=False, timeout=10).returncode == 0
+            side = threading.Thread(target=lambda: None)
+            side.start()
+            side.join()
+            served += 1
+        bomb.join()
+    assert done and not done[0].passed
+    assert served >= 1
+    assert watch.peak_host - watch.baseline <= pids * 2 + 32, (watch.peak_host, watch.baseline)
+    if watch.bounds is not None and watch.bounds.kind.startswith("cgroup"):
+        assert 0 < watch.peak_runner <= pids
+    assert host_processes() - watch.baseline <= 16  # all gone again
+    assert sandbox.run(HONEST).status is Status.PASSED
+
+
+def test_memory_bomb_stays_under_the_runner_bound(sandbox: RunnerPool) -> None:
+    _, memory_mb = bound_of(sandbox)
+    with Watch(sandbox) as watch:
+        outcome = sandbox.run(Job(MEMORY_BOMB, HONEST.tests, timeout=6, memory_mb=900))
+    assert not outcome.passed
+    if watch.bounds is not None and watch.bounds.kind.startswith("cgroup"):
+        assert 0 < watch.peak_memory <= memory_mb, watch.peak_memory
+    assert sandbox.run(HONEST).status is Status.PASSED
+
+
+def test_one_process_over_the_runner_bound_is_killed_for_memory(sandbox: RunnerPool) -> None:
+    """A job allowed more than its runner may hold is stopped by the runner's bound."""
+    program = "block = b'x' * (1500 * 2**20)\ndef f(x):\n    return x + 1\n"
+    outcome = sandbox.run(Job(program, HONEST.tests, timeout=10, memory_mb=4096))
+    assert outcome.status is Status.MEMORY, outcome
+    assert sandbox.run(HONEST).status is Status.PASSED
+
+
+def test_a_host_without_any_bound_is_refused_unless_warned(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sandbox import bounds as module
+    from sandbox.types import SandboxError
+
+    none = Bounds("none", RunnerLimits(), processes_bounded=False, memory_bounded=False)
+    monkeypatch.setattr(module, "probe_bounds", lambda limits, needed: none)
+    with pytest.raises(SandboxError, match="nothing on this host bounds the processes"):
+        module.choose_bounds(RunnerLimits(), "refuse", [])
+    assert module.choose_bounds(RunnerLimits(), "warn", []) is none
+
+
+def test_probing_finds_a_bound_here() -> None:
+    """On the machines this project runs on (root in CI and install.sh) there is one."""
+    found = probe_bounds(RunnerLimits(), [Path("/usr/bin/env")])
+    try:
+        assert found.processes_bounded, found.describe()
+    finally:
+        found.close()
