@@ -73,14 +73,16 @@ def load_bench_tasks(store: Store, benchmark: str, split: str | None,
                           entry_point=r.entry_point)) for r in rows]
 
 
-def build_prompt(task: TaskRow, conditioned: bool, tokenizer: Any) -> str:
-    """The prompt ``POST /v1/generate`` would use for this task."""
+def build_prompt(task: TaskRow, conditioned: bool, tokenizer: Any,
+                 reward: str = "good") -> str:
+    """The prompt ``POST /v1/generate`` would use for this task (``conditioned``: on the
+    ``reward`` marker, "good" unless asked otherwise)."""
     from trainer.prompts import Reward, TaskPrompt
     from trainer.prompts import build_prompt as leti_prompt
 
     prompt_task = TaskPrompt(kind=task.kind, instruction=task.instruction,  # type: ignore[arg-type]
                              tests=tuple(prompt_tests(task)), entry_point=task.entry_point)
-    return leti_prompt(prompt_task, reward=Reward.GOOD if conditioned else None,
+    return leti_prompt(prompt_task, reward=Reward(reward) if conditioned else None,
                        tokenizer=tokenizer)
 
 
@@ -170,16 +172,18 @@ def _config(spec: BenchmarkSpec) -> dict[str, Any]:
 
 
 async def sample_programs(spec: BenchmarkSpec, generation: Generation,
-                          chunk: list[tuple[TaskRow, BenchTask]]
+                          chunk: list[tuple[TaskRow, BenchTask]], reward: str = "good"
                           ) -> tuple[list[BenchSample], str | None]:
     """``n`` completions per task, extracted into programs as ``/v1/generate`` does; and the
-    adapter that served them (None: the base model). Adapters sample conditioned on "good"."""
+    adapter that served them (None: the base model). Adapters sample conditioned on "good"
+    (``reward="bad"``: on "bad", the experiment's check that the marker was learned)."""
     from service.core.generation import _function_name
     from service.generation import SamplingParams, extract_program
 
     conditioned = spec.adapter != BASE and (
         spec.adapter is not None or getattr(generation.generator, "serving", None))
-    prompts = [build_prompt(row, bool(conditioned), generation.tokenizer) for row, _ in chunk]
+    prompts = [build_prompt(row, bool(conditioned), generation.tokenizer, reward)
+               for row, _ in chunk]
     params = SamplingParams(n=spec.n, temperature=spec.temperature, top_p=spec.top_p,
                             max_new_tokens=spec.max_new_tokens, seed=spec.seed)
     outputs = await generation.generator.generate(prompts, params, adapter=spec.adapter)

@@ -72,26 +72,55 @@ class EvaluationSection(_Section):
 
 
 class LoopSection(_Section):
+    """``rounds`` rounds of ``problems_per_round`` problems, walking the pool of
+    ``data.train_problems`` and wrapping around: with both equal, every round re-samples the
+    whole pool (as LETI does)."""
+
     rounds: int = Field(default=3, ge=1)
     problems_per_round: int = Field(default=16, ge=1)
+    marker_check: bool = Field(default=False, description="at the end, MBPP test pass@1 of "
+                                                          "the serving adapter on 'bad'")
 
 
 class TrainingSection(_Section):
-    """Each round's fine-tune. ``feedback_steps`` counts optimiser steps on feedback data; with
-    ``code_ratio`` > 0 the trainer adds plain-code steps on top (same data, more steps)."""
+    """Each round's fine-tune, sized by its data: ``epochs`` over the selected triples in
+    optimiser steps of ``batch_size x grad_accum`` sequences, plain-code steps added at
+    ``code_ratio``. ``feedback_steps`` (feedback steps) and ``max_steps`` (all steps) only
+    bound it."""
 
-    feedback_steps: int = Field(default=8, ge=1)
+    epochs: float = Field(default=2.0, gt=0)
+    feedback_steps: int | None = Field(default=None, ge=1, description="bound on feedback steps")
+    max_steps: int | None = Field(default=None, ge=1, description="bound on all steps")
     batch_size: int = Field(default=2, ge=1)
+    grad_accum: int = Field(default=1, ge=1)
     max_length: int = Field(default=512, ge=64)
     code_ratio: float = Field(default=1.0, ge=0)
     learning_rate: float = Field(default=2e-4, gt=0)
+    lr_schedule: Literal["constant", "linear", "cosine"] = "cosine"
+    warmup_ratio: float = Field(default=0.1, ge=0, lt=1)
     lora_rank: int = 16
+    init: Literal["base", "serving"] = Field(
+        default="base", description="each round from a fresh adapter, or the serving one")
+    selection: Literal["accumulate", "window"] = Field(
+        default="accumulate", description="every pass so far + new failures, or new only")
+    max_passing_per_problem: int = Field(default=4, ge=1)
+    max_failures_per_problem: int = Field(default=2, ge=0)
+
+    def step_bound(self) -> int:
+        """The most optimiser steps a round may take (the epochs decide below it)."""
+        from trainer.batches import total_steps
+
+        bounds = [b for b in (self.max_steps, self.feedback_steps and
+                              total_steps(self.feedback_steps, self.code_ratio)) if b]
+        return min(bounds) if bounds else 100_000
 
 
 class GateSection(_Section):
-    problems: int = Field(default=10, ge=1, description="first N of MBPP validation (511-600)")
-    temperature: float = Field(default=0.2, ge=0)
-    margin: float = Field(default=0.02, ge=0)
+    problems: int = Field(default=90, ge=1, description="first N of MBPP validation (511-600)")
+    temperature: float = Field(default=0.0, ge=0)
+    margin: float = Field(default=0.0, ge=0)
+    confidence: float = Field(default=0.95, gt=0, lt=1)
+    min_detectable: float = Field(default=0.05, gt=0, le=1)
     seed: int = 1234
 
 

@@ -472,10 +472,11 @@ def _rounds_section(results: Mapping[str, Any], figs: Mapping[str, Any]) -> list
         return lines + ["No LETI rounds yet.", ""]
     lines += [
         (
-            "| Round | Problems | Samples | Passed | Sampled from | Steps | Loss first -> last "
-            "| Gate | Candidate pass@1 | Serving pass@1 | Serving after |"
+            "| Round | Problems | Samples | Passed | Pool pass rate | Trained on | Sampled from "
+            "| Steps | Loss first -> last | Gate | Candidate pass@1 | Serving pass@1 "
+            "| Paired 95% CI | Serving after |"
         ),
-        "|---:|---:|---:|---:|---|---:|---|---|---:|---:|---|",
+        "|---:|---:|---:|---:|---:|---:|---|---:|---|---|---:|---:|---|---|",
     ]
     for r in rounds:
         t = r.get("training") or {}
@@ -486,14 +487,23 @@ def _rounds_section(results: Mapping[str, Any], figs: Mapping[str, Any]) -> list
             and isinstance(t.get("loss_last"), int | float)
             else "-"
         )
+        paired = (
+            _ci(g["ci_low"], g["ci_high"], signed=True)
+            if isinstance(g.get("ci_low"), int | float) and isinstance(g.get("ci_high"), int | float)
+            else "-"
+        )
         lines.append(
             f"| {_cell(r.get('round'))} | {len(r.get('problems') or [])} | "
             f"{_cell(r.get('samples'))} | {_cell(r.get('passed'))} | "
+            f"{_pct(r.get('pool_pass_rate'))} | {_cell(r.get('trained_on'))} | "
             f"{r.get('adapter_sampled') or 'base'} | {_cell(t.get('steps'))} | {loss} | "
             f"{_cell(g.get('decision'))} | {_pct(g.get('candidate_pass_at_1'))} | "
-            f"{_pct(g.get('serving_pass_at_1'))} | {r.get('serving_after') or 'base'} |"
+            f"{_pct(g.get('serving_pass_at_1'))} | {paired} | {r.get('serving_after') or 'base'} |"
         )
     lines.append("")
+    warnings = sorted({str(g["warning"]) for r in rounds
+                       if (g := r.get("gate") or {}).get("warning")})
+    lines += [f"Gate warning: {w}" for w in warnings] + ([""] if warnings else [])
 
     statuses = [s for s in figs["statuses"] if s["counts"]]
     if statuses:

@@ -6,13 +6,16 @@ Phases, in order, each saved to ``results.json`` when it ends (a re-run with ``r
 skips the phases already there):
 
 1. ``baseline``: MBPP test and HumanEval pass@k of the base model.
-2. ``round-N`` (N = 1..rounds), the LETI arm: sample ``n`` programs for the round's MBPP train
-   problems from the serving model, execute them, train a LoRA adapter on the round's triples
-   (from the serving adapter), measure the candidate on MBPP test, and gate it on MBPP
-   validation (promoted: it serves the next round).
-3. ``ablation-<name>`` (after round 1): the same round-1 data and feedback steps from the base
+2. ``round-N`` (N = 1..rounds), the LETI arm: the loop's own round (``service.loop.rounds``,
+   the code ``leti serve`` runs): sample ``n`` programs for the round's problems of the fixed
+   train pool from the serving model, execute them, select the training data (every passing
+   program so far and the round's failures), train a LoRA adapter sized by that data, measure
+   the candidate on MBPP test (before the gate), and gate it on MBPP validation with the
+   paired decision (promoted: it serves the next round; rejected: the serving adapter stays).
+3. ``ablation-<name>`` (after round 1): the same round-1 data and training length from the base
    model, with another objective (binary feedback) or code ratio (no code corpus).
-4. ``final``: HumanEval of the last LETI candidate.
+4. ``final``: HumanEval of the last promoted adapter (the serving one), and with
+   ``loop.marker_check`` its MBPP test pass@1 conditioned on "Reward: bad", against "good".
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ import logging
 import os
 import platform
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -39,29 +41,31 @@ from service.api.metrics import Metrics
 from service.benchmarks.jobs import BenchmarkSpec, load_bench_tasks, sample_programs
 from service.benchmarks.scoring import HUMAN_EVAL_TIMEOUT_S, overall_pass_at_k, score_samples
 from service.core.config import Settings
-from service.core.evaluation import EvaluationInput
-from service.core.generation import BASE, Generation, GenerationInput
+from service.core.generation import BASE, Generation
 from service.experiment.config import Ablation, ExperimentConfig
 from service.experiment.report import write_atomic
 from service.loop import state
 from service.loop.adapters import AdapterSwitch
-from service.loop.rounds import next_batch
+from service.loop.rounds import (
+    RoundContext,
+    RoundPlan,
+    next_batch,
+    pool,
+    run_round,
+    training_summary,
+)
 from service.loop.training import (
     PreparedRun,
     TrainerProcess,
     TrainOptions,
-    finish_run,
-    next_adapter_name,
-    prepare_run,
     trainer_command,
     trainer_env,
 )
 from trainer.batches import total_steps
 
 log = logging.getLogger(__name__)
-SCHEMA = 1
+SCHEMA = 2
 EVAL_CHUNK = 16  # prompts per generator call in evaluations: one decode batch on CPU
-SAMPLE_CHUNK = 4  # problems per generator call in rounds (x n samples each)
 
 
 class StudyError(RuntimeError):
@@ -94,12 +98,20 @@ def settings_for(config: ExperimentConfig, state_dir: Path) -> Settings:
         generator_batch_size=config.model.batch_size, generator_threads=config.model.threads,
         vllm_url=config.model.vllm_url, tokenizer=config.model.tokenizer,
         max_n=max(sampling.n, config.evaluation.n), loop_enabled=False, loop_mbpp_hub=False,
+        loop_pool_size=config.data.train_problems,
+        loop_problems_per_round=config.loop.problems_per_round,
         loop_samples_per_problem=sampling.n, loop_temperature=sampling.temperature,
         loop_max_new_tokens=sampling.max_new_tokens,
-        train_steps=total_steps(training.feedback_steps, training.code_ratio),
-        train_batch_size=training.batch_size, train_max_length=training.max_length,
-        train_code_ratio=training.code_ratio,
+        train_selection=training.selection,
+        train_max_passing_per_problem=training.max_passing_per_problem,
+        train_max_failures_per_problem=training.max_failures_per_problem,
+        train_epochs=training.epochs, train_steps=training.step_bound(),
+        train_batch_size=training.batch_size, train_grad_accum=training.grad_accum,
+        train_max_length=training.max_length, train_code_ratio=training.code_ratio,
+        train_learning_rate=training.learning_rate, train_lr_schedule=training.lr_schedule,
+        train_warmup_ratio=training.warmup_ratio, train_init=training.init,
         gate_problems=gate.problems, gate_margin=gate.margin,
+        gate_confidence=gate.confidence, gate_min_detectable=gate.min_detectable,
         gate_temperature=gate.temperature, gate_seed=gate.seed)
 
 
@@ -265,23 +277,44 @@ class Study:
             await self._evaluate("base", 0, "humaneval", None, 0)
 
     async def _final(self) -> None:
-        if self.config.data.humaneval_problems <= 0 or not self.results["rounds"]:
+        """HumanEval of the last promoted adapter (what serves at the end), and the marker
+        check: its MBPP test pass@1 sampled on "Reward: bad" against its figure on "good"."""
+        promoted = [r for r in self.results["rounds"]
+                    if (r.get("gate") or {}).get("decision") == "promote"]
+        if not promoted:
+            log.info("final: no round was promoted; the base model still serves")
             return
-        last = self.results["rounds"][-1]
-        name, generator = last["candidate"], self._generation.generator
+        last = promoted[-1]
+        name = last["candidate"]
+        await self._ensure_loaded(name, last["adapter_dir"])
+        steps = (last.get("training") or {}).get("feedback_steps")
+        if self.config.data.humaneval_problems > 0:
+            await self._evaluate("leti", last["round"], "humaneval", name, steps)
+        if self.config.loop.marker_check:
+            record = await self._evaluate("bad", last["round"], "mbpp", name, steps,
+                                          marker="bad")
+            self.results["ablations"] = [a for a in self.results["ablations"]
+                                         if a["name"] != "marker"]
+            self.results["ablations"].append({
+                "name": "marker", "objective": None, "marker": "bad",
+                "evaluation": record["key"], "compare_to": f"leti-r{last['round']}/mbpp",
+                "data_round": last["round"], "training": {}, "timings_s": record["timings_s"]})
+
+    async def _ensure_loaded(self, name: str, path: str) -> None:
+        generator = self._generation.generator
         loaded = {a.name for a in generator.list_adapters() if not a.retiring}
-        if name not in loaded:  # rejected by the gate (unloaded), or a resumed study
+        if name not in loaded:  # rejected (unloaded), or a resumed study
             assert self.switch is not None
             await self.switch.wait()
-            await generator.load_adapter(name, last["adapter_dir"])
-        await self._evaluate("leti", last["round"], "humaneval", name,
-                             last["training"]["feedback_steps"])
+            await generator.load_adapter(name, path)
 
     # -- evaluation --------------------------------------------------------------------------
     async def _evaluate(self, arm: str, round_number: int, benchmark: str, adapter: str | None,
-                        feedback_steps: int) -> dict[str, Any]:
+                        feedback_steps: int | None, marker: str | None = None
+                        ) -> dict[str, Any]:
         """pass@k of ``adapter`` (None: the base model) on the benchmark's first problems,
-        stored in the results under ``<arm>[-rN]/<benchmark>``."""
+        stored in the results under ``<arm>[-rN]/<benchmark>``; ``marker="bad"`` samples on
+        the "bad" reward marker instead of "good" (LETI's check that the marker was learned)."""
         ev = self.config.evaluation
         limit = (self.config.data.test_problems if benchmark == "mbpp"
                  else self.config.data.humaneval_problems)
@@ -301,7 +334,8 @@ class Study:
         for start in range(0, len(tasks), EVAL_CHUNK):
             chunk = tasks[start:start + EVAL_CHUNK]
             began = time.perf_counter()
-            samples, _ = await sample_programs(spec, self._generation, chunk)
+            samples, _ = await sample_programs(spec, self._generation, chunk,
+                                               marker or "good")
             began = timer.add("sampling", began)
             scored = await score_samples(self._s.sandbox, {b.id: b for _, b in chunk}, samples,
                                          ev.ks, timeout, self._s.settings.sandbox_memory_mb)
@@ -317,7 +351,7 @@ class Study:
             log.info("%s %s: %d/%d problems", arm, benchmark, len(per_task), len(tasks))
         flags = {task_id: v["passed"] for task_id, v in per_task.items()}
         key = f"{arm}-r{round_number}/{benchmark}" if round_number else f"{arm}/{benchmark}"
-        record = {"key": key, "arm": arm, "round": round_number,
+        record = {"key": key, "arm": arm, "round": round_number, "marker": marker,
                   "feedback_steps": feedback_steps, "benchmark": benchmark, "split": split,
                   "adapter": adapter, "n": ev.n, "temperature": ev.temperature, "seed": ev.seed,
                   "max_new_tokens": ev.max_new_tokens, "tasks": per_task,
@@ -338,96 +372,82 @@ class Study:
         write_atomic(self.out_dir / relative, "".join(json.dumps(p) + "\n" for p in programs))
         return str(relative)
 
-    # -- a LETI round ------------------------------------------------------------------------
+    # -- a LETI round: the loop's round -------------------------------------------------------
     async def _round(self, number: int) -> None:
         cfg, store = self.config, self._s.store
-        train_ids = (await anyio.to_thread.run_sync(state.task_ids, store, "train"))
-        train_ids = train_ids[:cfg.data.train_problems]
+        train_ids = pool(await anyio.to_thread.run_sync(state.task_ids, store, "train"),
+                         cfg.data.train_problems)
         if not train_ids:
             raise StudyError("no MBPP train problems in the study's store")
         problems, _ = next_batch(train_ids, (number - 1) * cfg.loop.problems_per_round,
                                  cfg.loop.problems_per_round)
         generator = self._generation.generator
         sampled_from = generator.serving
-        timer = Timer()
-        began = time.perf_counter()
-        sample_ids: list[str] = []
-        for start in range(0, len(problems), SAMPLE_CHUNK):
-            chunk = problems[start:start + SAMPLE_CHUNK]
-            results = await self._generation.generate_batch([GenerationInput(
-                task_id=task_id, n=cfg.sampling.n, temperature=cfg.sampling.temperature,
-                max_new_tokens=cfg.sampling.max_new_tokens,
-                seed=cfg.seed * 1_000_003 + number * 10_007 + start) for task_id in chunk])
-            sample_ids += [g.sample.id for r in results for g in r.samples]
-        began = timer.add("sampling", began)
-        evaluated = await self._s.evaluator.evaluate(EvaluationInput(sample_ids=sample_ids))
-        began = timer.add("execution", began)
-        statuses = Counter(e.outcome.status.value for e in evaluated)
-        error_types = Counter(e.outcome.error_type or "none" for e in evaluated
-                              if not e.outcome.passed)
-        log.info("round %d: %d programs, %d passed", number, len(evaluated),
-                 statuses.get("passed", 0))
-
-        steps = total_steps(cfg.training.feedback_steps, cfg.training.code_ratio)
+        plan = RoundPlan(number, problems, cfg.sampling.n, cfg.sampling.temperature,
+                         cfg.sampling.max_new_tokens, seed=cfg.seed * 1_000_003 + number * 10_007)
         options = TrainOptions(objective="leti", learning_rate=cfg.training.learning_rate,
                                lora_rank=cfg.training.lora_rank, seed=cfg.seed + number)
-        prepared = await anyio.to_thread.run_sync(
-            lambda: prepare_run(store, self._s.settings, steps, options))
-        name = await anyio.to_thread.run_sync(
-            next_adapter_name, store, generator.alias, 0)
-        adapter_dir, training = await self._train(prepared)
-        await anyio.to_thread.run_sync(lambda: finish_run(
-            store, prepared.run_id, adapter_name=name, adapter_dir=adapter_dir,
-            base_model=self._s.settings.generator_model or "default",
-            parent=prepared.parent_adapter, error=training.get("error")))
-        began = timer.add("training", began)
-        if adapter_dir is None:
-            raise StudyError(f"round {number}: training failed: {training.get('error')} "
-                             f"(log: {prepared.output_dir / 'trainer.log'})")
+        evaluation_s: dict[str, float] = {}
 
-        await generator.load_adapter(name, str(adapter_dir))
-        await self._evaluate("leti", number, "mbpp", name, cfg.training.feedback_steps)
-        began = timer.add("evaluation", began)
+        async def measure(name: str, adapter_dir: Path) -> None:
+            """The candidate's MBPP test pass@1, before the gate decides."""
+            began = time.perf_counter()
+            await generator.load_adapter(name, str(adapter_dir))
+            steps = training_summary(adapter_dir.parent).get("feedback_steps")
+            await self._evaluate("leti", number, "mbpp", name, steps)
+            evaluation_s["evaluation"] = round(time.perf_counter() - began, 3)
+
         assert self.switch is not None
-        decision = await self.switch.gate(name)
-        timer.add("gate", began)
+        context = RoundContext(store, self._s.settings, self._generation, self.switch)
+        outcome = await run_round(context, plan, options=options, before_gate=measure)
+        collected, trained, prepared = outcome.collected, outcome.trained, outcome.prepared
+        assert trained is not None and prepared is not None
+        if trained.error is not None or trained.adapter_dir is None:
+            raise StudyError(f"round {number}: training failed: {trained.error} "
+                             f"(log: {prepared.output_dir / 'trainer.log'})")
+        decision = trained.decision or {}
         metrics = decision.get("metrics") or {}
         self.results["rounds"] = [r for r in self.results["rounds"] if r["round"] != number]
         self.results["rounds"].append({
-            "round": number, "problems": problems, "samples": len(evaluated),
-            "passed": statuses.get("passed", 0), "statuses": dict(statuses),
-            "error_types": dict(error_types), "adapter_sampled": sampled_from,
-            "candidate": name, "adapter_dir": str(adapter_dir),
+            "round": number, "problems": problems, "pool": len(train_ids),
+            "samples": collected.samples, "passed": collected.passed,
+            "pool_pass_rate": collected.pass_rate, "truncated": collected.truncated,
+            "statuses": collected.statuses, "error_types": collected.error_types,
+            "adapter_sampled": sampled_from, "candidate": trained.candidate,
+            "adapter_dir": str(trained.adapter_dir),
             "data": prepared.command[prepared.command.index("--data") + 1],
-            "training": {**training, "steps": steps,
-                         "feedback_steps": cfg.training.feedback_steps},
-            "gate": {"decision": decision["decision"], "reason": decision.get("reason"),
-                     "candidate_pass_at_1": metrics.get("candidate_pass_at_1"),
-                     "serving_pass_at_1": metrics.get("serving_pass_at_1")},
-            "serving_after": generator.serving, "timings_s": timer.seconds})
+            "selection": trained.data.get("selection"),
+            "trained_on": trained.data.get("trained_on"),
+            "training": {**trained.training, "error": None,
+                         "step_bound": cfg.training.step_bound(),
+                         "init": cfg.training.init},
+            "gate": {"decision": decision.get("decision"), "reason": decision.get("reason"),
+                     **{k: metrics.get(k) for k in (
+                         "candidate_pass_at_1", "serving_pass_at_1", "candidate_solved",
+                         "serving_solved", "tasks", "difference", "ci_low", "ci_high",
+                         "warning", "gained", "lost")}},
+            "serving_after": generator.serving,
+            "timings_s": {**collected.timings_s, **trained.timings_s, **evaluation_s}})
 
     async def _train(self, prepared: PreparedRun) -> tuple[Path | None, dict[str, Any]]:
         """Run the trainer process; the adapter (or None) and a summary of its metrics."""
         process = TrainerProcess(prepared)
         adapter_dir = await process.run()
         summary: dict[str, Any] = {"error": process.error}
-        metrics_file = prepared.output_dir / "metrics.json"
-        if adapter_dir is not None and metrics_file.is_file():
-            metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
-            loss = (metrics.get("loss") or {}).get("feedback") or {}
-            summary |= {"loss_first": loss.get("first"), "loss_last": loss.get("last"),
-                        "tokens": metrics.get("tokens"),
-                        "tokens_per_s": metrics.get("tokens_per_s")}
+        if adapter_dir is not None:
+            summary |= training_summary(prepared.output_dir)
         return adapter_dir, summary
 
     # -- ablations ---------------------------------------------------------------------------
     async def _ablation(self, ablation: Ablation) -> None:
-        """Round 1's data, the main arm's feedback steps, from the base model; one change."""
+        """Round 1's data and the main arm's feedback steps (the same data and epochs, bounded
+        by the steps round 1 took), from the base model; one change."""
         cfg = self.config
         first = next(r for r in self.results["rounds"] if r["round"] == 1)
         code_ratio = cfg.training.code_ratio if ablation.code_ratio is None \
             else ablation.code_ratio
-        steps = total_steps(cfg.training.feedback_steps, code_ratio)
+        feedback_steps = int(first["training"]["feedback_steps"])
+        steps = total_steps(feedback_steps, code_ratio)
         output = self._s.settings.adapters_dir / f"ablation-{ablation.name}"
         options = TrainOptions(objective=ablation.objective, code_ratio=code_ratio,
                                learning_rate=cfg.training.learning_rate,
@@ -448,8 +468,7 @@ class Study:
         name = f"ablation-{ablation.name}"
         await generator.load_adapter(name, str(adapter_dir))
         try:
-            record = await self._evaluate(ablation.name, 1, "mbpp", name,
-                                          cfg.training.feedback_steps)
+            record = await self._evaluate(ablation.name, 1, "mbpp", name, feedback_steps)
         finally:
             await generator.unload_adapter(name)
         timer.add("evaluation", began)
@@ -457,7 +476,7 @@ class Study:
                                      if a["name"] != ablation.name]
         self.results["ablations"].append({
             "name": ablation.name, "objective": ablation.objective, "code_ratio": code_ratio,
-            "feedback_steps": cfg.training.feedback_steps, "steps": steps, "data_round": 1,
+            "feedback_steps": feedback_steps, "steps": steps, "data_round": 1,
             "evaluation": record["key"], "compare_to": "leti-r1/mbpp",
             "training": {**training, "steps": steps}, "timings_s": timer.seconds})
 

@@ -251,7 +251,7 @@ def test_a_round_cut_short_renders(tmp_path: Path) -> None:
     cut.update(training=None, gate=None, candidate=None, serving_after=None, timings_s=None)
     results["rounds"] = [cut]
     text = write_report(results, tmp_path).read_text()
-    assert "| 1 | 12 | 96 | 3 | base | - | - | - | - | - | base |" in text
+    assert "| 1 | 12 | 96 | 3 | - | - | base | - | - | - | - | - | - | base |" in text
     assert (tmp_path / "statuses.png").read_bytes().startswith(PNG_MAGIC)
     assert [t["label"] for t in results["figures"]["timings"]] == ["base", "r1"]
 
@@ -269,3 +269,18 @@ def test_failure_classes_count_each_evaluation_on_the_same_problems() -> None:
     assert "## How the evaluated programs ended" in summary
     assert "| Evaluation | Programs | passed | wrong answer | NameError |" in summary
     assert "| base/mbpp | 20 | 1 | 18 | 1 |" in summary
+
+
+def test_a_round_shows_its_pool_pass_rate_data_and_paired_gate(tmp_path: Path) -> None:
+    results = partial_results()
+    record = round_record(1)
+    record.update(pool_pass_rate=0.25, trained_on=40, candidate="policy-v1",
+                  serving_after="base",
+                  gate={"decision": "reject", "candidate_pass_at_1": 0.1,
+                        "serving_pass_at_1": 0.2, "ci_low": -0.15, "ci_high": -0.05,
+                        "warning": "the gate's 10 problems cannot show a drop smaller than 4"})
+    results["rounds"] = [record]
+    text = write_report(results, tmp_path).read_text()
+    assert "| 25.0% | 40 | base |" in text
+    assert "| reject | 10.0% | 20.0% | [-15.0, -5.0] pp | base |" in text
+    assert "Gate warning: the gate's 10 problems cannot show a drop smaller than 4" in text

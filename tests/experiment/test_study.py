@@ -53,9 +53,25 @@ def figures_of(results: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_study_runs_every_phase_and_repeats(tmp_path: Path, mbpp_path: Path,
-                                             tiny_model_dir: Path) -> None:  # noqa: F811
+                                             tiny_model_dir: Path,  # noqa: F811
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from service.experiment import study as study_module
+    from service.loop import rounds
+
+    calls = {"collect_round": 0, "train_and_gate": 0}
+    for name in calls:  # the study's round is the loop's round: the same two functions
+        real = getattr(rounds, name)
+
+        def spy(*args: Any, _real: Any = real, _name: str = name, **kwargs: Any) -> Any:
+            calls[_name] += 1
+            return _real(*args, **kwargs)
+        monkeypatch.setattr(rounds, name, spy)
+    # and no second copy of the round's steps in the study
+    assert not {"prepare_run", "finish_run", "collect_round"} & set(vars(study_module))
+
     config = tiny_config(mbpp_path, tiny_model_dir)
     first = asyncio.run(Study(config, tmp_path / "a").run())
+    assert calls == {"collect_round": 2, "train_and_gate": 2}
 
     assert first["phases_done"] == ["baseline", "round-1", "ablation-binary",
                                     "ablation-no-corpus", "round-2", "final"]
@@ -71,6 +87,9 @@ def test_study_runs_every_phase_and_repeats(tmp_path: Path, mbpp_path: Path,
     assert r1["problems"] == ["mbpp/601", "mbpp/602"] and r2["problems"] == ["mbpp/603",
                                                                               "mbpp/604"]
     assert r1["samples"] == 4 and sum(r1["statuses"].values()) == 4
+    assert r1["pool"] == 4 and r1["pool_pass_rate"] == r1["passed"] / 4
+    assert r1["selection"]["policy"] == "accumulate" and r1["trained_on"] >= 1
+    assert r1["gate"]["tasks"] == 2 and "table" not in r1["gate"]
     assert r1["adapter_sampled"] is None  # the base model samples round 1
     assert r1["gate"]["decision"] == "promote"  # margin 1.0: anything passes the gate
     assert r2["adapter_sampled"] == r1["candidate"]  # the promoted adapter samples round 2
@@ -94,7 +113,8 @@ def test_study_runs_every_phase_and_repeats(tmp_path: Path, mbpp_path: Path,
 
 def test_a_study_stops_after_a_phase_resumes_and_refuses_another_config(
         tmp_path: Path, mbpp_path: Path, tiny_model_dir: Path) -> None:  # noqa: F811
-    config = tiny_config(mbpp_path, tiny_model_dir, loop={"rounds": 1, "problems_per_round": 1},
+    config = tiny_config(mbpp_path, tiny_model_dir,
+                         loop={"rounds": 1, "problems_per_round": 1, "marker_check": True},
                          ablations=[])
     out = tmp_path / "run"
     with pytest.raises(StudyError, match="no phase 'round-9'"):
@@ -106,6 +126,11 @@ def test_a_study_stops_after_a_phase_resumes_and_refuses_another_config(
     first = asyncio.run(Study(config, out).run())  # resumes after the baseline
     assert first["phases_done"] == ["baseline", "round-1", "final"]
     assert first["evaluations"][:2] == base
+    keys = [e["key"] for e in first["evaluations"]]  # the marker check on the promoted adapter
+    assert keys[-2:] == ["leti-r1/humaneval", "bad-r1/mbpp"]
+    assert first["evaluations"][-1]["marker"] == "bad"
+    marker = next(a for a in first["ablations"] if a["name"] == "marker")
+    assert (marker["evaluation"], marker["compare_to"]) == ("bad-r1/mbpp", "leti-r1/mbpp")
     assert first["environment"]["finished_at"] is not None
     stamp = (out / "results.json").stat().st_mtime_ns
     second = asyncio.run(Study(config, out).run())
@@ -131,12 +156,21 @@ def test_config_errors_name_the_setting(tmp_path: Path) -> None:
         load_config(tmp_path / "missing.toml")
 
 
-@pytest.mark.parametrize("name", ["cpu-small", "gpu"])
+@pytest.mark.parametrize("name", ["cpu-small", "cpu-rounds", "gpu"])
 def test_shipped_configs_load(name: str) -> None:
     config = load_config(Path(__file__).resolve().parents[2] / "experiments" / f"{name}.toml")
     assert config.name == name
-    assert {a.name for a in config.ablations} == {"binary", "no-corpus"}
+    assert "binary" in {a.name for a in config.ablations}
+    if name != "cpu-small":  # issue 16's design: rounds on a re-sampled pool, paired gate
+        assert config.loop.rounds >= 4 and config.loop.marker_check
+        assert config.loop.problems_per_round == config.data.train_problems  # the whole pool
+        assert config.data.test_problems >= 200 and config.data.humaneval_problems == 164
+        assert (config.evaluation.n, config.evaluation.temperature) == (1, 0.0)  # greedy
+        assert (config.gate.problems, config.gate.temperature) == (90, 0.0)
+        assert config.training.selection == "accumulate" and config.training.code_ratio == 1.0
+        assert config.training.init == "base"
     if name == "gpu":  # LETI's scale
         assert config.sampling.n == 128 and config.sampling.temperature == 1.0
         assert config.data.train_problems == 374 and config.model.backend == "vllm"
+        assert config.training.epochs == 3.0
     json.dumps(config.model_dump(mode="json"))
