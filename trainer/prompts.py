@@ -50,6 +50,10 @@ REWARD_PREFIX = "Reward: "
 FEEDBACK_HEADER = "Feedback:"
 OPEN_FENCE = "```python\n"
 CLOSE_FENCE = "```"
+# Sampling a program stops at a closing fence on its own line. A completion opens its block with
+# "```python" (at its very start, or after prose), which this never matches; so the prose an
+# instruct model writes after its code is not sampled. A fence closed by EOS ends on EOS.
+PROGRAM_STOP: tuple[str, ...] = ("\n" + CLOSE_FENCE + "\n",)
 _MBPP_LEAD = "You are an expert Python programmer, and here is your task: "
 _HUMANEVAL_LEAD = "Complete the following Python function. Write the whole function, signature included:"
 

@@ -31,6 +31,7 @@ from service.generation.types import AdapterNotFound
 from service.store.db import Store
 from service.store.models import BenchmarkRunRow, TaskRow
 from service.store.triples import prompt_tests
+from trainer.prompts import PROGRAM_STOP
 
 log = logging.getLogger(__name__)
 CHUNK = 4  # prompts per generator call: batched, yet progress every few tasks on a CPU
@@ -185,7 +186,7 @@ async def sample_programs(spec: BenchmarkSpec, generation: Generation,
     prompts = [build_prompt(row, bool(conditioned), generation.tokenizer, reward)
                for row, _ in chunk]
     params = SamplingParams(n=spec.n, temperature=spec.temperature, top_p=spec.top_p,
-                            max_new_tokens=spec.max_new_tokens, seed=spec.seed)
+                            max_new_tokens=spec.max_new_tokens, seed=spec.seed, stop=PROGRAM_STOP)
     outputs = await generation.generator.generate(prompts, params, adapter=spec.adapter)
     samples, served = [], None
     for (row, bench), completions in zip(chunk, outputs, strict=True):

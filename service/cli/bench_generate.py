@@ -1,5 +1,6 @@
-"""``leti bench generate``: embedded-backend tokens/s at batch 1, 8, 32 against a one-prompt-at-a-
-time loop, and adapter-swap latency; the figures go into docs/BENCHMARKS.md."""
+"""``leti bench generate``: the loop's sampling workload through the reference decode path (the
+baseline), the fast path and llama.cpp (the anchor) in one run, and adapter-swap latency; the
+figures go into docs/BENCHMARKS.md."""
 
 from __future__ import annotations
 
@@ -41,11 +42,14 @@ def _machine() -> str:
 
 
 def generate(
-    batches: Annotated[str, typer.Option(help="prompts per request, comma-separated")] = "1,8,32",
-    chunks: Annotated[str, typer.Option(help="max_batch_size values to try")] = "8,16,32",
+    prompts: Annotated[int, typer.Option(help="MBPP train prompts in the request")] = 32,
+    n: Annotated[int, typer.Option(help="samples per prompt (the loop's default)")] = 4,
+    rows: Annotated[str, typer.Option(help="fast-path widths (max_batch_size) to try")] = "32,64",
     max_new_tokens: Annotated[int, typer.Option(
-        help="tokens per sample at most (256: the API's default)")] = 256,
+        help="tokens per sample at most (256: the loop's default)")] = 256,
     swaps: Annotated[int, typer.Option(help="adapter swaps to time, idle and busy")] = 5,
+    anchor: Annotated[bool, typer.Option(help="run the llama.cpp anchor when built")] = True,
+    anchor_slots: Annotated[int, typer.Option(help="llama-server parallel slots")] = 32,
     model: Annotated[str | None, typer.Option(help="HF model dir/name (default SmolLM2)")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
     dtype: Annotated[str, typer.Option(help="auto, float32 or bfloat16")] = "auto",
@@ -56,17 +60,20 @@ def generate(
     no_docs: Annotated[bool, typer.Option("--no-docs", help="print only")] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="also write figures")] = None,
 ) -> None:
-    """Tokens/s of the embedded backend (batched vs one prompt at a time) and swap latency."""
+    """Useful tokens/s on the loop's workload: the reference path (baseline), the fast path at
+    each width and llama.cpp's server (the anchor), all in one run; and swap latency."""
     console = Console()
-    batch_sizes, chunk_sizes = _ints(batches), _ints(chunks)
+    widths = _ints(rows)
+    if prompts < 1 or n < 1:
+        raise typer.BadParameter("--prompts and --n must be positive")
     from service.generation.benchmark import markdown_section, run_generation_bench, write_section
     from service.generation.embedded import EmbeddedGenerator
 
     console.print("loading the model ...")
     generator = EmbeddedGenerator.load(model, device=device, dtype=dtype, threads=threads or None)
-    result = asyncio.run(run_generation_bench(generator, batch_sizes, chunk_sizes,
-                                              max_new_tokens, swaps, mbpp_path,
-                                              log=console.print))
+    result = asyncio.run(run_generation_bench(
+        generator, prompts, widths, swaps, mbpp_path, n=n, max_new_tokens=max_new_tokens,
+        anchor_slots=anchor_slots, anchor=anchor, log=console.print))
     section = markdown_section(result, _machine(), date.today().isoformat(),
                                generator.model_name)
     console.print(section)
@@ -74,4 +81,6 @@ def generate(
         write_section(docs, section)
         console.print(f"updated {docs}")
     if json_out is not None:
-        json_out.write_text(json.dumps(asdict(result), indent=2))
+        figures = {**asdict(result), "date": date.today().isoformat(), "machine": _machine(),
+                   "model": generator.model_name}
+        json_out.write_text(json.dumps(figures, indent=2, default=str))

@@ -116,6 +116,7 @@ class Generation:
         far faster than one call per task), all with the first input's sampling settings;
         prompt ``i`` of the batch draws from its own seeded stream (``row_seed``)."""
         from service.generation import SamplingParams, extract_program
+        from trainer.prompts import PROGRAM_STOP
 
         if not batch:
             return []
@@ -130,7 +131,7 @@ class Generation:
             conditioned = self._resolved_adapter(what.adapter) is not None
         prompts = [self._prompt(task, conditioned) for task in tasks]
         params = SamplingParams(n=what.n, temperature=what.temperature, top_p=what.top_p,
-                                max_new_tokens=new_tokens, seed=what.seed)
+                                max_new_tokens=new_tokens, seed=what.seed, stop=PROGRAM_STOP)
         outputs = await self.generator.generate(prompts, params, adapter=what.adapter)
         sampling = {k: v for k, v in asdict(params).items() if k != "stop"}
         results = []

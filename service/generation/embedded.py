@@ -1,5 +1,11 @@
 """The embedded backend: transformers + peft in this process, CPU by default, CUDA when present.
 
+Two decode paths share one contract (``sampling.encode_request``, the same token choice and stop
+rules): the fast path (``fast_llama`` + ``slot_cache`` + ``fast_sampling``), the default for
+every model it can run exactly, and the reference path (``sampling.sample_batch`` over the
+transformers model), kept for other models and adapters and as the benchmark's baseline. Each
+loaded adapter gets its own merged weight set on the fast path when it is loaded.
+
 One base model carries every loaded LoRA adapter (``load_adapter`` / ``set_adapter`` /
 ``delete_adapter``); nothing reloads the base. A first-come-first-served model lock is taken
 around each forward pass (a decode step or a prefill slice), and the batch's own adapter is
@@ -16,9 +22,11 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from service.generation.base import Generator
+from service.generation.fast_llama import FastLlama, adapter_unsupported, unsupported
+from service.generation.fast_sampling import SchedulerStats, sample_fast
 from service.generation.sampling import row_seed, sample_batch
 from service.generation.types import AdapterError, Completion, SamplingParams
 from trainer.prompts import encode_kwargs
@@ -26,6 +34,8 @@ from trainer.prompts import encode_kwargs
 _OFF = object()  # "adapters disabled" marker for the active-adapter cache
 _SYNC_LOAD = "HF_DEACTIVATE_ASYNC_LOAD"  # transformers: load weights without a thread pool
 SDPA_GQA = "TRANSFORMERS_SDPA_FORCE_GQA"  # transformers: let SDPA read grouped K/V heads as is
+DecodePath = Literal["auto", "fast", "reference"]
+DEFAULT_ROWS = 64  # rows decoding together by default: the best width measured (docs/BENCHMARKS.md)
 
 
 def use_sdpa_gqa_on_cpu(device: Any) -> None:
@@ -95,11 +105,16 @@ def _adapter_loading() -> Iterator[None]:
 class EmbeddedGenerator(Generator):
     """Generates with a model held in this process (see the module docstring)."""
 
-    def __init__(self, model: Any, tokenizer: Any, *, max_batch_size: int = 32,
-                 prefill_tokens: int = 64, model_name: str = "base", **kwargs: Any) -> None:
+    def __init__(self, model: Any, tokenizer: Any, *, max_batch_size: int = DEFAULT_ROWS,
+                 prefill_tokens: int = 64, model_name: str = "base",
+                 decode_path: DecodePath = "auto", **kwargs: Any) -> None:
+        """``decode_path``: "auto" takes the fast path when it can run ``model`` exactly,
+        "fast" insists on it (an error when it cannot), "reference" never takes it."""
         super().__init__(**kwargs)
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
+        if decode_path not in ("auto", "fast", "reference"):
+            raise ValueError(f"decode_path must be auto, fast or reference, not {decode_path!r}")
         tokenizer.padding_side = "left"
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -112,6 +127,18 @@ class EmbeddedGenerator(Generator):
         self._encode = encode_kwargs(tokenizer)
         self._model_lock = FairLock()
         self._active: object = _OFF  # what the model's LoRA layers currently apply
+        self.fast_unavailable = "not asked for" if decode_path == "reference" else unsupported(model)
+        if decode_path == "fast" and self.fast_unavailable:
+            raise ValueError(f"the fast path cannot run this model: {self.fast_unavailable}")
+        self._fast = (FastLlama(model, pack_rows=max_batch_size)
+                      if self.fast_unavailable is None else None)
+        self._reference_only: dict[str, str] = {}  # adapter -> why the fast path cannot merge it
+        self.last_stats: SchedulerStats | None = None  # the last fast-path request's scheduling
+
+    @property
+    def decode_path(self) -> str:
+        """The path requests on the base model take: "fast" or "reference"."""
+        return "fast" if self._fast is not None else "reference"
 
     @classmethod
     def load(cls, model: str | None = None, *, cache_dir: str | Path | None = None,
@@ -144,9 +171,20 @@ class EmbeddedGenerator(Generator):
         lengths = [len(ids) for ids in self.tokenizer(prompts, **self._encode)["input_ids"]]
         order = sorted(range(len(prompts)), key=lambda i: lengths[i])
         seeds = [[row_seed(seed, i, j) for j in range(params.n)] for i in order]
-        out = sample_batch(self.model, self.tokenizer, [prompts[i] for i in order], params, seeds,
-                           self._encode, guard=lambda: self._forward_with(adapter),
-                           prefill_tokens=self.prefill_tokens, max_rows=self.max_batch_size)
+        ordered = [prompts[i] for i in order]
+        fast = self._fast
+        if fast is not None and (adapter is None or adapter not in self._reference_only):
+            with self._model_lock:  # an adapter loaded before this request has its set
+                weights = fast.weights(adapter)
+            stats = SchedulerStats()
+            out = sample_fast(fast, weights, self.tokenizer, ordered, params, seeds, self._encode,
+                              guard=lambda: self._model_lock, prefill_tokens=self.prefill_tokens,
+                              max_rows=self.max_batch_size, stats=stats)
+            self.last_stats = stats
+        else:
+            out = sample_batch(self.model, self.tokenizer, ordered, params, seeds, self._encode,
+                               guard=lambda: self._forward_with(adapter),
+                               prefill_tokens=self.prefill_tokens, max_rows=self.max_batch_size)
         results: list[list[Completion]] = [[] for _ in prompts]
         for i, samples in zip(order, out, strict=True):
             results[i] = [Completion(s.text, s.prompt_tokens, s.completion_tokens,
@@ -191,6 +229,12 @@ class EmbeddedGenerator(Generator):
             self._active = _OFF  # loading may change what is active; set it again on next use
             if getattr(self.model, "_hf_peft_config_loaded", False):
                 self.model.disable_adapters()
+            if self._fast is not None:  # merge now, so the first request does not wait for it
+                reason = adapter_unsupported(self.model, name)
+                if reason is None:
+                    self._fast.weights(name)
+                else:
+                    self._reference_only[name] = reason
 
     async def _unload(self, name: str) -> None:
         await asyncio.to_thread(self._unload_sync, name)
@@ -198,6 +242,9 @@ class EmbeddedGenerator(Generator):
     def _unload_sync(self, name: str) -> None:
         with self._model_lock, _adapter_loading():
             self.model.delete_adapter(name)
+            if self._fast is not None:
+                self._fast.forget(name)
+            self._reference_only.pop(name, None)
             self._active = _OFF
             if getattr(self.model, "_hf_peft_config_loaded", False):
                 self.model.disable_adapters()

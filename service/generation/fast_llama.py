@@ -26,17 +26,31 @@ _PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 _DYNAMIC_ROPE = ("dynamic", "longrope")  # cos/sin depend on the sequence length: not tabulated
 
 
+def packable(dtype: Any) -> bool:
+    """Whether oneDNN can prepack CPU weights of ``dtype``: float32 always, bfloat16 where the
+    CPU multiplies it natively (AVX512-BF16 or AMX; elsewhere torch emulates it, slowly)."""
+    import torch
+
+    if dtype == torch.float32:
+        return True
+    try:
+        return dtype == torch.bfloat16 and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 class Dense:
-    """A linear layer's weight, prepacked for oneDNN on CPU where torch offers it (about twice
-    MKL's speed at decode batch sizes on the AMD benchmark machine, docs/BENCHMARKS.md)."""
+    """A linear layer's weight, prepacked for oneDNN on CPU where torch offers it (faster than
+    the default at decode batch sizes, docs/BENCHMARKS.md)."""
 
     def __init__(self, weight: Any, bias: Any, pack_rows: int | None) -> None:
         import torch
 
         self.weight, self.bias, self._packed = weight.contiguous(), bias, None
-        if pack_rows and weight.device.type == "cpu" and weight.dtype == torch.float32:
+        if pack_rows and weight.device.type == "cpu" and packable(weight.dtype):
             try:
                 self._packed = torch.ops.mkldnn._reorder_linear_weight(self.weight, pack_rows)
+                self.weight = None  # the packed copy is all that runs: keep one copy in memory
             except (AttributeError, RuntimeError):  # a torch without oneDNN: plain linear
                 self._packed = None
 

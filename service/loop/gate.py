@@ -69,14 +69,14 @@ async def pass_at_1(spec: GateSpec, adapter: str | None, *, generator: Any, toke
     """pass@1 of ``adapter`` (None: the base model) on the spec's problems; adapters sample
     conditioned on the "good" marker, the base model without it (as in the loop)."""
     from service.generation import SamplingParams, extract_program
-    from trainer.prompts import entry_point_from_tests
+    from trainer.prompts import PROGRAM_STOP, entry_point_from_tests
 
     tasks = await anyio.to_thread.run_sync(_tasks, store, spec.problems)
     if not tasks:
         raise ValueError("no validation problems to gate on")
     prompts = [_prompt(t, tokenizer, adapter is not None) for t in tasks]
     params = SamplingParams(n=1, temperature=spec.temperature, top_p=0.95,
-                            max_new_tokens=spec.max_new_tokens, seed=spec.seed)
+                            max_new_tokens=spec.max_new_tokens, seed=spec.seed, stop=PROGRAM_STOP)
     outputs = await generator.generate(prompts, params, adapter=adapter or "base")
     jobs = []
     for task, (completion, *_) in zip(tasks, outputs, strict=True):

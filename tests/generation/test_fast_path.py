@@ -9,20 +9,29 @@ import pytest
 torch = pytest.importorskip("torch")
 
 PROMPTS = ["def add(a, b):", "Write a function to reverse a string.", "print(", "x = [1, 2"]
+ENCODE = {"add_special_tokens": False}
+
+
+def _seeds(params: Any) -> list[list[int]]:
+    from service.generation.sampling import row_seed
+
+    return [[row_seed(3, i, j) for j in range(params.n)] for i in range(len(PROMPTS))]
+
+
+def _fast(model: Any, tokenizer: Any, params: Any, max_rows: int) -> Any:
+    from service.generation.fast_llama import FastLlama
+    from service.generation.fast_sampling import sample_fast
+
+    engine = FastLlama(model, pack_rows=None)
+    return sample_fast(engine, engine.weights(None), tokenizer, PROMPTS, params, _seeds(params),
+                       ENCODE, max_rows=max_rows)
 
 
 def _both(model: Any, tokenizer: Any, params: Any, max_rows: int) -> tuple[Any, Any]:
-    from service.generation.fast_llama import FastLlama
-    from service.generation.fast_sampling import sample_fast
-    from service.generation.sampling import row_seed, sample_batch
+    from service.generation.sampling import sample_batch
 
-    encode = {"add_special_tokens": False}
-    seeds = [[row_seed(3, i, j) for j in range(params.n)] for i in range(len(PROMPTS))]
-    ref = sample_batch(model, tokenizer, PROMPTS, params, seeds, encode, max_rows=8)
-    engine = FastLlama(model, pack_rows=None)
-    fast = sample_fast(engine, engine.weights(None), tokenizer, PROMPTS, params, seeds, encode,
-                       max_rows=max_rows)
-    return ref, fast
+    ref = sample_batch(model, tokenizer, PROMPTS, params, _seeds(params), ENCODE, max_rows=8)
+    return ref, _fast(model, tokenizer, params, max_rows)
 
 
 @pytest.mark.parametrize("max_rows", [1, 3, 16])
@@ -32,17 +41,61 @@ def test_greedy_tokens_equal_the_reference_path(tiny_model: Any, smol_tokenizer:
 
     params = SamplingParams(n=2, temperature=0, max_new_tokens=40)
     ref, fast = _both(tiny_model, smol_tokenizer, params, max_rows)
-    assert len({s.text for r in fast for s in r}) > 1  # really sampled, not greedy
-    assert [[s.completion_tokens for s in r] for r in fast] == [
-        [s.completion_tokens for s in r] for r in ref]
+    assert [[(s.text, s.completion_tokens, s.finish_reason) for s in r] for r in fast] == [
+        [(s.text, s.completion_tokens, s.finish_reason) for s in r] for r in ref]
 
 
-def test_seeded_sampling_repeats(tiny_model: Any,
-                                                           smol_tokenizer: Any) -> None:
+def test_seeded_sampling_repeats(tiny_model: Any, smol_tokenizer: Any) -> None:
     from service.generation.types import SamplingParams
 
     params = SamplingParams(n=3, temperature=0.8, top_p=0.95, max_new_tokens=24, seed=3)
-    _, fast = _both(tiny_model, smol_tokenizer, params, 5)
-    _, again = _both(tiny_model, smol_tokenizer, params, 5)
+    fast = _fast(tiny_model, smol_tokenizer, params, 5)
+    again = _fast(tiny_model, smol_tokenizer, params, 5)
     assert [[s.text for s in r] for r in fast] == [[s.text for s in r] for r in again]
     assert len({s.text for r in fast for s in r}) > 1  # really sampled, not greedy
+
+
+def test_greedy_equals_the_reference_past_kv_cache_growth(tiny_model: Any,
+                                                           smol_tokenizer: Any) -> None:
+    """160 new tokens: the reference cache grows past its first room (kv_cache.MIN_ROOM)."""
+    from service.generation.kv_cache import MIN_ROOM
+    from service.generation.types import SamplingParams
+
+    params = SamplingParams(n=1, temperature=0, max_new_tokens=MIN_ROOM + 32)
+    ref, fast = _both(tiny_model, smol_tokenizer, params, 3)
+    assert max(s.completion_tokens for r in ref for s in r) > MIN_ROOM
+    assert [[s.text for s in r] for r in fast] == [[s.text for s in r] for r in ref]
+
+
+async def test_generator_takes_the_fast_path_with_adapters_as_the_reference_does(
+        tiny_model: Any, smol_tokenizer: Any, adapters: dict[str, Any]) -> None:
+    """The embedded generator's default path, base and a merged adapter, against the reference
+    path of the same model (greedy), and an adapter it cannot merge stays on the reference."""
+    import copy
+
+    from service.generation.embedded import EmbeddedGenerator
+    from service.generation.types import SamplingParams
+
+    fast = EmbeddedGenerator(tiny_model, smol_tokenizer, max_batch_size=4)
+    ref = EmbeddedGenerator(copy.deepcopy(tiny_model), smol_tokenizer, decode_path="reference")
+    assert (fast.decode_path, ref.decode_path) == ("fast", "reference")
+    params = SamplingParams(n=2, temperature=0, max_new_tokens=24)
+    for gen in (fast, ref):
+        await gen.load_adapter("apple", str(adapters["apple"]))
+    for adapter in ("base", "apple"):
+        got = await fast.generate(PROMPTS, params, adapter=adapter)
+        want = await ref.generate(PROMPTS, params, adapter=adapter)
+        assert [[c.text for c in r] for r in got] == [[c.text for c in r] for r in want]
+    assert fast.last_stats is not None and fast.last_stats.steps > 0
+    apple = await fast.generate(PROMPTS[:1], params, adapter="apple")
+    assert "apple" in apple[0][0].text  # the merged set is the adapter's, not the base's
+
+
+def test_fast_path_refuses_what_it_cannot_run(tiny_model: Any, smol_tokenizer: Any) -> None:
+    from service.generation.embedded import EmbeddedGenerator
+
+    tiny_model.config.hidden_act = "gelu"
+    auto = EmbeddedGenerator(tiny_model, smol_tokenizer)
+    assert auto.decode_path == "reference" and "activation" in (auto.fast_unavailable or "")
+    with pytest.raises(ValueError, match="fast path cannot run"):
+        EmbeddedGenerator(tiny_model, smol_tokenizer, decode_path="fast")

@@ -1,37 +1,45 @@
-"""``leti bench generate``'s engine on a tiny model: every batch width and the plain loop are
-measured on the same prompts, swaps are timed idle and busy, and the markdown section it writes
-into docs/BENCHMARKS.md replaces only its own section."""
+"""``leti bench generate``'s engine on a tiny model: the reference path (baseline) and each
+fast-path width sample the loop's workload on the same prompts and seeds, the anchor is skipped
+with its reason when llama.cpp is not built, swaps are timed idle and busy, and the markdown
+section it writes into docs/BENCHMARKS.md replaces only its own section."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from service.generation.benchmark import markdown_section, run_generation_bench, write_section
 
 
-async def test_bench_measures_each_width_the_loop_and_swaps(tiny_generator: Any,
-                                                            mbpp_path: Path) -> None:
-    bench = await run_generation_bench(tiny_generator, batches=[1, 4], chunks=[2, 4],
-                                       max_new_tokens=6, swaps=2, mbpp_path=mbpp_path,
-                                       log=lambda *_: None)
+async def test_bench_measures_baseline_each_width_and_swaps(
+        tiny_generator: Any, mbpp_path: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LETI_LLAMA_CPP_DIR", str(tmp_path / "no-llama"))
+    bench = await run_generation_bench(tiny_generator, 3, [2, 4], swaps=2, mbpp_path=mbpp_path,
+                                       n=2, max_new_tokens=6, log=lambda *_: None)
 
-    assert bench.prompts == "MBPP (test split)"
-    assert sorted((t.batch, t.chunk) for t in bench.batched) == [(1, 1), (4, 2), (4, 4)]
-    assert [t.batch for t in bench.loop] == [1, 4] and all(t.chunk == 1 for t in bench.loop)
-    for run in [*bench.batched, *bench.loop]:
-        assert 0 < run.tokens <= run.batch * 6 and run.seconds > 0 and run.cpu_seconds > 0
-    # The same prompts and seeds: the loop and each width generate the same number of tokens.
-    assert {t.tokens for t in bench.batched if t.batch == 4} == {bench.loop_for(4).tokens}
+    assert bench.workload.source == "MBPP (train split)" and bench.workload.prompts == 3
+    assert bench.workload.stop == ("\n```\n",)
+    assert [(t.path, t.rows) for t in bench.runs] == [("reference", 32), ("fast", 2), ("fast", 4)]
+    for run in bench.runs:
+        assert run.samples == 6 and 0 < run.tokens <= 6 * 6 and run.seconds > 0
+    # The same prompts and seeds: both paths and every width sample the same tokens.
+    assert {t.tokens for t in bench.runs} == {bench.baseline.tokens}
+    assert bench.baseline.busy_share is None
+    assert all(0 < t.busy_share <= 1 for t in bench.runs if t.path == "fast")
+    assert bench.anchor is None and "scripts/build-llama-cpp.sh" in bench.anchor_skipped
     assert len(bench.swap_idle_s) == len(bench.swap_busy_s) == 2
     assert all(0 < s < 30 for s in bench.swap_idle_s + bench.swap_busy_s)
-    assert tiny_generator.max_batch_size == bench.best(4).chunk  # the best width serves
+    assert tiny_generator.max_batch_size == bench.best().rows  # the best width serves
 
     section = markdown_section(bench, "test machine", "2026-01-01", "tiny")
     assert section.startswith("## Generation (embedded backend)")
-    best, loop = bench.best(4), bench.loop_for(4)
-    assert f"| 4 | {best.tokens_per_s:.1f} ({best.chunk} rows) | {loop.tokens_per_s:.1f} |" in section
-    assert f"{bench.threads} torch thread(s)" in section
+    base = bench.baseline
+    assert f"| reference (baseline) | 32 | 6 | {base.tokens} |" in section
+    assert "1.00x" in section and f"{bench.threads} torch thread(s)" in section
+    assert "The llama.cpp anchor did not run" in section
 
 
 def test_write_section_replaces_only_its_own_section(tmp_path: Path) -> None:
