@@ -91,10 +91,23 @@ def test_streams_are_vllms_passed_through(client: openai.OpenAI, double: LiveSer
                                                  temperature=0).choices[0].text
 
 
-def test_a_prompt_over_vllms_context_is_a_400(client: openai.OpenAI) -> None:
+def test_a_prompt_over_vllms_context_is_a_400(client: openai.OpenAI,
+                                              service: TestClient) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
         client.completions.create(model="base", prompt="word " * 600, max_tokens=4)
     assert "maximum context length" in caught.value.body["message"]  # type: ignore[index]
+    generate = service.post("/v1/generate", json={"instruction": "word " * 600, "n": 1})
+    assert generate.status_code == 422  # the rest of the API: a 4xx too, never a 503
+    assert "maximum context length" in generate.json()["detail"]
+
+
+def test_a_streamed_answer_is_stored(client: openai.OpenAI, service: TestClient) -> None:
+    finish = [c for c in client.chat.completions.create(
+        model="policy", messages=CHAT, max_tokens=4, stream=True) if c.choices
+        and c.choices[0].finish_reason]
+    sample_id = finish[0].choices[0].leti["sample_id"]  # type: ignore[attr-defined]
+    stored = service.get(f"/v1/samples/{sample_id}")
+    assert stored.status_code == 200 and stored.json()["origin"] == "generated"
 
 
 def test_the_alias_resolves_to_the_versioned_adapter(service: TestClient, client: openai.OpenAI,
