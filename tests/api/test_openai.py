@@ -116,10 +116,10 @@ def test_completion_stream_ends_in_done(client: openai.OpenAI, live: LiveServer)
     whole = client.completions.create(model="base", prompt="def f(", max_tokens=4, temperature=0)
     assert "".join(c.choices[0].text for c in chunks) == whole.choices[0].text
     body = {"model": "base", "prompt": "def f(", "max_tokens": 2, "stream": True}
-    with live.client(headers={"Authorization": f"Bearer {KEY}"}) as http:
-        with http.stream("POST", "/v1/completions", json=body) as response:
-            assert response.headers["content-type"].startswith("text/event-stream")
-            lines = [line for line in response.iter_lines() if line]
+    with live.client(headers={"Authorization": f"Bearer {KEY}"}) as http, \
+            http.stream("POST", "/v1/completions", json=body) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        lines = [line for line in response.iter_lines() if line]
     assert all(line.startswith("data: ") for line in lines)
     assert lines[-1] == "data: [DONE]"
 
@@ -148,6 +148,7 @@ def test_tests_in_the_extension_run_in_the_sandbox(client: openai.OpenAI,
     ({"stop": ["a", "b", "c", "d", "e"]}, None, "at most 4"),
     ({"extra_body": {"leti": {"tests": ["assert ("]}}}, None, "not valid Python"),
     ({"messages": [{"role": "tool", "content": "x"}]}, "messages.0.role", "Input should be"),
+    ({"stop": "a\x00"}, "stop", "NUL"),
 ])
 def test_bad_requests_are_openai_400s(client: openai.OpenAI, change: dict[str, Any],
                                       param: str | None, says: str) -> None:
@@ -172,6 +173,7 @@ def test_malformed_json_is_a_400_in_openai_shape(live: LiveServer) -> None:
         answer = http.post("/v1/chat/completions", content=b"{not json")
     assert answer.status_code == 400
     assert set(answer.json()["error"]) == {"message", "type", "param", "code"}
+    assert answer.json()["error"]["message"].startswith("the body is not valid JSON")
 
 
 def test_auth_bearer_or_x_api_key(live: LiveServer) -> None:

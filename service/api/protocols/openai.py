@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 from service.api.schemas import LongText, Problem, Statement, Text
 
-Stop = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+Stop = Annotated[Text, StringConstraints(min_length=1, max_length=200)]
+Name = Annotated[Text, StringConstraints(min_length=1, max_length=300)]
 
 
 class _Body(BaseModel):
@@ -37,7 +38,7 @@ class StreamOptions(_Body):
 
 
 class _Sampling(_Body):
-    model: Annotated[str, StringConstraints(min_length=1, max_length=300)]
+    model: Name
     n: int = Field(1, ge=1, le=128)
     temperature: float = Field(1.0, ge=0, le=2, allow_inf_nan=False)
     top_p: float = Field(1.0, ge=0, le=1, allow_inf_nan=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Annotated, Any
@@ -44,9 +45,15 @@ def openai_error(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, RequestValidationError):
         problems = exc.errors()
         first = problems[0] if problems else {}
-        loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+        loc = []
+        for part in first.get("loc", ())[1:]:  # after "body"; until a union member's tag
+            if not re.fullmatch(r"[A-Za-z_]\w*|\d+", str(part)):
+                break
+            loc.append(str(part))
         param = ".".join(loc) or None
         message = str(first.get("msg", "invalid request"))
+        if first.get("type") == "json_invalid":
+            param, message = None, f"the body is not valid JSON: {first.get('ctx', {}).get('error', '')}"
         return JSONResponse(error_body(f"{param}: {message}" if param else message, 400, param),
                             status_code=400)
     if isinstance(exc, HTTPException):
