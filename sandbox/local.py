@@ -125,7 +125,6 @@ class LocalSandbox(RunnerPool):
         except BaseException:
             self.bounds.release(number)
             raise
-        channel.bound = number
         return channel
 
     def close(self) -> None:

@@ -36,6 +36,7 @@ import stat
 import sys
 import time
 import traceback
+from typing import Any
 
 PROGRAM_FILE = "<program>"
 SETUP_FILE = "<setup>"
@@ -171,6 +172,7 @@ def compile_setup(source: str):
 
 PLAIN_DEPTH = 64  # nesting a value may have to cross
 PLAIN_ITEMS = 100_000  # scalars and containers in one value
+PLAIN_TEXT = 1 << 22  # characters of one string (bytes of one bytes object)
 FRAME_CAP = 16 * 2**20  # bytes of one message between the program's process and the judge
 
 
@@ -213,11 +215,13 @@ def to_plain(value: object):
     repr]``, which equals nothing on the other side. Runs in the program's process."""
     budget = [PLAIN_ITEMS]
 
-    def enc(v: object, depth: int):
+    def enc(v: Any, depth: int) -> Any:
         budget[0] -= 1
         if budget[0] < 0 or depth > PLAIN_DEPTH:
             raise TooLarge("the value is too large or too deeply nested to compare")
         kind = type(v)
+        if (kind is str or kind is bytes or kind is bytearray) and len(v) > PLAIN_TEXT:
+            raise TooLarge(f"{len(v)} long, too large to compare")
         if v is None or kind is int or kind is str or kind is bool or kind is float:
             return v
         d = depth + 1
@@ -239,38 +243,40 @@ def to_plain(value: object):
             pass
         return ["opaque", [_type_name(v), short_repr(v)]]
 
-    def subclass(v: object, d: int):
+    def subclass(v: Any, d: int) -> Any:
         if isinstance(v, int):
             return int.__int__(v)
         if isinstance(v, float):
             return float.__float__(v)
         if isinstance(v, str):
             return str.__str__(v)
-        if isinstance(v, (list, tuple)):
-            base = list if isinstance(v, list) else tuple
-            return [base.__name__, [enc(x, d) for x in base.__iter__(v)]]
+        if isinstance(v, list):
+            return ["list", [enc(x, d) for x in list.__iter__(v)]]
+        if isinstance(v, tuple):
+            return ["tuple", [enc(x, d) for x in tuple.__iter__(v)]]
         if isinstance(v, dict):
             return ["dict", [[enc(k, d), enc(x, d)] for k, x in dict.items(v)]]
-        if isinstance(v, (set, frozenset)):
-            base = set if isinstance(v, set) else frozenset
-            return [base.__name__, [enc(x, d) for x in base.__iter__(v)]]
+        if isinstance(v, set):
+            return ["set", [enc(x, d) for x in set.__iter__(v)]]
+        if isinstance(v, frozenset):
+            return ["frozenset", [enc(x, d) for x in frozenset.__iter__(v)]]
         fractions, decimal = sys.modules.get("fractions"), sys.modules.get("decimal")
         if fractions is not None and type(v) is fractions.Fraction:
             return ["fraction", [int.__int__(v.numerator), int.__int__(v.denominator)]]
         if decimal is not None and type(v) is decimal.Decimal:
-            return ["decimal", str.__str__(decimal.Decimal.__str__(v))]
+            return ["decimal", str(v)]  # exactly a Decimal: its own __str__
         raise TypeError("not plain data")
 
     return enc(value, 0)
 
 
-def _plain_items(body: object) -> list:
+def _plain_items(body: Any) -> list:
     if type(body) is not list:
         raise ValueError("not plain data")
     return body
 
 
-def from_plain(data: object, depth: int = 0):
+def from_plain(data: Any, depth: int = 0) -> Any:
     """The value ``to_plain`` described, rebuilt from built-in types only (never the program's
     code). Raises ValueError for anything else. Runs in the runner and in the judge."""
     kind = type(data)
@@ -338,7 +344,9 @@ def recv_frame(fd: int):
         return None
     size = int.from_bytes(head, "little")
     if size > FRAME_CAP:
-        raise TooLarge(f"a message of {size} bytes (more than {FRAME_CAP})")
+        while size > 0 and (chunk := os.read(fd, min(size, 1 << 20))):  # skip it, stay in step
+            size -= len(chunk)
+        raise TooLarge(f"a message of {int.from_bytes(head, 'little')} bytes (over {FRAME_CAP})")
     body = _read_exactly(fd, size)
     return None if body is None else json.loads(body)
 
@@ -602,7 +610,10 @@ class _Remote:
     def __call__(self, *args: object, **kwargs: object):
         send_frame(self.fd, ["call", self.name, to_plain(list(args)), to_plain(kwargs)])
         try:
-            answer = recv_frame(self.fd)
+            try:
+                answer = recv_frame(self.fd)
+            except TooLarge as exc:
+                return Opaque("?", f"<the value {self.name}() returned: {exc}>")
             if answer is None:
                 raise ProgramGone(f"the program's process ended during a call to {self.name}()")
             if answer[0] == "ok":
@@ -667,6 +678,7 @@ def unsafe_judge(job: dict, program_fd: int, report_fd: int) -> None:
         for name, spec in message[1].items():
             if name in namespace and installed.get(name) is not namespace[name]:
                 continue  # bound by a test: the tests' own names win
+            value: Any
             try:
                 if spec[0] == "call":
                     value = _Remote(name, program_fd)
@@ -894,12 +906,16 @@ class Grading:
             else:
                 self.forged += 1
         self._advance()
+        if self.failure is None and self.program.startswith(b"V ") and \
+                self.next < len(self.plans) and self.plans[self.next][0] == VALUE and \
+                len(self.program) > self.plans[self.next][5]:  # a value past its bound, unfinished
+            self.failure = _compare(self.plans[self.next], self.next + 1, bytes(self.program))
 
     def feed_judge(self, chunk: bytes) -> None:
         self.judge += chunk
         for line in self._lines(self.judge):
             if line.startswith(b'{"event": "test_passed"'):
-                self.passes.append(_json_object(line).get("index"))
+                self.passes.append((_json_object(line) or {}).get("index", -1))
             elif self.judge_final is None:
                 self.judge_final = _json_object(line)
         self._advance()
@@ -1256,6 +1272,7 @@ class Runner:
             self.zygote.no_judge()
             self._release(job_w, out_r, err_r, rep_r)
             return early
+        assert job is not None  # _prepare gives a job or an early answer
         judged = any(plan[0] == JUDGED for plan in job["plans"])
         judge_w = judge_rep_r = -1
         if judged:
