@@ -122,6 +122,10 @@ class Serving:
         live = [a.name for a in self.generator.list_adapters() if not a.retiring]
         return [self.generator.alias, BASE, *live]
 
+    def check_model(self, model: str) -> None:
+        """``ModelNotFound`` unless ``model`` is one a request may name."""
+        self._adapter_for(model)
+
     def _adapter_for(self, model: str) -> str | None:
         """The generator's name for ``model`` (None: the alias); NotFound when not served."""
         if model == self.generator.alias:

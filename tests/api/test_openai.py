@@ -43,6 +43,9 @@ def client(live: LiveServer) -> openai.OpenAI:
 def test_models_lists_the_alias_and_base(client: openai.OpenAI) -> None:
     ids = [m.id for m in client.models.list()]
     assert ids == ["policy", "base"]
+    assert client.models.retrieve("policy").id == "policy"
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("gpt-4")
 
 
 def test_chat_completion_with_n_seed_usage_and_stored_samples(client: openai.OpenAI,

@@ -128,3 +128,34 @@ def test_the_alias_resolves_to_the_versioned_adapter(service: TestClient, client
                                                    stream=True))
     assert streamed[0].model == "policy-v1" and requests(double)[-1]["model"] == "policy-v1"
     service.portal.call(generator.activate, None)
+
+
+def test_replicas_from_leti_vllm_urls(tmp_path: Path, mbpp_path: Path, double: LiveServer,
+                                      tiny_model_dir: Path) -> None:
+    """LETI_VLLM_URLS: the service spreads completions over the replicas and keeps answering
+    while one of them fails."""
+    from service.generation.embedded import EmbeddedGenerator
+    from service.generation.vllm_double import create_app as create_double
+
+    other_generator = EmbeddedGenerator.load(str(tiny_model_dir), device="cpu", max_lora_rank=None)
+    with LiveServer(create_double(other_generator, SERVED, max_lora_rank=16)) as other:
+        settings = make_settings(tmp_path / "data", mbpp_path, load_humaneval=False,
+                                 generator_backend="vllm", generator_model=SERVED,
+                                 vllm_urls=f"{double.url}, {other.url}",
+                                 tokenizer=str(tiny_model_dir))
+        assert settings.vllm_base_urls == [double.url, other.url]
+        with TestClient(create_app(settings)) as http:
+            client = openai.OpenAI(base_url="http://testserver/v1", api_key="x",
+                                   http_client=http, max_retries=0)
+            before = len(requests(double))
+            texts = {client.completions.create(model="base", prompt="x =", max_tokens=3,
+                                               temperature=0).choices[0].text for _ in range(4)}
+            assert len(texts) == 1  # the same model behind both
+            assert len(requests(double)) > before and requests(other)
+            faults = other.server.config.app.state.faults
+            faults.fail_next = 10_000  # the second replica fails from now on
+            for _ in range(3):
+                assert client.completions.create(model="base", prompt="x =", max_tokens=3,
+                                                 temperature=0).choices[0].text in texts
+            faults.fail_next = 0
+

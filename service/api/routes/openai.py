@@ -127,6 +127,13 @@ async def models(serving: ServingDep) -> dict[str, Any]:
     return model_list(serving.model_names())
 
 
+@router.get("/models/{model:path}", responses=error_responses(404, 503))
+async def model(model: str, serving: ServingDep) -> dict[str, Any]:
+    """One model's card (the official clients' ``models.retrieve``)."""
+    serving.check_model(model)
+    return model_list([model])["data"][0]
+
+
 def _input(body: ChatRequest | CompletionRequest) -> ServeInput:
     top_p, temperature = body.top_p, body.temperature
     if top_p == 0:  # nucleus of one token: the most likely, i.e. greedy
