@@ -166,10 +166,13 @@ def test_leftover_threads_signal_handlers_and_atexit_hooks(sandbox: RunnerPool) 
     value, judged = both(sandbox, program)
     assert value.status in (Status.FAILED, Status.CRASHED)
     assert "report channel" in render_feedback(value)
-    # In the judged job the thread fires during the judge's call and writes into its socket.
-    assert judged.status is Status.CRASHED
-    assert "before the tests finished" in judged.message \
-        or "broke the harness's protocol" in judged.message, render_feedback(judged)
+    # In the judged job the thread may fire during the judge's call and write into its socket:
+    # the judge then reads bytes the harness never sent (a broken protocol, or an oversized
+    # message it skips and compares as an opaque value).
+    feedback = f"{judged.message}\n{render_feedback(judged)}"
+    assert judged.status in (Status.CRASHED, Status.FAILED), feedback
+    assert "before the tests finished" in feedback or "broke the harness's protocol" in feedback \
+        or "bytes (over" in feedback, feedback
 
 
 @pytest.mark.parametrize("ending", ["import sys\nsys.exit(0)", "import os\nos._exit(0)",
