@@ -127,7 +127,7 @@ async def models(serving: ServingDep) -> dict[str, Any]:
     return model_list(serving.model_names())
 
 
-@router.get("/models/{model:path}", responses=error_responses(404, 503))
+@router.get("/models/{model}", responses=error_responses(404, 503))
 async def model(model: str, serving: ServingDep) -> dict[str, Any]:
     """One model's card (the official clients' ``models.retrieve``)."""
     serving.check_model(model)
