@@ -168,3 +168,32 @@ def test_probing_finds_a_bound_here() -> None:
         assert found.processes_bounded, found.describe()
     finally:
         found.close()
+
+
+NPROC_PROBE = """
+import os, resource, time
+resource.setrlimit(resource.RLIMIT_NPROC, (64, 64))  # what a job's process gets
+forked = 0
+for _ in range(300):
+    try:
+        pid = os.fork()
+    except OSError:
+        break
+    if pid == 0:
+        time.sleep(2)
+        os._exit(0)
+    forked += 1
+print(forked)
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the uid bound is what a root service falls back to")
+def test_the_uid_bound_makes_the_process_limit_bind_for_a_root_service() -> None:
+    """Without cgroups a root service runs each runner as an unprivileged uid (Bounds "uid"):
+    the same fork loop is then held at 64 processes, where as root it is not."""
+    bwrap = ["bwrap", "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/",
+             "--uid", "65534", "--gid", "65534", "/usr/bin/python3", "-c", NPROC_PROBE]
+    _, wrapped = Bounds("uid", RunnerLimits(), memory_bounded=False).wrap(bwrap)
+    held = subprocess.run(wrapped, capture_output=True, text=True, timeout=60, check=True)
+    as_root = subprocess.run(bwrap, capture_output=True, text=True, timeout=60, check=True)
+    assert int(held.stdout) < 64 <= int(as_root.stdout)
