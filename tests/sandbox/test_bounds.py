@@ -197,3 +197,41 @@ def test_the_uid_bound_makes_the_process_limit_bind_for_a_root_service() -> None
     held = subprocess.run(wrapped, capture_output=True, text=True, timeout=60, check=True)
     as_root = subprocess.run(bwrap, capture_output=True, text=True, timeout=60, check=True)
     assert int(held.stdout) < 64 <= int(as_root.stdout)
+
+
+def test_the_cgroup2_layout_written_for_a_delegated_subtree(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cgroup v2 path's file writes, on a directory laid out as a delegated cgroup v2 (this
+    project's VMs have cgroup v1, where test_fork_bomb_... checks the kernel's side): the
+    service's processes move to a leaf, the controllers are enabled, and each runner's cgroup
+    gets its limits and is entered through cgroup.procs by the command that starts it."""
+    from sandbox import bounds as module
+
+    base = tmp_path / "system.slice" / "leti.service"
+    base.mkdir(parents=True)
+    (base / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
+    (base / "cgroup.subtree_control").write_text("\n")
+    (base / "cgroup.procs").write_text("4242\n")
+    monkeypatch.setattr(module, "_cgroup2_mount", lambda: tmp_path)
+    monkeypatch.setattr(module, "_own_cgroup", lambda hierarchy: "/system.slice/leti.service")
+    real_mkdir = Path.mkdir
+
+    def mkdir(self: Path, *args: object, **kwargs: object) -> None:  # the kernel's files
+        real_mkdir(self, *args, **kwargs)  # type: ignore[arg-type]
+        for name in ("cgroup.procs", "cgroup.subtree_control", "pids.max", "memory.max",
+                     "memory.swap.max", "cpu.weight"):
+            (self / name).touch()
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    limits = RunnerLimits(memory_mb=512, pids=64, cpu_weight=50)
+    parent = module._cgroup2_parent(limits)
+    assert parent is not None and parent.parent == base
+    assert (base / "leti-service" / "cgroup.procs").read_text() == "4242"
+    assert set((base / "cgroup.subtree_control").read_text().split()) == {"+pids", "+memory", "+cpu"}
+    bounds = Bounds("cgroup2", limits, parents=[parent])
+    number, command = bounds.wrap(["bwrap", "runner"])
+    runner = parent / f"runner-{number}"
+    assert command[:3] == ["/bin/sh", "-c", module.ENTER]
+    assert command[4:] == [str(runner / "cgroup.procs"), "--", "bwrap", "runner"]
+    assert [(runner / n).read_text().strip() for n in ("pids.max", "memory.max", "memory.swap.max",
+                                                       "cpu.weight")] == ["64", str(512 * 2**20), "0", "50"]
