@@ -66,12 +66,28 @@ def resolve_device(device: str | None = None) -> str:
     return device
 
 
+def native_bf16(device: str) -> bool:
+    """Whether ``device`` multiplies bfloat16 natively: CUDA with bf16 support, or a CPU with
+    AVX512-BF16 or AMX (oneDNN's bf16 kernels). Elsewhere torch emulates bfloat16 on CPU, at a
+    fraction of float32's speed."""
+    import torch
+
+    if device.startswith("cuda"):
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def resolve_dtype(dtype: Any, device: str) -> Any:
-    """``auto``/None: float32 on CPU (bf16 matmuls are slower there), bfloat16 on CUDA."""
+    """``auto``/None: the fastest dtype that passed the quality check on this kind of device
+    (``leti bench dtype``; docs/BENCHMARKS.md): bfloat16 where the device multiplies it
+    natively (``native_bf16``), float32 elsewhere."""
     import torch
 
     if dtype in (None, "", "auto"):
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+        return torch.bfloat16 if native_bf16(device) else torch.float32
     if isinstance(dtype, torch.dtype):
         return dtype
     value = getattr(torch, str(dtype), None)

@@ -34,7 +34,7 @@ from service.store.triples import prompt_tests
 from trainer.prompts import PROGRAM_STOP
 
 log = logging.getLogger(__name__)
-CHUNK = 4  # prompts per generator call: batched, yet progress every few tasks on a CPU
+CHUNK = 16  # prompts per generator call: a full decode batch, yet progress every few tasks
 MAX_SAMPLES_PER_TASK = 256
 
 
@@ -118,7 +118,8 @@ class BenchmarkJobs:
         run = await anyio.to_thread.run_sync(lambda: records.create_run(
             self.store, benchmark=spec.benchmark, adapter=spec.adapter, n=spec.n,
             temperature=spec.temperature, ks=list(spec.ks), task_limit=spec.limit,
-            tasks_total=len(tasks), config=_config(spec)))
+            tasks_total=len(tasks),
+            config={**_config(spec), "generator": generation.generator.describe()}))
         task = asyncio.create_task(self._run(run.id, spec, generation, tasks),
                                    name=f"benchmark-{run.id}")
         self._tasks[run.id] = task

@@ -53,6 +53,8 @@ def generate(
     model: Annotated[str | None, typer.Option(help="HF model dir/name (default SmolLM2)")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
     dtype: Annotated[str, typer.Option(help="auto, float32 or bfloat16")] = "auto",
+    baseline_dtype: Annotated[str, typer.Option(
+        help="the baseline's dtype (the previous default)")] = "float32",
     threads: Annotated[int, typer.Option(help="torch threads (0: torch's default)")] = 0,
     mbpp_path: Annotated[Path | None, typer.Option(
         help="mbpp.jsonl for the prompts (default LETI_MBPP_PATH; else HumanEval)")] = None,
@@ -71,9 +73,15 @@ def generate(
 
     console.print("loading the model ...")
     generator = EmbeddedGenerator.load(model, device=device, dtype=dtype, threads=threads or None)
+    baseline_model = None
+    if generator.describe()["dtype"] != baseline_dtype:  # the baseline runs the previous default
+        from trainer.base_model import load_base_model
+
+        baseline_model, _ = load_base_model(model, device=device, dtype=baseline_dtype)
     result = asyncio.run(run_generation_bench(
         generator, prompts, widths, swaps, mbpp_path, n=n, max_new_tokens=max_new_tokens,
-        anchor_slots=anchor_slots, anchor=anchor, log=console.print))
+        anchor_slots=anchor_slots, anchor=anchor, baseline_model=baseline_model,
+        log=console.print))
     section = markdown_section(result, _machine(), date.today().isoformat(),
                                generator.model_name)
     console.print(section)

@@ -15,6 +15,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.generation.types import DEFAULT_ROWS
+
 log = logging.getLogger(__name__)
 
 # Values people paste from examples; a service guarded by one of them is not guarded.
@@ -78,9 +80,10 @@ class Settings(BaseSettings):
                                         description="model name or path (backend default)")
     generator_device: str = Field(default="auto", description="embedded: auto, cpu or cuda[:n]")
     generator_dtype: str = Field(default="auto",
-                                 description="embedded: auto (float32 on CPU, bfloat16 on CUDA), "
-                                             "float32, bfloat16 or float16")
-    generator_batch_size: int = Field(default=32, ge=1, le=1024,
+                                 description="embedded: auto (bfloat16 where the device "
+                                             "multiplies it natively, else float32), float32, "
+                                             "bfloat16 or float16")
+    generator_batch_size: int = Field(default=DEFAULT_ROWS, ge=1, le=1024,
                                       description="embedded: most sequences decoded together")
     generator_threads: int | None = Field(default=None, ge=1, le=1024,
                                           description="embedded: torch CPU threads (default: "

@@ -14,6 +14,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from service.generation.types import DEFAULT_ROWS
+
 
 class ExperimentConfigError(ValueError):
     """The config file is missing, is not TOML, or holds a bad setting (the message says which)."""
@@ -29,7 +31,8 @@ class ModelSection(_Section):
     device: str = "auto"
     dtype: str = "auto"
     threads: int | None = Field(default=None, ge=1, description="embedded: torch threads")
-    batch_size: int = Field(default=32, ge=1, description="embedded: rows decoding together")
+    batch_size: int = Field(default=DEFAULT_ROWS, ge=1,
+                            description="embedded: rows decoding together")
     vllm_url: str = "http://127.0.0.1:8001"
     tokenizer: str | None = Field(default=None, description="vLLM: tokenizer for prompts")
 

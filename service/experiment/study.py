@@ -242,6 +242,8 @@ class Study:
         try:
             if self._s.generation is None:
                 raise StudyError(f"no generator: {self._s.generator_problem}")
+            # The dtype, device and decode path "auto" resolved to: every figure depends on them.
+            self.results["environment"]["generator"] = self._s.generation.generator.describe()
             self.switch = AdapterSwitch(settings, self._s.store, self._s.sandbox,
                                         self._s.generation)
             await self.switch.restore_serving()

@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from service.generation.adapters import check_lora_dir
 from service.generation.types import (
@@ -76,6 +77,10 @@ class Generator(ABC):
     def _check_adapter(self, path: str) -> None:
         """Refuse what vLLM could not serve, on every backend (see ``adapters``)."""
         check_lora_dir(path, self.max_lora_rank)
+
+    def describe(self) -> dict[str, Any]:
+        """What a results file records about the generator (backend, model, dtype, ...)."""
+        return {"backend": type(self).__name__, "model": getattr(self, "model_name", None)}
 
     async def start(self) -> None:
         """Connect or warm up; called once by the API's lifespan before serving."""

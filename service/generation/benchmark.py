@@ -54,6 +54,7 @@ class Workload:
 class Throughput:
     path: str  # "reference" (the baseline) or "fast"
     rows: int  # rows decoding together (max_batch_size)
+    dtype: str
     samples: int
     tokens: int  # generated tokens, the one that stops a sample included
     seconds: float
@@ -82,16 +83,44 @@ class GenerationBench:
     swap_idle_s: list[float] = field(default_factory=list)
     swap_busy_s: list[float] = field(default_factory=list)
     load_average: list[float] = field(default_factory=list)  # 1-minute, before each measurement
+    ceiling_tokens_per_s: float | None = None  # the linear layers alone at the best width
 
     @property
     def baseline(self) -> Throughput:
         return next(t for t in self.runs if t.path == "reference")
 
     def best(self, path: str = "fast") -> Throughput:
-        """The path's best width: tokens/s, or tokens per CPU-second with one torch thread
-        (what other jobs on a shared machine do not inflate)."""
-        runs = [t for t in self.runs if t.path == path]
+        """The path's best width in the generator's dtype: tokens/s, or tokens per CPU-second
+        with one torch thread (what other jobs on a shared machine do not inflate)."""
+        runs = [t for t in self.runs if t.path == path and t.dtype == self.dtype] or [
+            t for t in self.runs if t.path == path]
         return max(runs, key=lambda t: t.tokens_per_cpu_s if self.threads == 1 else t.tokens_per_s)
+
+
+def matmul_ceiling(generator: EmbeddedGenerator, rows: int, repeats: int = 5) -> float | None:
+    """Tokens/s if a decode step at ``rows`` rows cost only its linear layers (the fast path's
+    prepacked matmuls on random activations): the compute bound no decode loop can beat on
+    this device and dtype. None when the fast path is off."""
+    import torch
+
+    engine = generator._fast  # noqa: SLF001 - the benchmark measures the product's own weights
+    if engine is None:
+        return None
+    layers, head = engine.weights(None)
+    dtype, device = engine.dtype, engine.device
+    hidden = torch.randn(rows, engine.hidden, dtype=dtype, device=device)
+    inner = torch.randn(rows, engine.q_heads * engine.head_dim, dtype=dtype, device=device)
+    up = layers[0].gate_up(hidden)
+    mlp = torch.randn(rows, up.shape[-1] // 2, dtype=dtype, device=device)
+    times = []
+    with torch.inference_mode():
+        for _ in range(repeats + 1):
+            started = time.perf_counter()
+            for w in layers:
+                w.qkv(hidden), w.out(inner), w.gate_up(hidden), w.down(mlp)
+            head(hidden)
+            times.append(time.perf_counter() - started)
+    return rows / statistics.median(times[1:])
 
 
 def benchmark_prompts(generator: EmbeddedGenerator, count: int,
@@ -119,7 +148,7 @@ async def _timed(generator: EmbeddedGenerator, prompts: list[str], params: Sampl
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
     samples = [c for r in out for c in r]
     stats = generator.last_stats
-    return Throughput(generator.decode_path, rows, len(samples),
+    return Throughput(generator.decode_path, rows, generator.describe()["dtype"], len(samples),
                       sum(c.completion_tokens for c in samples), seconds, cpu_seconds,
                       sum(c.finish_reason == "stop" for c in samples),
                       stats.busy_share if stats is not None else None)
@@ -143,8 +172,13 @@ def make_adapter(generator: EmbeddedGenerator, out: Path, seed: int, rank: int =
 async def run_generation_bench(generator: EmbeddedGenerator, prompts: int, rows: list[int],
                                swaps: int, mbpp_path: str | Path | None = None, *,
                                n: int = 4, max_new_tokens: int = 256, anchor_slots: int = 32,
-                               anchor: bool = True, log: Any = print) -> GenerationBench:
-    """Measure everything in one run; every path sees the same prompts and seeds."""
+                               anchor: bool = True, baseline_model: Any = None,
+                               log: Any = print) -> GenerationBench:
+    """Measure everything in one run; every path sees the same prompts and seeds.
+
+    ``baseline_model``: the model the baseline runs on, when the generator's dtype is not the
+    previous default's (float32): the reference path then runs on it, and so does the fast path
+    once at the baseline's width, so a dtype's gain and the path's gain read apart."""
     import torch
 
     source, texts = benchmark_prompts(generator, prompts, mbpp_path)
@@ -152,22 +186,31 @@ async def run_generation_bench(generator: EmbeddedGenerator, prompts: int, rows:
     params = workload.params()
     result = GenerationBench(workload, torch.get_num_threads(), str(generator.model.device),
                              str(generator.model.dtype).removeprefix("torch."))
-    reference = EmbeddedGenerator(generator.model, generator.tokenizer,
-                                  decode_path="reference", model_name=generator.model_name)
+    model = baseline_model if baseline_model is not None else generator.model
+    reference = EmbeddedGenerator(model, generator.tokenizer, decode_path="reference",
+                                  model_name=generator.model_name)
+    same_dtype = ([EmbeddedGenerator(model, generator.tokenizer, model_name=generator.model_name)]
+                  if baseline_model is not None else [])
     warm = SamplingParams(max_new_tokens=4)
-    for each in (reference, generator):
+    for each in (reference, *same_dtype, generator):
         await _timed(each, texts[:2], warm, 2)
     result.load_average.append(os.getloadavg()[0])
     result.runs.append(await _timed(reference, texts, params, BASELINE_ROWS))
-    log(f"reference path (baseline), {BASELINE_ROWS} rows: "
+    log(f"reference path (baseline), {BASELINE_ROWS} rows, {result.runs[-1].dtype}: "
         f"{result.runs[-1].tokens_per_s:7.1f} tokens/s")
+    for each in same_dtype:
+        if each.decode_path == "fast":
+            result.load_average.append(os.getloadavg()[0])
+            result.runs.append(await _timed(each, texts, params, max(rows)))
+            log(f"fast path, {max(rows)} rows, {result.runs[-1].dtype}: "
+                f"{result.runs[-1].tokens_per_s:7.1f} tokens/s")
     if generator.decode_path == "fast":
         for width in rows:
             result.load_average.append(os.getloadavg()[0])
             result.runs.append(await _timed(generator, texts, params, width))
             run = result.runs[-1]
-            log(f"fast path, {width:>3} rows: {run.tokens_per_s:7.1f} tokens/s, busy share "
-                f"{run.busy_share:.2f}")
+            log(f"fast path, {width:>3} rows, {run.dtype}: {run.tokens_per_s:7.1f} tokens/s, "
+                f"busy share {run.busy_share:.2f}")
     else:
         log(f"fast path not measured: {generator.fast_unavailable}")
     result.anchor_skipped = unavailable(SERVER) if anchor else "not asked for (--no-anchor)"
@@ -184,6 +227,7 @@ async def run_generation_bench(generator: EmbeddedGenerator, prompts: int, rows:
     if result.anchor_skipped:
         log(result.anchor_skipped)
     best = result.best(generator.decode_path)
+    result.ceiling_tokens_per_s = matmul_ceiling(generator, best.rows)
     generator.max_batch_size = best.rows  # serve the swaps' background load at the best width
     with tempfile.TemporaryDirectory() as tmp:
         paths = [make_adapter(generator, Path(tmp) / f"a{i}", seed=i) for i in range(2)]
@@ -227,12 +271,12 @@ def markdown_section(bench: GenerationBench, machine: str, date: str, model: str
     for t in bench.runs:
         name = "reference (baseline)" if t.path == "reference" else t.path
         busy = f"{t.busy_share:.2f}" if t.busy_share is not None else "-"
-        rows.append(f"| {name} | {t.rows} | {t.samples} | {t.tokens} | {t.stopped} | "
+        rows.append(f"| {name} | {t.dtype} | {t.rows} | {t.samples} | {t.tokens} | {t.stopped} | "
                     f"{t.seconds:.1f} | {t.tokens_per_s:.1f} | {t.tokens_per_s / base.tokens_per_s:.2f}x"
                     f" | {busy} |")
     a = bench.anchor
     if a is not None:
-        rows.append(f"| llama.cpp server (Q4_1, {a.slots} slots) | {a.slots} | {a.prompts * a.n} "
+        rows.append(f"| llama.cpp server ({a.slots} slots) | Q4_1 | {a.slots} | {a.prompts * a.n} "
                     f"| {a.tokens} | {a.prompts * a.n - a.stopped_by_length} | {a.seconds:.1f} | "
                     f"{a.tokens_per_s:.1f} | {a.tokens_per_s / base.tokens_per_s:.2f}x | - |")
         best = bench.best("fast") if any(t.path == "fast" for t in bench.runs) else base
@@ -242,10 +286,16 @@ def markdown_section(bench: GenerationBench, machine: str, date: str, model: str
                   "GGUF file as it is, prompts shared across each prompt's samples).")
     else:
         versus = f"The llama.cpp anchor did not run: {bench.anchor_skipped}"
+    if bench.ceiling_tokens_per_s:
+        best = bench.best(bench.runs[-1].path)
+        versus += (f" The compute bound: the linear layers alone, at {best.rows} rows in "
+                   f"{bench.dtype}, allow {bench.ceiling_tokens_per_s:.0f} tokens/s on this machine "
+                   f"({bench.ceiling_tokens_per_s / base.tokens_per_s:.1f}x the baseline); the best "
+                   f"fast width reaches {best.tokens_per_s / bench.ceiling_tokens_per_s:.0%} of it.")
     lines = ["## Generation (embedded backend)", "", intro, "",
-             "| path | rows | samples | tokens | ended by stop/EOS | seconds | tokens/s "
+             "| path | dtype | rows | samples | tokens | ended by stop/EOS | seconds | tokens/s "
              "| vs baseline | busy share |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|", *rows, "", versus, ""]
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|", *rows, "", versus, ""]
     if bench.swap_idle_s:
         ms, busy_ms = [x * 1000 for x in bench.swap_idle_s], [x * 1000 for x in bench.swap_busy_s]
         lines += [

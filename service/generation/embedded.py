@@ -28,14 +28,13 @@ from service.generation.base import Generator
 from service.generation.fast_llama import FastLlama, adapter_unsupported, unsupported
 from service.generation.fast_sampling import SchedulerStats, sample_fast
 from service.generation.sampling import row_seed, sample_batch
-from service.generation.types import AdapterError, Completion, SamplingParams
+from service.generation.types import DEFAULT_ROWS, AdapterError, Completion, SamplingParams
 from trainer.prompts import encode_kwargs
 
 _OFF = object()  # "adapters disabled" marker for the active-adapter cache
 _SYNC_LOAD = "HF_DEACTIVATE_ASYNC_LOAD"  # transformers: load weights without a thread pool
 SDPA_GQA = "TRANSFORMERS_SDPA_FORCE_GQA"  # transformers: let SDPA read grouped K/V heads as is
 DecodePath = Literal["auto", "fast", "reference"]
-DEFAULT_ROWS = 64  # rows decoding together by default: the best width measured (docs/BENCHMARKS.md)
 
 
 def use_sdpa_gqa_on_cpu(device: Any) -> None:
@@ -134,6 +133,11 @@ class EmbeddedGenerator(Generator):
                       if self.fast_unavailable is None else None)
         self._reference_only: dict[str, str] = {}  # adapter -> why the fast path cannot merge it
         self.last_stats: SchedulerStats | None = None  # the last fast-path request's scheduling
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "device": str(self.model.device),
+                "dtype": str(self.model.dtype).removeprefix("torch."),
+                "decode_path": self.decode_path, "rows": self.max_batch_size}
 
     @property
     def decode_path(self) -> str:

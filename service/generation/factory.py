@@ -7,13 +7,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from service.generation.base import Generator
+from service.generation.types import DEFAULT_ROWS
 
 Backend = Literal["embedded", "vllm"]
 
 
 def make_generator(backend: Backend = "embedded", *, model: str | None = None,
                    cache_dir: str | Path | None = None, device: str | None = "auto",
-                   dtype: Any = "auto", max_batch_size: int = 32, threads: int | None = None,
+                   dtype: Any = "auto", max_batch_size: int = DEFAULT_ROWS, threads: int | None = None,
                    vllm_url: str | Sequence[str] | None = None, vllm_api_key: str | None = None,
                    alias: str = "policy", max_lora_rank: int | None = 64,
                    retry: Any = None) -> Generator:

@@ -197,11 +197,12 @@ class FastLlama:
 
     # -- arithmetic ------------------------------------------------------------------------------
     def _norm(self, x: Any, weight: Any) -> Any:
-        """LlamaRMSNorm, the same operations in the same order."""
+        """LlamaRMSNorm, the same operations in the same order (in float32, as it does)."""
         import torch
 
-        variance = x.pow(2).mean(-1, keepdim=True)
-        return weight * (x * torch.rsqrt(variance + self.eps))
+        wide = x.float()
+        variance = wide.pow(2).mean(-1, keepdim=True)
+        return weight * (wide * torch.rsqrt(variance + self.eps)).to(x.dtype)
 
     def _rotate(self, x: Any, cos: Any, sin: Any) -> Any:
         """Rotary embedding (``x * cos + rotate_half(x) * sin``) for x [..., heads, head_dim]."""

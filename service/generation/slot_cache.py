@@ -88,7 +88,7 @@ class SlotCache:
         self._prompt_span, self._own_span = int(prompt_lengths.max()), int(own.max())
         if self._own_span > self.new_capacity:
             raise ValueError(f"a row outgrew the cache's {self.new_capacity} new tokens")
-        inf = torch.tensor(float("-inf"), dtype=self.keys[0].dtype, device=own.device)
+        inf = torch.tensor(float("-inf"), dtype=torch.float32, device=own.device)  # fp32 scores
         zero = inf.new_zeros(())
         prompt = torch.where(self._columns[:self._prompt_span][None] < prompt_lengths[:, None],
                              zero, inf)
@@ -128,7 +128,7 @@ class SlotCache:
         top = torch.maximum(p_max, o_max)
         p_scale, o_scale = (p_max - top).exp_(), (o_max - top).exp_()
         out = (p_out * p_scale + o_out * o_scale) / (p_sum * p_scale + o_sum * o_scale)
-        return out.reshape(rows, kv * rep * dim)
+        return out.reshape(rows, kv * rep * dim).to(q.dtype)
 
     def positions(self) -> Any:
         """Each live row's position for this step's token: its prompt's length plus its own."""
@@ -180,13 +180,15 @@ class SlotCache:
 
 def _partial(q: Any, keys: Any, values: Any, mask: Any, scale: float) -> tuple[Any, Any, Any]:
     """One part of a split softmax attention: (row maximum, sum of weights, unnormalised
-    output), which ``attend`` merges across parts."""
+    output), which ``attend`` merges across parts. The softmax runs in float32 whatever the
+    cache's dtype (as transformers' attention does); the weights meet the values in theirs."""
     import torch
 
-    scores = torch.matmul(q, keys.transpose(-1, -2)).mul_(scale).add_(mask)
+    scores = torch.matmul(q, keys.transpose(-1, -2)).float().mul_(scale).add_(mask)
     top = scores.amax(-1, keepdim=True)
     weights = scores.sub_(top).exp_()
-    return top, weights.sum(-1, keepdim=True), torch.matmul(weights, values)
+    out = torch.matmul(weights.to(values.dtype), values).float()
+    return top, weights.sum(-1, keepdim=True), out
 
 
 def _compacted(live: list[int]) -> list[int]:

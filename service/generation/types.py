@@ -10,6 +10,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 FinishReason = Literal["stop", "length"]
+# Rows the embedded backend decodes together by default: the best width measured on the loop's
+# workload (docs/BENCHMARKS.md); settings and experiment configs take it from here.
+DEFAULT_ROWS = 64
 
 
 class GenerationError(RuntimeError):

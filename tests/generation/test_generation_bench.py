@@ -37,9 +37,10 @@ async def test_bench_measures_baseline_each_width_and_swaps(
     section = markdown_section(bench, "test machine", "2026-01-01", "tiny")
     assert section.startswith("## Generation (embedded backend)")
     base = bench.baseline
-    assert f"| reference (baseline) | 32 | 6 | {base.tokens} |" in section
+    assert f"| reference (baseline) | {base.dtype} | 32 | 6 | {base.tokens} |" in section
     assert "1.00x" in section and f"{bench.threads} torch thread(s)" in section
     assert "The llama.cpp anchor did not run" in section
+    assert bench.ceiling_tokens_per_s and "The compute bound" in section
 
 
 def test_write_section_replaces_only_its_own_section(tmp_path: Path) -> None:
@@ -51,3 +52,27 @@ def test_write_section_replaces_only_its_own_section(tmp_path: Path) -> None:
     assert "new figures" in text and "old figures" not in text
     assert text.index("## Sandbox") < text.index("new figures") < text.index("## Training")
     assert "old sandbox" in text and "training figures" in text
+
+
+async def test_bench_runs_the_baseline_in_the_previous_dtype(
+        tiny_model: Any, smol_tokenizer: Any, mbpp_path: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bfloat16 generator is measured against the float32 reference path, and the fast path
+    runs once in float32 too, so the dtype's gain and the path's gain read apart."""
+    import copy
+
+    import torch
+
+    from service.generation.embedded import EmbeddedGenerator
+
+    monkeypatch.setenv("LETI_LLAMA_CPP_DIR", str(tmp_path / "no-llama"))
+    fp32 = copy.deepcopy(tiny_model)
+    generator = EmbeddedGenerator(tiny_model.to(torch.bfloat16), smol_tokenizer)
+    bench = await run_generation_bench(generator, 2, [2, 4], swaps=0, mbpp_path=mbpp_path, n=2,
+                                       max_new_tokens=5, anchor=False, baseline_model=fp32,
+                                       log=lambda *_: None)
+    assert [(t.path, t.dtype, t.rows) for t in bench.runs] == [
+        ("reference", "float32", 32), ("fast", "float32", 4), ("fast", "bfloat16", 2),
+        ("fast", "bfloat16", 4)]
+    assert bench.best().dtype == "bfloat16" and bench.anchor_skipped.startswith("not asked")
+    assert "| reference (baseline) | float32 |" in markdown_section(bench, "m", "d", "tiny")
