@@ -218,15 +218,16 @@ class FastLlama:
         gate, up = w.gate_up(self._norm(h, w.mlp_norm)).chunk(2, dim=-1)
         return w.down(F.silu(gate) * up)
 
-    def _split(self, x: Any, w: LayerWeights) -> tuple[Any, Any, Any]:
-        """Queries, keys and values of normed ``x`` [tokens, hidden]: [tokens, heads, head_dim]."""
+    def _split(self, x: Any, w: LayerWeights, cos: Any, sin: Any) -> tuple[Any, Any, Any]:
+        """Rotated queries and keys, and values, of normed ``x`` [tokens, hidden], each
+        [tokens, heads, head_dim]. Queries and keys sit side by side in the fused projection's
+        output, so one rotation covers both."""
         qkv = w.qkv(self._norm(x, w.attn_norm))
-        q_size, kv_size = self.q_heads * self.head_dim, self.kv_heads * self.head_dim
-        q, k, v = qkv.split((q_size, kv_size, kv_size), dim=-1)
-        tokens = x.shape[0]
-        return (q.reshape(tokens, self.q_heads, self.head_dim),
-                k.reshape(tokens, self.kv_heads, self.head_dim),
-                v.reshape(tokens, self.kv_heads, self.head_dim))
+        tokens, heads = x.shape[0], self.q_heads + self.kv_heads
+        qk = self._rotate(qkv[:, :heads * self.head_dim].reshape(tokens, heads, self.head_dim),
+                          cos, sin)
+        v = qkv[:, heads * self.head_dim:].reshape(tokens, self.kv_heads, self.head_dim)
+        return qk[:, :self.q_heads], qk[:, self.q_heads:], v
 
     def prefill(self, weights: tuple[list[LayerWeights], Dense], tokens: list[int],
                 cache: SlotCache, group: int, start: int) -> Any:
@@ -244,8 +245,7 @@ class FastLlama:
                   <= torch.arange(start, end, device=self.device)[:, None])
         h = self.embed[ids]
         for index, w in enumerate(layers):
-            q, k, v = self._split(h, w)
-            q, k = self._rotate(q, cos, sin), self._rotate(k, cos, sin)
+            q, k, v = self._split(h, w, cos, sin)
             keys, values = cache.write_prompt(index, group, start, k, v)
             attn = F.scaled_dot_product_attention(
                 q.transpose(0, 1)[None], keys, values, attn_mask=causal, scale=self.scale,
@@ -265,8 +265,7 @@ class FastLlama:
         masks = cache.step_masks()
         h = self.embed[tokens]
         for index, w in enumerate(layers):
-            q, k, v = self._split(h, w)
-            q, k = self._rotate(q, cos, sin), self._rotate(k, cos, sin)
+            q, k, v = self._split(h, w, cos, sin)
             h = h + w.out(cache.attend(index, q, k, v, masks, self.scale))
             h = h + self._mlp(h, w)
         cache.advance()

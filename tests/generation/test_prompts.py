@@ -98,3 +98,18 @@ def test_malformed_tasks_are_refused(bad: dict[str, Any]) -> None:
 def test_empty_program_cannot_become_a_training_sequence() -> None:
     with pytest.raises(ValueError, match="empty program"):
         build_sequence(MBPP, "  \n", reward=Reward.GOOD)
+
+
+def test_the_program_stop_cuts_at_the_closing_fence_only() -> None:
+    """Sampling stops at the closing fence: never at an opening one (at the start of the
+    completion or after prose), and what is left before the cut still extracts the program."""
+    from service.generation.extract import extract_program
+    from trainer.prompts import PROGRAM_STOP
+
+    (stop,) = PROGRAM_STOP
+    answer = "Here it is:\n```python\ndef f(x):\n    return x\n```\nThis returns x."
+    for opening in ("```python\ndef f(x):", "Here it is:\n```python\n"):
+        assert stop not in opening
+    cut = answer[:answer.index(stop)]  # what a stopped sample's text is
+    assert cut.endswith("return x") and "This returns" not in cut
+    assert extract_program(cut, "f") == "def f(x):\n    return x\n"
