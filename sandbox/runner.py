@@ -47,7 +47,7 @@ TEST_PASSED = b'{"event": "test_passed", "index": %d}'  # a report line, JSON
 REPR_LIMIT = 200
 PR_SET_DUMPABLE = 4
 PR_SET_CHILD_SUBREAPER = 36
-CHILD_FDS = 5  # the program's process gets: job in; stdout, stderr, report out; the judge
+CHILD_FDS = 6  # the program's process gets: job in; stdout, stderr, report out; from/to the judge
 ZYGOTE_ANSWER_S = 10.0  # the zygote answers at once; this only catches one that is gone
 
 _repr = reprlib.Repr()
@@ -205,69 +205,70 @@ def _type_name(value: object) -> str:
     return name if module in (None, "builtins", PROGRAM_MODULE) else f"{module}.{name}"
 
 
-def to_plain(value: object):
+def to_plain(value: object) -> Any:
     """``value`` as JSON-ready plain data, read through the built-in types' own methods.
 
     Scalars (None, bool, int, float, str) stay as they are; containers, bytes and complex
     numbers become ``[tag, body]``; a subclass of a built-in type is read as that type (an
     ``OrderedDict`` as a dict, a namedtuple as a tuple), never through its own methods; a
-    ``Fraction`` or ``Decimal`` keeps its exact value; anything else is ``["opaque", type,
-    repr]``, which equals nothing on the other side. Runs in the program's process."""
-    budget = [PLAIN_ITEMS]
+    ``Fraction`` or ``Decimal`` keeps its exact value; anything else is ``["opaque", [type,
+    repr]]``, which equals nothing on the other side. Runs in the program's process."""
+    return _enc(value, 0, [PLAIN_ITEMS])
 
-    def enc(v: Any, depth: int) -> Any:
-        budget[0] -= 1
-        if budget[0] < 0 or depth > PLAIN_DEPTH:
-            raise TooLarge("the value is too large or too deeply nested to compare")
-        kind = type(v)
-        if (kind is str or kind is bytes or kind is bytearray) and len(v) > PLAIN_TEXT:
+
+def _enc(v: Any, depth: int, budget: list[int]) -> Any:
+    budget[0] -= 1
+    if budget[0] < 0 or depth > PLAIN_DEPTH:
+        raise TooLarge("the value is too large or too deeply nested to compare")
+    kind = type(v)
+    if kind is int or kind is bool or kind is float or v is None:
+        return v
+    if kind is str or kind is bytes or kind is bytearray:
+        if len(v) > PLAIN_TEXT:
             raise TooLarge(f"{len(v)} long, too large to compare")
-        if v is None or kind is int or kind is str or kind is bool or kind is float:
-            return v
-        d = depth + 1
-        if kind is list or kind is tuple:
-            return ["list" if kind is list else "tuple", [enc(x, d) for x in v]]
-        if kind is dict:
-            return ["dict", [[enc(k, d), enc(x, d)] for k, x in v.items()]]
-        if kind is set or kind is frozenset:
-            return ["set" if kind is set else "frozenset", [enc(x, d) for x in v]]
-        if kind is bytes or kind is bytearray:
-            return ["bytes" if kind is bytes else "bytearray", bytes(v).decode("latin-1")]
-        if kind is complex:
-            return ["complex", [v.real, v.imag]]
-        try:
-            return subclass(v, d)
-        except TooLarge:
-            raise
-        except Exception:  # noqa: BLE001 - a hostile object: it stays opaque
-            pass
-        return ["opaque", [_type_name(v), short_repr(v)]]
+        return v if kind is str else [kind.__name__, bytes(v).decode("latin-1")]
+    d = depth + 1
+    if kind is list or kind is tuple:
+        return ["list" if kind is list else "tuple", [_enc(x, d, budget) for x in v]]
+    if kind is dict:
+        return ["dict", [[_enc(k, d, budget), _enc(x, d, budget)] for k, x in v.items()]]
+    if kind is set or kind is frozenset:
+        return ["set" if kind is set else "frozenset", [_enc(x, d, budget) for x in v]]
+    if kind is complex:
+        return ["complex", [v.real, v.imag]]
+    try:
+        return _subclass(v, d, budget)
+    except TooLarge:
+        raise
+    except Exception:  # noqa: BLE001 - a hostile object: it stays opaque
+        pass
+    return ["opaque", [_type_name(v), short_repr(v)]]
 
-    def subclass(v: Any, d: int) -> Any:
-        if isinstance(v, int):
-            return int.__int__(v)
-        if isinstance(v, float):
-            return float.__float__(v)
-        if isinstance(v, str):
-            return str.__str__(v)
-        if isinstance(v, list):
-            return ["list", [enc(x, d) for x in list.__iter__(v)]]
-        if isinstance(v, tuple):
-            return ["tuple", [enc(x, d) for x in tuple.__iter__(v)]]
-        if isinstance(v, dict):
-            return ["dict", [[enc(k, d), enc(x, d)] for k, x in dict.items(v)]]
-        if isinstance(v, set):
-            return ["set", [enc(x, d) for x in set.__iter__(v)]]
-        if isinstance(v, frozenset):
-            return ["frozenset", [enc(x, d) for x in frozenset.__iter__(v)]]
-        fractions, decimal = sys.modules.get("fractions"), sys.modules.get("decimal")
-        if fractions is not None and type(v) is fractions.Fraction:
-            return ["fraction", [int.__int__(v.numerator), int.__int__(v.denominator)]]
-        if decimal is not None and type(v) is decimal.Decimal:
-            return ["decimal", str(v)]  # exactly a Decimal: its own __str__
-        raise TypeError("not plain data")
 
-    return enc(value, 0)
+def _subclass(v: Any, d: int, budget: list[int]) -> Any:
+    """A subclass of a built-in type, read as that type; a Fraction or Decimal, exactly."""
+    if isinstance(v, int):
+        return int.__int__(v)
+    if isinstance(v, float):
+        return float.__float__(v)
+    if isinstance(v, str):
+        return _enc(str.__str__(v), d, budget)
+    if isinstance(v, list):
+        return ["list", [_enc(x, d, budget) for x in list.__iter__(v)]]
+    if isinstance(v, tuple):
+        return ["tuple", [_enc(x, d, budget) for x in tuple.__iter__(v)]]
+    if isinstance(v, dict):
+        return ["dict", [[_enc(k, d, budget), _enc(x, d, budget)] for k, x in dict.items(v)]]
+    if isinstance(v, set):
+        return ["set", [_enc(x, d, budget) for x in set.__iter__(v)]]
+    if isinstance(v, frozenset):
+        return ["frozenset", [_enc(x, d, budget) for x in frozenset.__iter__(v)]]
+    fractions, decimal = sys.modules.get("fractions"), sys.modules.get("decimal")
+    if fractions is not None and type(v) is fractions.Fraction:
+        return ["fraction", [int.__int__(v.numerator), int.__int__(v.denominator)]]
+    if decimal is not None and type(v) is decimal.Decimal:
+        return ["decimal", str(v)]  # exactly a Decimal: its own __str__
+    raise TypeError("not plain data")
 
 
 def _plain_items(body: Any) -> list:
@@ -321,6 +322,11 @@ def from_plain(data: Any, depth: int = 0) -> Any:
 
 def plain_json(value: object) -> bytes:
     """``value`` as plain-data JSON; an opaque stand-in when it cannot be carried."""
+    kind = type(value)
+    if kind is int and -10**18 < value < 10**18:  # type: ignore[operator]
+        return int.__repr__(value).encode()  # type: ignore[arg-type]
+    if kind is bool:
+        return b"true" if value else b"false"
     try:
         return json.dumps(to_plain(value)).encode()
     except TooLarge as exc:
@@ -379,7 +385,7 @@ def _literal(node: ast.expr) -> tuple[bool, object]:
 @functools.lru_cache(maxsize=4096)
 def plan_test(source: str, index: int) -> tuple:
     """How test ``index`` is decided: ``(VALUE, actual_code, expected, statement, binds,
-    bound)`` or ``(JUDGED, code, None, statement, binds, 0)``.
+    bound, expected_json)`` or ``(JUDGED, code, None, statement, binds, 0, b"")``.
 
     A test that is one ``assert <expression> == <literal>`` (either side) is a VALUE test: the
     program's process evaluates only the expression (``actual_code``) and sends back its value
@@ -388,11 +394,12 @@ def plan_test(source: str, index: int) -> tuple:
     its own, where the program's names are stand-ins that call into the program's process.
     ``binds``: the test is not a bare assert (it may define names later tests use); ``bound``:
     the most bytes a value equal to the expected one can take as plain data (8x its own, plus
-    slack), so a huge value is failed without being decoded.
+    slack), so a huge value is failed without being decoded; ``expected_json``: the expected
+    value as the program's process would encode it (an answer equal byte for byte decodes to
+    an equal value, so it needs no decoding).
     Cached: the samples of a task share its tests; code objects are immutable."""
     filename = test_file(index)
-    code = instrument(source, filename)
-    tree = ast.parse(source, filename=filename)
+    tree = ast.parse(source, filename=filename)  # a VALUE test is compiled only as its call
     binds = not all(isinstance(node, ast.Assert) for node in tree.body)
     if len(tree.body) == 1 and isinstance(tree.body[0], ast.Assert):
         node = tree.body[0]
@@ -406,12 +413,13 @@ def plan_test(source: str, index: int) -> tuple:
                     actual_code = compile(ast.Expression(body=actual), filename, "eval",
                                           dont_inherit=True)
                     try:
-                        bound = 8 * len(json.dumps(to_plain(expected))) + 4096
+                        expected_json = json.dumps(to_plain(expected)).encode()
                     except (ValueError, TypeError):
                         break
-                    return VALUE, actual_code, expected, statement, binds, bound
-        return JUDGED, code, None, statement, binds, 0
-    return JUDGED, code, None, source.strip(), binds, 0
+                    bound = 8 * len(expected_json) + 4096
+                    return VALUE, actual_code, expected, statement, binds, bound, expected_json
+        return JUDGED, instrument(source, filename), None, statement, binds, 0, b""
+    return JUDGED, instrument(source, filename), None, source.strip(), binds, 0, b""
 
 
 # --------------------------------------------------------------------------------------------
@@ -515,12 +523,12 @@ def _exports(namespace: dict) -> dict:
     return names
 
 
-def unsafe_execute(job: dict, report_fd: int, judge_fd: int = -1) -> None:
+def unsafe_execute(job: dict, report_fd: int, judge: tuple[int, int] = (-1, -1)) -> None:
     """Run the program, the setup and the tests' program side in this (forked) process.
 
     For a VALUE test this process evaluates the call and reports its value (``V <index>
     <plain JSON>``); the expected value never enters it and the runner compares. For a JUDGED
-    test it hands over to the judge (``judge_fd``) and answers the judge's calls into the
+    test it hands over to the judge (``judge``: its pipes) and answers the judge's calls into the
     program until the judge says it is done. Nothing this process writes can pass a test: the
     runner counts a test passed only once it has compared the value itself, or the judge, a
     process the program cannot reach, has reported it. Returns (its caller ends the process);
@@ -553,7 +561,7 @@ def unsafe_execute(job: dict, report_fd: int, judge_fd: int = -1) -> None:
         phase = "test"
         for index, plan in enumerate(job["plans"], start=1):
             if plan is None:
-                _serve_judge(namespace, judge_fd, keep)
+                _serve_judge(namespace, judge, keep)
             else:
                 emit(b"V %d " % index + plain_json(eval(plan, namespace)) + b"\n")
         emit(b"")  # what the program printed last
@@ -561,11 +569,12 @@ def unsafe_execute(job: dict, report_fd: int, judge_fd: int = -1) -> None:
         emit((_dumps(_error_report(exc, phase, index, keep)) + "\n").encode()[:REPORT_CAP])
 
 
-def _serve_judge(namespace: dict, judge_fd: int, keep: tuple[str, ...]) -> None:
+def _serve_judge(namespace: dict, judge: tuple[int, int], keep: tuple[str, ...]) -> None:
     """Let the judge run one test: answer its calls into the program until it is done."""
-    send_frame(judge_fd, ["go", _exports(namespace)])
+    requests, answers = judge
+    send_frame(answers, ["go", _exports(namespace)])
     while True:
-        request = recv_frame(judge_fd)
+        request = recv_frame(requests)
         if request is None:  # the judge has ended: its report to the runner is the verdict
             os._exit(0)
         if request[0] == "done":
@@ -582,7 +591,7 @@ def _serve_judge(namespace: dict, judge_fd: int, keep: tuple[str, ...]) -> None:
             answer = b'["ok", ' + plain_json(result) + b"]"
         view = memoryview(len(answer).to_bytes(4, "little") + answer)
         while view:
-            view = view[os.write(judge_fd, view):]
+            view = view[os.write(answers, view):]
 
 
 class ProgramError(Exception):
@@ -595,10 +604,10 @@ class _Remote:
     Arguments and result cross as plain data; an exception the program raised is raised here
     again (as the same built-in exception type where there is one)."""
 
-    __slots__ = ("fd", "name")
+    __slots__ = ("link", "name")
 
-    def __init__(self, name: str, fd: int) -> None:
-        self.name, self.fd = name, fd
+    def __init__(self, name: str, link: tuple[int, int]) -> None:
+        self.name, self.link = name, link  # (answers from the program, requests to it)
 
     def __repr__(self) -> str:
         return f"<{self.name} of the program>"
@@ -608,10 +617,10 @@ class _Remote:
         return self.name
 
     def __call__(self, *args: object, **kwargs: object):
-        send_frame(self.fd, ["call", self.name, to_plain(list(args)), to_plain(kwargs)])
+        send_frame(self.link[1], ["call", self.name, to_plain(list(args)), to_plain(kwargs)])
         try:
             try:
-                answer = recv_frame(self.fd)
+                answer = recv_frame(self.link[0])
             except TooLarge as exc:
                 return Opaque("?", f"<the value {self.name}() returned: {exc}>")
             if answer is None:
@@ -644,7 +653,7 @@ class ForgedAnswer(Exception):
     """The program's process sent the judge bytes the harness would not have written."""
 
 
-def unsafe_judge(job: dict, program_fd: int, report_fd: int) -> None:
+def unsafe_judge(job: dict, program: tuple[int, int], report_fd: int) -> None:
     """The judge: run the JUDGED tests in this process, which the program never runs in.
 
     The program's process says when each test's turn has come (it has run the program and the
@@ -672,7 +681,7 @@ def unsafe_judge(job: dict, program_fd: int, report_fd: int) -> None:
     namespace: dict = {"__name__": "__tests__", "__builtins__": __builtins__}
     installed: dict = {}  # names of the program's that this judge holds stand-ins for
     for index, code, source in job["judged"]:
-        message = recv_frame(program_fd)
+        message = recv_frame(program[0])
         if message is None or message[0] != "go":
             return  # the program's process ended before this test's turn
         for name, spec in message[1].items():
@@ -681,7 +690,7 @@ def unsafe_judge(job: dict, program_fd: int, report_fd: int) -> None:
             value: Any
             try:
                 if spec[0] == "call":
-                    value = _Remote(name, program_fd)
+                    value = _Remote(name, program)
                 elif spec[0] == "module":
                     __import__(spec[1])
                     value = sys.modules[spec[1]]
@@ -715,7 +724,7 @@ def unsafe_judge(job: dict, program_fd: int, report_fd: int) -> None:
             os.write(report_fd, (json.dumps(report) + "\n").encode()[:REPORT_CAP])
             return
         os.write(report_fd, TEST_PASSED % index + b"\n")
-        send_frame(program_fd, ["done"])
+        send_frame(program[1], ["done"])
 
 
 def _joined_traceback(tests: str, program: str) -> str:
@@ -827,7 +836,7 @@ def _validate(job: object) -> dict:
     if any(plan[4] for plan in plans):
         # A test that defines names (HumanEval's `def check`) runs in the judge, and so must
         # every test that might use them: all of this job's tests are JUDGED.
-        plans = [(JUDGED, instrument(src, test_file(i)), None, plan[3], plan[4], 0)
+        plans = [(JUDGED, instrument(src, test_file(i)), None, plan[3], plan[4], 0, b"")
                  for i, (src, plan) in enumerate(zip(tests, plans), start=1)]
     try:
         compiled_setup = compile_setup(setup)
@@ -1008,7 +1017,9 @@ def _json_object(line: bytes) -> dict | None:
 
 def _compare(plan: tuple, index: int, raw: bytes) -> dict | None:
     """Test ``index``'s verdict from the value the program sent: None when it holds."""
-    _, _, expected, statement, _, bound = plan
+    _, _, expected, statement, _, bound, expected_json = plan
+    if raw == expected_json:
+        return None
     if len(raw) > bound:
         actual = f"<a value of {len(raw)} bytes, far larger than the expected value>"
         return _failed(index, statement, expected, actual, None)
@@ -1190,7 +1201,8 @@ def _read_job(job_r: int):
     return marshal.loads(data) if size else None
 
 
-def _start_child(job_r: int, out_w: int, err_w: int, rep_w: int, judge_fd: int) -> None:
+def _start_child(job_r: int, out_w: int, err_w: int, rep_w: int, requests: int,
+                 answers: int) -> None:
     """In the program's process: read the job, isolate this process, run it. Never returns.
 
     The environment (PATH, HOME and TMPDIR at the scratch directory) was set once by the
@@ -1200,8 +1212,9 @@ def _start_child(job_r: int, out_w: int, err_w: int, rep_w: int, judge_fd: int) 
     if job is None:  # the runner found the job invalid, or the program not compiling
         os._exit(0)
     if None not in job["plans"]:  # no JUDGED test: no judge to talk to
-        os.close(judge_fd)
-        judge_fd = -1
+        os.close(requests)
+        os.close(answers)
+        requests = answers = -1
     os.chdir(job["workdir"])
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
@@ -1211,11 +1224,11 @@ def _start_child(job_r: int, out_w: int, err_w: int, rep_w: int, judge_fd: int) 
         os.close(fd)
     _set_limits(job["timeout"], job["memory_mb"])
     _exit = os._exit  # bound before the program can replace it
-    unsafe_execute(job, rep_w, judge_fd)
+    unsafe_execute(job, rep_w, (requests, answers))
     _exit(0)
 
 
-def _start_judge(job_r: int, rep_w: int, program_fd: int) -> None:
+def _start_judge(job_r: int, rep_w: int, answers: int, requests: int) -> None:
     """In the judge: read the JUDGED tests, isolate this process, run them. Never returns."""
     os.setsid()
     job = _read_job(job_r)
@@ -1227,7 +1240,7 @@ def _start_judge(job_r: int, rep_w: int, program_fd: int) -> None:
         os.close(devnull)
         _set_limits(job["timeout"], job["memory_mb"])
         try:
-            unsafe_judge(job, program_fd, rep_w)
+            unsafe_judge(job, (answers, requests), rep_w)
         except BaseException:  # noqa: BLE001 - the program's process went away mid-message
             pass
     os._exit(0)
@@ -1258,17 +1271,20 @@ class Runner:
         process just exits. A job with JUDGED tests gets a judge as well."""
         start = time.monotonic()
         (job_r, job_w), (out_r, out_w), (err_r, err_w), (rep_r, rep_w) = [os.pipe() for _ in range(4)]
-        program_end, judge_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        child_fds = [job_r, out_w, err_w, rep_w, program_end.fileno()]
+        # The judge's pipes (requests to the program's process, its answers) exist for every
+        # job: the program's process is forked before the job is read. Pipes, not a socket
+        # pair: a unix socket passed over SCM_RIGHTS makes each close run the kernel's unix GC.
+        (req_r, req_w), (ans_r, ans_w) = os.pipe(), os.pipe()
+        child_fds = [job_r, out_w, err_w, rep_w, req_r, ans_w]
         if not self.zygote.fork_child(child_fds):  # the zygote died between jobs: a new one
             self._new_zygote()
             self.zygote.fork_child(child_fds)
-        for fd in child_fds[:4]:
+        for fd in child_fds:
             os.close(fd)
-        program_end.close()
         job, early = self._prepare(line, start)
         if early is not None:
-            judge_end.close()
+            os.close(ans_r)
+            os.close(req_w)
             self.zygote.no_judge()
             self._release(job_w, out_r, err_r, rep_r)
             return early
@@ -1277,12 +1293,13 @@ class Runner:
         judge_w = judge_rep_r = -1
         if judged:
             (judge_r, judge_w), (judge_rep_r, judge_rep_w) = os.pipe(), os.pipe()
-            self.zygote.fork_child([judge_r, judge_rep_w, judge_end.fileno()], b"J")
+            self.zygote.fork_child([judge_r, judge_rep_w, ans_r, req_w], b"J")
             for fd in (judge_r, judge_rep_w):
                 os.close(fd)
         else:
             self.zygote.no_judge()
-        judge_end.close()
+        os.close(ans_r)
+        os.close(req_w)
         payload = memoryview(child_payload(job, job.pop("code"), self.workdir))
         os.set_blocking(job_w, False)
         payload = payload[_write_some(job_w, payload):]
