@@ -593,8 +593,16 @@ def _settings_line(results: Mapping[str, Any]) -> str:
         parts.append(f"{loop.get('rounds')} rounds x {loop.get('problems_per_round')} MBPP train "
                      f"problems x {sampling.get('n')} samples at T={sampling.get('temperature')}")
     if training:
-        parts.append(f"{training.get('feedback_steps')} feedback steps/round (batch "
-                     f"{training.get('batch_size')}, code ratio {training.get('code_ratio')}, "
+        bounds = [f"{training['max_steps']} steps" if training.get("max_steps") else "",
+                  f"{training['feedback_steps']} feedback steps"
+                  if training.get("feedback_steps") else ""]
+        bound = " and ".join(b for b in bounds if b)
+        length = (f"{training.get('feedback_steps')} feedback steps/round"
+                  if training.get("epochs") is None else
+                  f"{training.get('epochs')} epochs/round over {training.get('selection')} data "
+                  f"from {training.get('init')}" + (f" (at most {bound})" if bound else ""))
+        parts.append(f"{length} (batch {training.get('batch_size')} x "
+                     f"{training.get('grad_accum', 1)}, code ratio {training.get('code_ratio')}, "
                      f"lr {training.get('learning_rate')}, LoRA r={training.get('lora_rank')})")
     if ev:
         parts.append(f"eval n={ev.get('n')} at T={ev.get('temperature')} on MBPP test "

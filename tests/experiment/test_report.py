@@ -284,3 +284,14 @@ def test_a_round_shows_its_pool_pass_rate_data_and_paired_gate(tmp_path: Path) -
     assert "| 25.0% | 40 | base |" in text
     assert "| reject | 10.0% | 20.0% | [-15.0, -5.0] pp | base |" in text
     assert "Gate warning: the gate's 10 problems cannot show a drop smaller than 4" in text
+
+
+def test_the_settings_line_names_a_run_sized_by_its_data() -> None:
+    from service.experiment.config import ExperimentConfig
+    from service.experiment.report import _settings_line
+
+    config = ExperimentConfig.model_validate(
+        {"name": "x", "training": {"epochs": 2.0, "max_steps": 40, "grad_accum": 2}})
+    line = _settings_line({"config": config.model_dump(mode="json")})
+    assert "2.0 epochs/round over accumulate data from base (at most 40 steps) (batch 2 x 2" \
+        in line
