@@ -106,6 +106,8 @@ class SamplingIn(Strict):
     max_new_tokens: int | None = Field(
         default=None, ge=1, le=32_768, description="default: 256, or the server's limit if lower")
     seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    repetition_penalty: float = Field(
+        default=1.0, gt=0, le=10, description="1: off; above 1 penalises the sample's own tokens")
 
 
 class GenerateRequest(Strict):

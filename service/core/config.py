@@ -124,6 +124,9 @@ class Settings(BaseSettings):
     loop_samples_per_problem: int = Field(default=4, ge=1, le=64,
                                           description="programs sampled per problem (n)")
     loop_temperature: float = Field(default=0.8, ge=0, le=2, description="sampling temperature")
+    loop_repetition_penalty: float = Field(
+        default=1.0, gt=0, le=10, description="penalty on a sample's own tokens (1: off; "
+                                              "passed to vLLM as repetition_penalty)")
     loop_max_new_tokens: int = Field(default=256, ge=16, le=4096,
                                      description="token budget of each sampled program")
     loop_mbpp_hub: bool = Field(default=True, description="without LETI_MBPP_PATH, try the "

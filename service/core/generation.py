@@ -41,6 +41,7 @@ class GenerationInput:
     top_p: float = 0.95
     max_new_tokens: int | None = None  # None: DEFAULT_NEW_TOKENS, capped by the server's limit
     seed: int | None = None
+    repetition_penalty: float = 1.0
     adapter: str | None = None
     condition_on_good: bool | None = None
     evaluate: bool = False
@@ -131,7 +132,8 @@ class Generation:
             conditioned = self._resolved_adapter(what.adapter) is not None
         prompts = [self._prompt(task, conditioned) for task in tasks]
         params = SamplingParams(n=what.n, temperature=what.temperature, top_p=what.top_p,
-                                max_new_tokens=new_tokens, seed=what.seed, stop=PROGRAM_STOP)
+                                max_new_tokens=new_tokens, seed=what.seed, stop=PROGRAM_STOP,
+                                repetition_penalty=what.repetition_penalty)
         outputs = await self.generator.generate(prompts, params, adapter=what.adapter)
         sampling = {k: v for k, v in asdict(params).items() if k != "stop"}
         results = []

@@ -56,6 +56,7 @@ class SamplingSection(_Section):
     n: int = Field(default=4, ge=1, le=256)
     temperature: float = Field(default=0.8, ge=0, le=2)
     max_new_tokens: int = Field(default=256, ge=16)
+    repetition_penalty: float = Field(default=1.0, gt=0, le=10, description="1: off")
 
 
 class EvaluationSection(_Section):

@@ -386,7 +386,8 @@ class Study:
         generator = self._generation.generator
         sampled_from = generator.serving
         plan = RoundPlan(number, problems, cfg.sampling.n, cfg.sampling.temperature,
-                         cfg.sampling.max_new_tokens, seed=cfg.seed * 1_000_003 + number * 10_007)
+                         cfg.sampling.max_new_tokens, seed=cfg.seed * 1_000_003 + number * 10_007,
+                         repetition_penalty=cfg.sampling.repetition_penalty)
         options = TrainOptions(objective="leti", learning_rate=cfg.training.learning_rate,
                                lora_rank=cfg.training.lora_rank, seed=cfg.seed + number)
         evaluation_s: dict[str, float] = {}

@@ -95,7 +95,8 @@ def sample_fast(engine: FastLlama, weights: Any, tokenizer: Any, prompts: list[s
 
     admit()
     while rows:
-        chosen = _choose(torch.stack(logits), params, [generators[r] for r in rows]).tolist()
+        chosen = _choose(torch.stack(logits), params, [generators[r] for r in rows],
+                         [tokens[r] for r in rows]).tolist()
         live: list[int] = []
         for slot, (r, tok) in enumerate(zip(rows, chosen, strict=True)):
             tokens[r].append(tok)

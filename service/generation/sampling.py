@@ -38,10 +38,34 @@ def row_seed(seed: int, prompt_index: int, sample_index: int) -> int:
     return int.from_bytes(digest.digest(), "big") >> 1
 
 
-def _choose(logits: Any, params: SamplingParams, generators: list[Any]) -> Any:
-    """One token per row: greedy at temperature ~0, else temperature + nucleus (top-p) sampling."""
+def penalise_repeats(logits: Any, generated: list[list[int]], penalty: float) -> Any:
+    """``logits`` [rows, vocab] with each row's already generated tokens penalised (see
+    ``SamplingParams.repetition_penalty``); unchanged at penalty 1 or before any token."""
     import torch
 
+    width = max((len(g) for g in generated), default=0)
+    if penalty == 1 or width == 0:
+        return logits
+    ids = torch.tensor([g + [g[0] if g else 0] * (width - len(g)) for g in generated],
+                       device=logits.device)
+    seen = torch.tensor([[True] * len(g) + [False] * (width - len(g)) for g in generated],
+                        device=logits.device)
+    picked = logits.gather(1, ids)
+    penalised = torch.where(picked > 0, picked / penalty, picked * penalty)
+    out = logits.clone()
+    # Padding repeats a row's first token (or writes token 0 back unchanged): the same value.
+    out.scatter_(1, ids, torch.where(seen, penalised, picked))
+    return out
+
+
+def _choose(logits: Any, params: SamplingParams, generators: list[Any],
+            generated: list[list[int]] | None = None) -> Any:
+    """One token per row: greedy at temperature ~0, else temperature + nucleus (top-p) sampling;
+    ``generated`` (each row's tokens so far) for the repetition penalty."""
+    import torch
+
+    if generated is not None:
+        logits = penalise_repeats(logits, generated, params.repetition_penalty)
     if params.temperature < GREEDY_BELOW:
         return logits.argmax(-1)
     probs = torch.softmax(logits / params.temperature, dim=-1)
@@ -136,7 +160,8 @@ def sample_batch(model: Any, tokenizer: Any, prompts: list[str], params: Samplin
     batch = admit(max_rows)
     joinable = batch.can_absorb()
     while batch.rows:
-        chosen = _choose(batch.logits, params, [generators[r] for r in batch.rows])
+        chosen = _choose(batch.logits, params, [generators[r] for r in batch.rows],
+                         [tokens[r] for r in batch.rows])
         keep = []
         for b, (r, tok) in enumerate(zip(batch.rows, chosen.tolist(), strict=True)):
             tokens[r].append(tok)

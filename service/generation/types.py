@@ -42,7 +42,11 @@ class SamplingParams:
     request repeatable: sample ``j`` of prompt ``i`` draws from its own random stream seeded by
     ``(seed, i, j)``, so the same request gives the same samples (and the other requests in a
     batch consume none of its randomness; only float rounding of a different batch shape can flip
-    a near-tied draw)."""
+    a near-tied draw).
+
+    ``repetition_penalty`` (1: off) divides the positive logits and multiplies the negative ones
+    of every token the sample has already generated (the prompt's tokens are not penalised), so
+    a sample stuck repeating itself is pushed out of the loop; vLLM takes the same name."""
 
     n: int = 1
     temperature: float = 0.8
@@ -50,6 +54,7 @@ class SamplingParams:
     max_new_tokens: int = 256
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    repetition_penalty: float = 1.0
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -68,6 +73,8 @@ class SamplingParams:
             raise ValueError("stop sequences must be non-empty strings")
         if self.seed is not None and (not isinstance(self.seed, int) or self.seed < 0):
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if not math.isfinite(self.repetition_penalty) or not 0 < self.repetition_penalty <= 10:
+            raise ValueError(f"repetition_penalty must be in (0, 10], got {self.repetition_penalty!r}")
 
 
 @dataclass(frozen=True)

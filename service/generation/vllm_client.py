@@ -199,6 +199,7 @@ class VLLMGenerator(Generator):
         body: dict[str, Any] = {
             "model": adapter or self.model, "prompt": prompts, "n": params.n,
             "temperature": params.temperature, "top_p": params.top_p,
+            "repetition_penalty": params.repetition_penalty,
             "max_tokens": params.max_new_tokens, "stop": list(params.stop),
             "add_special_tokens": self.add_special_tokens,
             "return_token_ids": True,  # per-choice token counts (usage only has totals)

@@ -45,6 +45,7 @@ class CompletionRequest(BaseModel):
     n: int = 1
     temperature: float | None = None
     top_p: float | None = None
+    repetition_penalty: float | None = None  # vLLM's also counts the prompt's tokens (ours: not)
     max_tokens: int | None = 16
     stop: str | list[str] | None = None
     seed: int | None = None
@@ -143,7 +144,8 @@ def create_app(generator: EmbeddedGenerator, served_model_name: str, *, max_lora
             params = SamplingParams(n=req.n, temperature=1.0 if req.temperature is None
                                     else req.temperature, top_p=req.top_p or 1.0,
                                     max_new_tokens=req.max_tokens or 16, stop=tuple(stop),
-                                    seed=req.seed)
+                                    seed=req.seed,
+                                    repetition_penalty=req.repetition_penalty or 1.0)
             adapter = req.model if req.model in loras else "base"
             results = await generator.generate([text for text, _ in encoded], params,
                                                adapter=adapter)

@@ -75,13 +75,15 @@ class RoundPlan:
     temperature: float
     max_new_tokens: int
     seed: int  # chunk ``i`` (of SAMPLE_CHUNK problems) samples with seed + i * SAMPLE_CHUNK
+    repetition_penalty: float = 1.0  # SamplingParams.repetition_penalty (1: off)
 
 
 def loop_plan(settings: Settings, number: int, problems: list[str]) -> RoundPlan:
     """The loop's round: its sampling settings, seeded by the round number."""
     return RoundPlan(number, problems, settings.loop_samples_per_problem,
                      settings.loop_temperature, settings.loop_max_new_tokens,
-                     seed=number * 10_000)
+                     seed=number * 10_000,
+                     repetition_penalty=settings.loop_repetition_penalty)
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,8 @@ async def collect_round(generation: Generation, plan: RoundPlan) -> RoundResult:
         chunk = plan.problems[start:start + SAMPLE_CHUNK]
         results = await generation.generate_batch([GenerationInput(
             task_id=task_id, n=plan.n, temperature=plan.temperature,
-            max_new_tokens=plan.max_new_tokens, seed=plan.seed + start) for task_id in chunk])
+            max_new_tokens=plan.max_new_tokens, seed=plan.seed + start,
+            repetition_penalty=plan.repetition_penalty) for task_id in chunk])
         for result in results:
             adapter = result.adapter
             for generated in result.samples:

@@ -38,7 +38,8 @@ def test_samples_are_stored_with_how_they_were_made(gen: TestClient) -> None:
         stored = gen.get(f"/v1/samples/{sample['id']}").json()
         assert stored["origin"] == "generated" and stored["program"] == sample["program"]
         assert stored["sampling"] == {"n": 2, "temperature": 0.8, "top_p": 0.95,
-                                      "max_new_tokens": 12, "seed": 7}
+                                      "max_new_tokens": 12, "seed": 7,
+                                      "repetition_penalty": 1.0}
         assert stored["model"] and stored["executions"] == []
 
 
@@ -96,3 +97,13 @@ def test_requests_that_cannot_be_served_get_4xx(gen: TestClient) -> None:
         response = gen.post("/v1/generate", json=body)
         assert response.status_code == status, (body, response.text)
         assert words in str(response.json()["detail"]), (body, response.text)
+
+
+def test_repetition_penalty_is_taken_stored_and_checked(gen: TestClient) -> None:
+    body = {"task_id": "mbpp/11", "sampling": {**FAST, "repetition_penalty": 1.3}}
+    response = gen.post("/v1/generate", json=body)
+    assert response.status_code == 200, response.text
+    sample_id = response.json()["samples"][0]["id"]
+    assert gen.get(f"/v1/samples/{sample_id}").json()["sampling"]["repetition_penalty"] == 1.3
+    bad = gen.post("/v1/generate", json={**body, "sampling": {**FAST, "repetition_penalty": 0}})
+    assert bad.status_code == 422 and "repetition_penalty" in bad.text
