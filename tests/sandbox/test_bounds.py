@@ -44,8 +44,18 @@ MEMORY_BOMB = textwrap.dedent("""
 pytestmark = pytest.mark.timeout(180)
 
 
-def host_processes() -> int:
-    return sum(1 for entry in os.listdir("/proc") if entry.isdigit())
+def sandbox_processes() -> int:
+    """Processes of any sandbox runner on this host (a local runner's cgroup, or a container's),
+    so that other work on a shared machine does not count."""
+    count = 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                groups = Path(f"/proc/{entry}/cgroup").read_text()
+            except OSError:
+                continue
+            count += "leti-sandbox-" in groups or "/docker/" in groups
+    return count
 
 
 def bound_of(sandbox: RunnerPool) -> tuple[int, int]:
@@ -62,14 +72,14 @@ class Watch:
 
     def __init__(self, sandbox: RunnerPool) -> None:
         self.bounds: Bounds | None = getattr(sandbox, "bounds", None)
-        self.baseline = host_processes()
+        self.baseline = sandbox_processes()
         self.peak_host = self.peak_runner = self.peak_memory = 0
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self) -> None:
         while not self.stop.is_set():
-            self.peak_host = max(self.peak_host, host_processes())
+            self.peak_host = max(self.peak_host, sandbox_processes())
             if self.bounds is not None:
                 for dirs in list(self.bounds._live.values()):
                     for path in dirs:
@@ -125,10 +135,14 @@ def test_fork_bomb_stays_under_the_runner_bound_while_the_sandbox_keeps_serving(
         bomb.join()
     assert done and not done[0].passed
     assert served >= 1
-    assert watch.peak_host - watch.baseline <= pids * 2 + 32, (watch.peak_host, watch.baseline)
+    # The bomb's runner holds at most its bound; the other runner, a few processes.
+    assert watch.peak_host - watch.baseline <= pids + 16, (watch.peak_host, watch.baseline)
     if watch.bounds is not None and watch.bounds.kind.startswith("cgroup"):
         assert 0 < watch.peak_runner <= pids
-    assert host_processes() - watch.baseline <= 16  # all gone again
+    deadline = time.monotonic() + 20  # killed processes take a moment to be torn down
+    while sandbox_processes() - watch.baseline > 16 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert sandbox_processes() - watch.baseline <= 16  # all gone again
     assert sandbox.run(HONEST).status is Status.PASSED
 
 
