@@ -5,9 +5,11 @@ so peak resident memory belongs to that measurement alone:
 
 * ``trainer``      — the real ``leti train`` loop on feedback batches only (``--code-ratio 0``);
 * ``trainer+code`` — the default: feedback and plain-code steps interleaved 1:1;
+* ``trainer-fp32`` — ``trainer`` with ``--precision fp32``: the packed default before bf16 on
+  CPUs that multiply it natively (identical to ``trainer`` elsewhere);
 * ``previous``, ``previous+code`` — the same two with the previous path (``--no-packing
-  --no-reuse-memory``: right-padded batches, the allocator's defaults), the baseline that the
-  faster default is measured against in the same run;
+  --no-reuse-memory``, float32 on CPU: right-padded batches, the allocator's defaults), the
+  baseline that the faster default is measured against in the same run;
 * ``bare``         — the anchor: the same LoRA model and the same encoded feedback batches in a
   plain forward/backward/AdamW loop, what the hardware gives with no trainer around it.
 
@@ -40,40 +42,48 @@ class BenchResult:
     peak_rss_mib: float
     peak_gpu_mib: float | None
     device: str
+    precision: str = ""  # what the run computed in (``start`` event), e.g. "bf16-autocast"
 
 
-TRAINER_LOOPS = {  # loop name: (code_ratio, the faster default path or the previous one)
-    "trainer": (0.0, True), "trainer+code": (1.0, True),
-    "previous": (0.0, False), "previous+code": (1.0, False),
+TRAINER_LOOPS = {  # loop name: (code_ratio, the faster default path or the previous one, precision)
+    "trainer": (0.0, True, "auto"), "trainer+code": (1.0, True, "auto"),
+    "trainer-fp32": (0.0, True, "fp32"),
+    "previous": (0.0, False, "previous"), "previous+code": (1.0, False, "previous"),
 }
 
 
 def run_trainer(data: Path, out: Path, *, steps: int, batch_size: int, base_model: str,
-                device: str, code_ratio: float = 0.0, fast: bool = True) -> BenchResult:
+                device: str, code_ratio: float = 0.0, fast: bool = True,
+                precision: str = "auto", name: str | None = None) -> BenchResult:
     """The real loop; its step events carry the timing (model loading and validation excluded).
-    ``fast=False`` is the previous path: padded batches and the allocator's defaults."""
+    ``fast=False`` is the previous path: padded batches and the allocator's defaults;
+    ``precision="previous"`` is what the code chose before bf16 on CPU (fp32 there, else auto)."""
     from trainer.config import LetiConfig
     from trainer.events import read_events
     from trainer.outputs import peak_memory
     from trainer.train import train
 
+    if precision == "previous":
+        precision = "fp32" if device == "cpu" else "auto"
     # exactly ``steps``: enough epochs that the step bound, not the data, ends the run
     config = LetiConfig(data=data, output_dir=out, base_model=base_model, max_steps=steps,
                         epochs=float(steps * batch_size),
                         batch_size=batch_size, save_every=0, resume=False, validate_load=False,
                         device=device, code_ratio=code_ratio, packing=fast,
-                        reuse_memory=fast)
+                        reuse_memory=fast, precision=precision)  # type: ignore[arg-type]
     train(config)
-    events = [e for e in read_events(out / "events.jsonl") if e["event"] == "step"]
+    log = read_events(out / "events.jsonl")
+    events = [e for e in log if e["event"] == "step"]
     first, last = events[0], events[-1]  # the first step warms up kernels and allocators
     tokens, seconds = last["tokens"] - first["tokens"], last["elapsed_s"] - first["elapsed_s"]
     cpu = last["cpu_s"] - first["cpu_s"]
     mem = peak_memory()
-    name = ("trainer" if fast else "previous") + ("+code" if code_ratio else "")
+    name = name or ("trainer" if fast else "previous") + ("+code" if code_ratio else "")
+    start = next(e for e in log if e["event"] == "start")
     return BenchResult(name, len(events) - 1, tokens,
                        round(seconds, 2), round(tokens / seconds, 1), round(tokens / cpu, 1),
                        round(seconds / (len(events) - 1), 3), mem["peak_rss_mib"],
-                       mem.get("peak_gpu_mib"), device)
+                       mem.get("peak_gpu_mib"), device, start.get("precision", ""))
 
 
 def run_bare(data: Path, *, steps: int, batch_size: int, base_model: str,
@@ -114,16 +124,18 @@ def run_bare(data: Path, *, steps: int, batch_size: int, base_model: str,
     mem = peak_memory()
     return BenchResult("bare", steps - 1, tokens, round(seconds, 2), round(tokens / seconds, 1),
                        round(tokens / cpu, 1), round(seconds / (steps - 1), 3),
-                       mem["peak_rss_mib"], mem.get("peak_gpu_mib"), device)
+                       mem["peak_rss_mib"], mem.get("peak_gpu_mib"), device,
+                       str(model.dtype).removeprefix("torch."))
 
 
 def measure(loop: str, args: dict[str, Any]) -> BenchResult:
     """Run one measurement in this process (called in a fresh process by the CLI)."""
     if loop in TRAINER_LOOPS:
-        code_ratio, fast = TRAINER_LOOPS[loop]
+        code_ratio, fast, precision = TRAINER_LOOPS[loop]
         return run_trainer(Path(args["data"]), Path(args["out"]), steps=args["steps"],
                            batch_size=args["batch_size"], base_model=args["base_model"],
-                           device=args["device"], code_ratio=code_ratio, fast=fast)
+                           device=args["device"], code_ratio=code_ratio, fast=fast,
+                           precision=precision, name=loop)
     if loop == "bare":
         return run_bare(Path(args["data"]), steps=args["steps"], batch_size=args["batch_size"],
                         base_model=args["base_model"], device=args["device"])

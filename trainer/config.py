@@ -132,7 +132,8 @@ class TrainConfig:
         metadata={"help": "Longest sequence in tokens; longer examples are skipped, counted."},
     )
     precision: Precision = field(
-        default="auto", metadata={"help": "'auto': bf16 on GPU, fp32 on CPU."}
+        default="auto", metadata={"help": "'auto': bf16 where the device multiplies it natively "
+                                  "(GPU; CPU: bf16 autocast, fp32 weights), else fp32."}
     )
     device: str = field(
         default="auto",

@@ -15,7 +15,7 @@ import os
 import random
 import time
 from contextlib import nullcontext
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -72,12 +72,10 @@ def _train(config: LetiConfig, events: EventLog) -> TrainResult:
     main = accelerator.is_main_process
     random.seed(config.seed)
     torch.manual_seed(config.seed)  # LoRA init and dropout: same seed, same run
-    dtype = {"auto": "auto", "bf16": torch.bfloat16, "fp32": torch.float32}[config.precision]
-    if config.precision == "auto" and accelerator.device.type == "cpu":
-        dtype = torch.float32  # bf16 matmuls are slow and lossy on CPU
     device = "cpu" if accelerator.device.type == "cpu" else str(accelerator.device)
+    precision = training_precision(config.precision, device)
     model, tokenizer = load_base_model(config.base_model, config.cache_dir, device=device,
-                                       dtype=dtype)
+                                       dtype=precision.weights)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None \
         else tokenizer.eos_token_id
     embed = None
@@ -126,7 +124,8 @@ def _train(config: LetiConfig, events: EventLog) -> TrainResult:
     if main:
         events.emit("start", total_steps=steps, examples=len(encoded), triples=len(triples),
                     objective=config.objective, resumed_from=start if last else None,
-                    processes=accelerator.num_processes, device=str(accelerator.device))
+                    processes=accelerator.num_processes, device=str(accelerator.device),
+                    precision=precision.name)
 
     # --- the loop --------------------------------------------------------------------------
     if config.reuse_memory:  # every step frees and re-allocates the same activations
@@ -146,8 +145,9 @@ def _train(config: LetiConfig, events: EventLog) -> TrainResult:
             # gradients are all-reduced once per optimiser step, not once per micro-batch
             with nullcontext() if last_micro else accelerator.no_sync(model):
                 # packed (one row, no padding) or padded: the same mean loss over the targets
-                loss, tokens = micro_batch_loss(model, batch, packing=config.packing,
-                                                pad_id=pad_id, device=accelerator.device)
+                with precision.autocast():  # the forward only; backward follows its dtypes
+                    loss, tokens = micro_batch_loss(model, batch, packing=config.packing,
+                                                    pad_id=pad_id, device=accelerator.device)
                 loss = loss / config.grad_accum
                 accelerator.backward(loss)
             loss_sum += float(loss.detach())
@@ -191,6 +191,42 @@ def _train(config: LetiConfig, events: EventLog) -> TrainResult:
                       history=history, tokens=tokens_done, elapsed=elapsed,
                       data_sha=data_sha, summary=asdict(summary), selection=selection,
                       heldout=heldout, probe=encoded[0].input_ids, steps=steps)
+
+
+@dataclass(frozen=True)
+class Precision:
+    """What a run computes in: the base weights' dtype, and bf16 autocast around the forward."""
+
+    name: str  # "fp32", "bf16" (bf16 weights) or "bf16-autocast" (fp32 weights, bf16 matmuls)
+    weights: Any  # torch dtype the base model is loaded in
+    autocast_bf16: bool = False
+
+    def autocast(self) -> Any:
+        import torch
+
+        if not self.autocast_bf16:
+            return nullcontext()
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+
+
+def training_precision(precision: str, device: str) -> Precision:
+    """The one rule for ``--precision``. ``auto`` is bf16 where the device multiplies bf16 in
+    hardware (``trainer.base_model.native_bf16``: CUDA, AVX512-BF16 or AMX CPUs), float32
+    elsewhere, where bf16 matmuls are emulated and slower. bf16 on CUDA loads bf16 weights;
+    on CPU it keeps the weights (and the residual stream, norms, softmax, loss, LoRA master
+    weights and AdamW) in float32 and runs the matmuls under bf16 autocast: the loss curve then
+    equals the float32 one within seed noise (docs/BENCHMARKS.md, "Training")."""
+    import torch
+
+    from trainer import base_model
+
+    if precision == "auto":
+        precision = "bf16" if base_model.native_bf16(device) else "fp32"
+    if precision == "fp32":
+        return Precision("fp32", torch.float32)
+    if device.startswith("cuda"):
+        return Precision("bf16", torch.bfloat16)
+    return Precision("bf16-autocast", torch.float32, autocast_bf16=True)
 
 
 def run_steps(config: LetiConfig, examples: int, world: int = 1) -> int:

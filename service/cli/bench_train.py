@@ -1,5 +1,5 @@
-"""``leti bench train``: training tokens/s and peak memory, against a bare PyTorch loop and the
-previous (padded) training path, measured in the same run.
+"""``leti bench train``: training tokens/s and peak memory, against a bare PyTorch loop, the
+previous (padded, float32) training path and the packed float32 one, measured in the same run.
 
 Each loop runs in its own process (``python -m trainer.benchmark``) so its peak memory is its own;
 with ``--repeats N`` the loops alternate N times (a shared machine's load drifts between runs) and
@@ -27,8 +27,11 @@ from rich.table import Table
 
 from sandbox.tasks import TaskDataError, load_mbpp
 
-LOOPS = ("bare", "previous", "trainer", "previous+code", "trainer+code")
-DEFAULT_LOOPS = ("bare", "previous", "trainer", "trainer+code")
+LOOPS = ("bare", "previous", "trainer-fp32", "trainer", "previous+code", "trainer+code")
+DEFAULT_LOOPS = ("bare", "previous", "trainer-fp32", "trainer", "trainer+code")
+# each faster loop against the loop it replaces: the previous path (padded, float32), and the
+# packed float32 path (the default before bf16 on CPUs that multiply it natively)
+PAIRS = (("trainer", "previous"), ("trainer", "trainer-fp32"), ("trainer+code", "previous+code"))
 
 
 def write_bench_triples(path: Path, mbpp_path: Path | None, limit: int) -> int:
@@ -95,9 +98,15 @@ def train(
         json_out.write_text(json.dumps({
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                        "node": platform.node()},
+                        "node": platform.node(), "native_bf16": _native_bf16(device)},
             "steps": steps, "batch_size": batch_size, "tasks": tasks, "repeats": repeats,
             "results": results, "speedup_vs_previous": ratios}, indent=2))
+
+
+def _native_bf16(device: str) -> bool:
+    from trainer.base_model import native_bf16  # imports torch: only once the figures exist
+
+    return native_bf16(device)
 
 
 def _measure(loop: str, args: dict, console: Console) -> dict:
@@ -111,21 +120,21 @@ def _measure(loop: str, args: dict, console: Console) -> dict:
 
 
 def speedups(results: list[dict]) -> dict[str, dict[str, float]]:
-    """Each faster loop against its previous-path twin (``trainer`` / ``previous``, ...): the
-    ratio of the median tokens/s and of the median tokens/CPU-s over the repeats."""
+    """Each faster loop against the one it replaces (``PAIRS``), keyed ``"trainer vs previous"``:
+    the ratio of the median tokens/s and of the median tokens/CPU-s over the repeats."""
     def median(loop: str, key: str) -> float | None:
         values = [r[key] for r in results if r["loop"] == loop]
         return statistics.median(values) if values else None
 
     out: dict[str, dict[str, float]] = {}
-    for fast, previous in (("trainer", "previous"), ("trainer+code", "previous+code")):
+    for fast, previous in PAIRS:
         pair = {}
         for key in ("tokens_per_s", "tokens_per_cpu_s"):
             a, b = median(fast, key), median(previous, key)
             if a is not None and b:
                 pair[key] = round(a / b, 2)
         if pair:
-            out[fast] = pair
+            out[f"{fast} vs {previous}"] = pair
     return out
 
 
@@ -133,19 +142,18 @@ def _print_table(console: Console, results: list[dict], ratios: dict[str, dict[s
                  device: str) -> None:
     anchor = next((r for r in results if r["loop"] == "bare"), None)
     table = Table(title=f"LoRA training throughput ({device}, {platform.node()})")
-    for column in ("loop", "steps", "tokens", "tokens/s", "tokens/CPU-s", "s/step",
+    for column in ("loop", "precision", "steps", "tokens", "tokens/s", "tokens/CPU-s", "s/step",
                    "peak RSS MiB", "peak GPU MiB", "vs bare (CPU-s)"):
         table.add_column(column, justify="left" if column == "loop" else "right")
     for r in results:
         ratio = f"{r['tokens_per_cpu_s'] / anchor['tokens_per_cpu_s']:.2f}x" if anchor else "-"
-        table.add_row(r["loop"], str(r["steps"]), str(r["tokens"]), f"{r['tokens_per_s']:.1f}",
+        table.add_row(r["loop"], r.get("precision", ""), str(r["steps"]), str(r["tokens"]), f"{r['tokens_per_s']:.1f}",
                       f"{r['tokens_per_cpu_s']:.1f}", f"{r['s_per_step']:.2f}",
                       f"{r['peak_rss_mib']:.0f}",
                       "-" if r["peak_gpu_mib"] is None else f"{r['peak_gpu_mib']:.0f}", ratio)
     console.print(table)
-    for loop, pair in ratios.items():
-        twin = loop.replace("trainer", "previous")
-        console.print(f"{loop} vs {twin} (same run, medians): "
+    for pair_name, pair in ratios.items():
+        console.print(f"{pair_name} (same run, medians): "
                       f"{pair.get('tokens_per_s', float('nan')):.2f}x tokens/s, "
                       f"{pair.get('tokens_per_cpu_s', float('nan')):.2f}x tokens/CPU-s")
     if not ratios:

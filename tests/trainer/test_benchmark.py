@@ -53,7 +53,7 @@ def test_the_previous_loop_is_the_padded_path(tiny_model: Path, triples_file: Pa
     assert tokens[0] == tokens[1]
 
 
-def test_speedups_compare_medians_with_the_previous_twin() -> None:
+def test_speedups_compare_medians_with_the_loops_replaced() -> None:
     from service.cli.bench_train import speedups
 
     def row(loop: str, rate: float, cpu: float) -> dict:
@@ -61,6 +61,20 @@ def test_speedups_compare_medians_with_the_previous_twin() -> None:
 
     results = [row("previous", 10, 5), row("trainer", 30, 12), row("previous", 20, 6),
                row("trainer", 35, 9), row("previous", 12, 4), row("trainer", 40, 15),
-               row("trainer+code", 9, 9), row("bare", 50, 50)]
+               row("trainer+code", 9, 9), row("bare", 50, 50), row("trainer-fp32", 25, 10)]
     # medians: previous 12 / 5, trainer 35 / 12; trainer+code has no twin in this run
-    assert speedups(results) == {"trainer": {"tokens_per_s": 2.92, "tokens_per_cpu_s": 2.4}}
+    assert speedups(results) == {
+        "trainer vs previous": {"tokens_per_s": 2.92, "tokens_per_cpu_s": 2.4},
+        "trainer vs trainer-fp32": {"tokens_per_s": 1.4, "tokens_per_cpu_s": 1.2}}
+
+
+def test_the_fp32_loop_is_the_packed_path_in_float32(tiny_model: Path, triples_file: Path,
+                                                     tmp_path: Path) -> None:
+    import json
+
+    result = measure("trainer-fp32", {"data": str(triples_file), "out": str(tmp_path / "f"),
+                                      "steps": 2, "batch_size": 2,
+                                      "base_model": str(tiny_model), "device": "cpu"})
+    settings = json.loads((tmp_path / "f" / "manifest.json").read_text())["settings"]
+    assert settings["packing"] is True and settings["precision"] == "fp32"
+    assert result.loop == "trainer-fp32" and result.precision == "fp32"

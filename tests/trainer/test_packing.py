@@ -147,7 +147,7 @@ def test_a_training_curve_is_the_same_packed_or_padded(tiny_model: Path, triples
             data=triples_file, output_dir=tmp_path / str(packing), base_model=str(tiny_model),
             lora_rank=8, lora_dropout=0.0, batch_size=3, max_steps=12, epochs=100.0, save_every=0,
             code_ratio=0.0, learning_rate=1e-2, packing=packing, reuse_memory=packing,
-            validate_load=False))
+            validate_load=False, precision="fp32"))  # float32 equality (bf16: test_precision)
         curves.append([h["loss"] for h in result.metrics["history"]])
     padded, packed = curves
     assert padded[0] != padded[-1]  # the model did learn: the curve is not flat
