@@ -75,7 +75,7 @@ async def greedy_run(generator: Any, tasks: list[Any], sandbox: Any, dtype: str,
                      max_new_tokens: int) -> DtypeRun:
     """Greedy programs for ``tasks`` from ``generator`` (one request), graded by ``sandbox``."""
     from service.generation import SamplingParams, extract_program
-    from trainer.prompts import PROGRAM_STOP, TaskPrompt, build_prompt
+    from trainer.prompts import PROGRAM_STOP, TaskPrompt, build_prompt, entry_point_from_tests
 
     prompts = [build_prompt(TaskPrompt(t.kind, t.instruction, t.tests, t.entry_point),
                             tokenizer=generator.tokenizer) for t in tasks]
@@ -85,8 +85,6 @@ async def greedy_run(generator: Any, tasks: list[Any], sandbox: Any, dtype: str,
     outputs = await generator.generate(prompts, params)
     run = DtypeRun(dtype, seconds=time.perf_counter() - started,
                    decode_path=getattr(generator, "decode_path", ""))
-    from trainer.prompts import entry_point_from_tests
-
     jobs = []
     for task, (completion, *_) in zip(tasks, outputs, strict=True):
         program = extract_program(completion.text,
@@ -112,6 +110,7 @@ async def run_dtype_check(dtypes: list[str], problems: int, *, model: str | None
 
     tasks = load_mbpp(mbpp_path, split="test")[:problems]
     runs: list[DtypeRun] = []
+    device_name = device
     sandbox = make_sandbox("local")
     try:
         for dtype in [REFERENCE, *[d for d in dtypes if d != REFERENCE]]:
@@ -145,12 +144,12 @@ def markdown_section(check: DtypeCheck, machine: str, date: str, model: str) -> 
                     f"{c.identical}/{c.problems} | {'yes' if c.passes else 'no'} |")
     return "\n".join([
         "## Dtype quality check", "",
-        f"`leti bench dtype` on {date}: {machine}; {model} on {check.device}. Greedy programs "
+        (f"`leti bench dtype` on {date}: {machine}; {model} on {check.device}. Greedy programs "
         f"(the loop's prompt and stop rule, up to {check.max_new_tokens} new tokens) for the "
         f"first {check.problems} MBPP {check.split}-split problems in each dtype, graded by the "
         "local sandbox. A dtype passes when the paired 95% bootstrap interval of its pass@1 "
         "minus float32's, over problems, holds zero; `dtype=\"auto\"` takes the fastest dtype "
-        "that passes on the device (trainer/base_model.py).", "",
-        "| dtype | pass@1 | tokens | seconds | tokens/s | vs float32 (points, 95% CI) "
-        "| identical programs | passes |",
+        "that passes on the device (trainer/base_model.py)."), "",
+        ("| dtype | pass@1 | tokens | seconds | tokens/s | vs float32 (points, 95% CI) "
+         "| identical programs | passes |"),
         "|---|---:|---:|---:|---:|---:|---:|---|", *rows, ""])

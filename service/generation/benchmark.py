@@ -103,7 +103,7 @@ def matmul_ceiling(generator: EmbeddedGenerator, rows: int, repeats: int = 5) ->
     this device and dtype. None when the fast path is off."""
     import torch
 
-    engine = generator._fast  # noqa: SLF001 - the benchmark measures the product's own weights
+    engine = generator.fast_engine
     if engine is None:
         return None
     layers, head = engine.weights(None)
@@ -294,18 +294,18 @@ def markdown_section(bench: GenerationBench, machine: str, date: str, model: str
                    f"({bench.ceiling_tokens_per_s / base.tokens_per_s:.1f}x the baseline); the best "
                    f"fast width reaches {best.tokens_per_s / bench.ceiling_tokens_per_s:.0%} of it.")
     lines = ["## Generation (embedded backend)", "", intro, "",
-             "| path | dtype | rows | samples | tokens | ended by stop/EOS | seconds | tokens/s "
-             "| tokens/CPU-s | vs baseline | busy share |",
+             ("| path | dtype | rows | samples | tokens | ended by stop/EOS | seconds | tokens/s "
+              "| tokens/CPU-s | vs baseline | busy share |"),
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|", *rows, "", versus, ""]
     if bench.swap_idle_s:
         ms, busy_ms = [x * 1000 for x in bench.swap_idle_s], [x * 1000 for x in bench.swap_busy_s]
-        lines += [
+        lines += [(
             "Adapter hot swap (load a rank-16 LoRA on all projections as a new version, merge it "
             "into the fast path's weights, and move the alias; the old version is retired after "
             f"its requests): idle median {statistics.median(ms):.0f} ms (max {max(ms):.0f} ms, "
             f"{len(ms)} swaps); with an 8-prompt generation in flight median "
             f"{statistics.median(busy_ms):.0f} ms (max {max(busy_ms):.0f} ms): the load waits for "
-            "at most one forward pass, and the running generation finishes on its own adapter.",
+            "at most one forward pass, and the running generation finishes on its own adapter."),
             ""]
     return "\n".join(lines)
 

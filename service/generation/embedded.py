@@ -140,6 +140,11 @@ class EmbeddedGenerator(Generator):
                 "decode_path": self.decode_path, "rows": self.max_batch_size}
 
     @property
+    def fast_engine(self) -> FastLlama | None:
+        """The fast path's engine (None when requests take the reference path)."""
+        return self._fast
+
+    @property
     def decode_path(self) -> str:
         """The path requests on the base model take: "fast" or "reference"."""
         return "fast" if self._fast is not None else "reference"

@@ -25,7 +25,7 @@ from service.generation.sampling import (
     _choose,
     _eos_ids,
     _final_text,
-    _stop_hit,
+    advance_rows,
     encode_request,
 )
 from service.generation.slot_cache import SlotCache
@@ -97,14 +97,7 @@ def sample_fast(engine: FastLlama, weights: Any, tokenizer: Any, prompts: list[s
     while rows:
         chosen = _choose(torch.stack(logits), params, [generators[r] for r in rows],
                          [tokens[r] for r in rows]).tolist()
-        live: list[int] = []
-        for slot, (r, tok) in enumerate(zip(rows, chosen, strict=True)):
-            tokens[r].append(tok)
-            if tok in eos_ids or (params.stop and _stop_hit(tokenizer, tokens[r],
-                                                             params.stop, window)):
-                finish[r] = "stop"
-            elif len(tokens[r]) < params.max_new_tokens:
-                live.append(slot)
+        live = advance_rows(tokenizer, rows, chosen, tokens, finish, params, eos_ids, window)
         order = cache.keep(live)
         rows[:] = [rows[s] for s in order]
         logits = []

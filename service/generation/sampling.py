@@ -109,6 +109,22 @@ def _stop_hit(tokenizer: Any, tokens: list[int], stops: tuple[str, ...], window:
     return any(s in tail for s in stops)
 
 
+def advance_rows(tokenizer: Any, rows: list[int], chosen: list[int], tokens: list[list[int]],
+                 finish: list[FinishReason], params: SamplingParams, eos_ids: set[int],
+                 window: int) -> list[int]:
+    """Append each row's chosen token; the positions (in ``rows``) of those that go on. A row
+    ends on EOS or a stop sequence ("stop", the rule both decode paths share) or at
+    ``max_new_tokens`` (its finish reason stays "length")."""
+    going = []
+    for slot, (r, tok) in enumerate(zip(rows, chosen, strict=True)):
+        tokens[r].append(tok)
+        if tok in eos_ids or (params.stop and _stop_hit(tokenizer, tokens[r], params.stop, window)):
+            finish[r] = "stop"
+        elif len(tokens[r]) < params.max_new_tokens:
+            going.append(slot)
+    return going
+
+
 def _final_text(tokenizer: Any, tokens: list[int], eos_ids: set[int], stops: tuple[str, ...]) -> str:
     if tokens and tokens[-1] in eos_ids:
         tokens = tokens[:-1]
@@ -162,14 +178,8 @@ def sample_batch(model: Any, tokenizer: Any, prompts: list[str], params: Samplin
     while batch.rows:
         chosen = _choose(batch.logits, params, [generators[r] for r in batch.rows],
                          [tokens[r] for r in batch.rows])
-        keep = []
-        for b, (r, tok) in enumerate(zip(batch.rows, chosen.tolist(), strict=True)):
-            tokens[r].append(tok)
-            if tok in eos_ids or (params.stop and _stop_hit(tokenizer, tokens[r],
-                                                             params.stop, window)):
-                finish[r] = "stop"
-            elif len(tokens[r]) < params.max_new_tokens:
-                keep.append(b)
+        keep = advance_rows(tokenizer, batch.rows, chosen.tolist(), tokens, finish, params,
+                            eos_ids, window)
         batch.keep(keep)
         if keep:
             batch.step(model, chosen[torch.tensor(keep, device=chosen.device)], guard)

@@ -164,10 +164,10 @@ def test_repetition_penalty_pushes_a_sample_out_of_its_loop(tiny_model: Any,
                                                            smol_tokenizer: Any) -> None:
     """Greedy on a random model repeats itself; the penalty (on generated tokens only) makes
     the same rows repeat less, both decode paths agree, and 1.0 changes nothing."""
-    from service.generation.fast_llama import FastLlama
-    from service.generation.fast_sampling import sample_fast
     import torch
 
+    from service.generation.fast_llama import FastLlama
+    from service.generation.fast_sampling import sample_fast
     from service.generation.sampling import penalise_repeats
 
     logits = torch.tensor([[2.0, -1.0, 0.5], [1.0, 1.0, 1.0]])
