@@ -132,8 +132,8 @@ class TrainConfig:
         metadata={"help": "Longest sequence in tokens; longer examples are skipped, counted."},
     )
     precision: Precision = field(
-        default="auto", metadata={"help": "'auto': bf16 where the device multiplies it natively "
-                                  "(GPU; CPU: bf16 autocast, fp32 weights), else fp32."}
+        default="auto", metadata={"help": "'auto': bf16 on a GPU with bf16, fp32 on CPU; 'bf16' "
+                                  "on CPU: fp32 weights, matmuls under bf16 autocast."}
     )
     device: str = field(
         default="auto",
