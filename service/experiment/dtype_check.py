@@ -75,10 +75,10 @@ async def greedy_run(generator: Any, tasks: list[Any], sandbox: Any, dtype: str,
                      max_new_tokens: int) -> DtypeRun:
     """Greedy programs for ``tasks`` from ``generator`` (one request), graded by ``sandbox``."""
     from service.generation import SamplingParams, extract_program
-    from trainer.prompts import PROGRAM_STOP, TaskPrompt, build_prompt, entry_point_from_tests
+    from service.generation.benchmark import base_prompts
+    from trainer.prompts import PROGRAM_STOP, entry_point_from_tests
 
-    prompts = [build_prompt(TaskPrompt(t.kind, t.instruction, t.tests, t.entry_point),
-                            tokenizer=generator.tokenizer) for t in tasks]
+    prompts = base_prompts(generator.tokenizer, tasks)
     params = SamplingParams(n=1, temperature=0.0, max_new_tokens=max_new_tokens,
                             stop=PROGRAM_STOP, seed=0)
     started = time.perf_counter()

