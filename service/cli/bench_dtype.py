@@ -13,7 +13,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from service.cli.bench_generate import DOCS, _machine
+from service.cli.bench_generate import DOCS
+from service.core.machine import machine_summary
 
 
 def dtype(
@@ -36,10 +37,19 @@ def dtype(
     if problems < 2:
         raise typer.BadParameter("--problems must be at least 2")
     names = [c.strip() for c in candidates.split(",") if c.strip()]
+    from trainer.base_model import BaseModelError, resolve_dtype
+
+    try:  # refuse a bad name before the float32 pass spends minutes
+        for name in names:
+            resolve_dtype(name, "cpu")
+    except BaseModelError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--candidates") from None
+    if not names:
+        raise typer.BadParameter("name at least one dtype", param_hint="--candidates")
     result = asyncio.run(run_dtype_check(names, problems, model=model, device=device,
                                          mbpp_path=mbpp_path, max_new_tokens=max_new_tokens,
                                          log=console.print))
-    section = markdown_section(result, _machine(), date.today().isoformat(),
+    section = markdown_section(result, machine_summary(), date.today().isoformat(),
                                model or "SmolLM2-135M-Instruct")
     console.print(section)
     if docs is not None and not no_docs:
@@ -47,4 +57,4 @@ def dtype(
         console.print(f"updated {docs}")
     if json_out is not None:
         json_out.write_text(json.dumps({**asdict(result), "date": date.today().isoformat(),
-                                        "machine": _machine()}, indent=2, default=str))
+                                        "machine": machine_summary()}, indent=2, default=str))

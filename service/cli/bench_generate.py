@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import platform
 from dataclasses import asdict
 from datetime import date
 from pathlib import Path
@@ -15,6 +13,8 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+
+from service.core.machine import machine_summary
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "BENCHMARKS.md"
 
@@ -29,16 +29,6 @@ def _ints(text: str) -> list[int]:
     return values
 
 
-def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
 
 
 def generate(
@@ -82,13 +72,13 @@ def generate(
         generator, prompts, widths, swaps, mbpp_path, n=n, max_new_tokens=max_new_tokens,
         anchor_slots=anchor_slots, anchor=anchor, baseline_model=baseline_model,
         log=console.print))
-    section = markdown_section(result, _machine(), date.today().isoformat(),
+    section = markdown_section(result, machine_summary(), date.today().isoformat(),
                                generator.model_name)
     console.print(section)
     if docs is not None and not no_docs:
         write_section(docs, section)
         console.print(f"updated {docs}")
     if json_out is not None:
-        figures = {**asdict(result), "date": date.today().isoformat(), "machine": _machine(),
+        figures = {**asdict(result), "date": date.today().isoformat(), "machine": machine_summary(),
                    "model": generator.model_name}
         json_out.write_text(json.dumps(figures, indent=2, default=str))

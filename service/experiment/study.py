@@ -42,6 +42,7 @@ from service.benchmarks.jobs import BenchmarkSpec, load_bench_tasks, sample_prog
 from service.benchmarks.scoring import HUMAN_EVAL_TIMEOUT_S, overall_pass_at_k, score_samples
 from service.core.config import Settings
 from service.core.generation import BASE, Generation
+from service.core.machine import cpu_model
 from service.experiment.config import Ablation, ExperimentConfig
 from service.experiment.report import write_atomic
 from service.loop import state
@@ -117,14 +118,7 @@ def settings_for(config: ExperimentConfig, state_dir: Path) -> Settings:
 
 def environment() -> dict[str, Any]:
     """The machine and library versions a figure was measured with."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     versions = {}
     for name in ("leti-loop", "torch", "transformers", "peft", "vllm"):
         try:
