@@ -34,7 +34,6 @@ from service.store.triples import prompt_tests
 from trainer.prompts import PROGRAM_STOP
 
 log = logging.getLogger(__name__)
-CHUNK = 16  # prompts per generator call: a full decode batch, yet progress every few tasks
 MAX_SAMPLES_PER_TASK = 256
 
 
@@ -135,8 +134,9 @@ class BenchmarkJobs:
         flags: dict[str, list[bool]] = {}
         served: str | None = None
         try:
-            for start in range(0, len(tasks), CHUNK):
-                chunk = tasks[start:start + CHUNK]
+            per_call = generation.generator.prompts_per_call(spec.n)
+            for start in range(0, len(tasks), per_call):
+                chunk = tasks[start:start + per_call]
                 samples, served = await self._sample(spec, generation, chunk)
                 scored = await score_samples(self.sandbox, {b.id: b for _, b in chunk}, samples,
                                              spec.ks, spec.timeout_s, self.memory_mb)

@@ -66,7 +66,6 @@ from trainer.batches import total_steps
 
 log = logging.getLogger(__name__)
 SCHEMA = 2
-EVAL_CHUNK = 16  # prompts per generator call in evaluations: one decode batch on CPU
 
 
 class StudyError(RuntimeError):
@@ -327,8 +326,9 @@ class Study:
         timer = Timer()
         per_task: dict[str, dict[str, list[Any]]] = {}
         programs: list[dict[str, Any]] = []
-        for start in range(0, len(tasks), EVAL_CHUNK):
-            chunk = tasks[start:start + EVAL_CHUNK]
+        per_call = self._generation.generator.prompts_per_call(ev.n)
+        for start in range(0, len(tasks), per_call):
+            chunk = tasks[start:start + per_call]
             began = time.perf_counter()
             samples, _ = await sample_programs(spec, self._generation, chunk,
                                                marker or "good")

@@ -23,6 +23,7 @@ from typing import Any
 
 from service.generation.adapters import check_lora_dir
 from service.generation.types import (
+    DEFAULT_ROWS,
     AdapterError,
     AdapterInfo,
     AdapterNotFound,
@@ -34,6 +35,8 @@ from service.generation.types import (
 log = logging.getLogger(__name__)
 
 BASE = "base"
+# A generate call carries this many widths of samples (``Generator.prompts_per_call``).
+CALL_WIDTHS = 4
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -77,6 +80,18 @@ class Generator(ABC):
     def _check_adapter(self, path: str) -> None:
         """Refuse what vLLM could not serve, on every backend (see ``adapters``)."""
         check_lora_dir(path, self.max_lora_rank)
+
+    @property
+    def rows(self) -> int:
+        """Sequences the backend decodes together (a server batches on its own: the default)."""
+        return DEFAULT_ROWS
+
+    def prompts_per_call(self, n: int) -> int:
+        """Prompts of ``n`` samples each that one ``generate`` call should carry: enough for
+        ``CALL_WIDTHS`` times the backend's rows, so finished rows are refilled and only the
+        call's end drains, yet few enough that callers report progress and commit as they go.
+        The one rule for how the loop, the study and benchmark jobs split their problems."""
+        return max(1, CALL_WIDTHS * self.rows // max(1, n))
 
     def describe(self) -> dict[str, Any]:
         """What a results file records about the generator (backend, model, dtype, ...)."""

@@ -134,6 +134,10 @@ class EmbeddedGenerator(Generator):
         self._reference_only: dict[str, str] = {}  # adapter -> why the fast path cannot merge it
         self.last_stats: SchedulerStats | None = None  # the last fast-path request's scheduling
 
+    @property
+    def rows(self) -> int:
+        return self.max_batch_size
+
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "device": str(self.model.device),
                 "dtype": str(self.model.dtype).removeprefix("torch."),

@@ -44,10 +44,6 @@ from service.store.db import Store
 from service.store.triples import TRUNCATED
 
 log = logging.getLogger(__name__)
-# Problems per generator call (x n samples each): enough rows to keep the embedded backend's
-# decode batch (64 rows) full while finished rows are replaced (docs/BENCHMARKS.md).
-SAMPLE_CHUNK = 32
-
 BeforeGate = Callable[[str, Path], Awaitable[None]]
 
 
@@ -74,7 +70,7 @@ class RoundPlan:
     n: int
     temperature: float
     max_new_tokens: int
-    seed: int  # chunk ``i`` (of SAMPLE_CHUNK problems) samples with seed + i * SAMPLE_CHUNK
+    seed: int  # a generate call starting at problem ``i`` samples with seed + i
     repetition_penalty: float = 1.0  # SamplingParams.repetition_penalty (1: off)
 
 
@@ -110,8 +106,9 @@ async def collect_round(generation: Generation, plan: RoundPlan) -> RoundResult:
     sample_ids: list[str] = []
     finish: Counter[str] = Counter()
     adapter: str | None = None
-    for start in range(0, len(plan.problems), SAMPLE_CHUNK):
-        chunk = plan.problems[start:start + SAMPLE_CHUNK]
+    per_call = generation.generator.prompts_per_call(plan.n)
+    for start in range(0, len(plan.problems), per_call):
+        chunk = plan.problems[start:start + per_call]
         results = await generation.generate_batch([GenerationInput(
             task_id=task_id, n=plan.n, temperature=plan.temperature,
             max_new_tokens=plan.max_new_tokens, seed=plan.seed + start,

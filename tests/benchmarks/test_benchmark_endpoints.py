@@ -89,8 +89,10 @@ def test_without_a_generator_a_benchmark_is_a_503(tmp_path: Path, mbpp_path: Pat
 
 def test_a_run_cut_short_by_a_restart_is_stored_as_interrupted(
         tmp_path: Path, mbpp_path: Path, tiny_model_dir: Path, settings_maker: Any) -> None:
+    # 4 rows: a generate call carries 16 of the 40 tasks, so the run commits in 3 steps
     settings = settings_maker(tmp_path, mbpp_path, generator_backend="embedded",
-                              generator_model=str(tiny_model_dir), generator_device="cpu")
+                              generator_model=str(tiny_model_dir), generator_device="cpu",
+                              generator_batch_size=4)
     with TestClient(create_app(settings)) as client:
         started = client.post("/v1/benchmarks/mbpp",
                               json={"adapter": "base", "n": 1, "k": [1], "limit": 40,
