@@ -167,3 +167,14 @@ def test_grouped_kv_attention_on_cpu_gives_the_same_tokens(
     monkeypatch.delenv(SDPA_GQA)
     EmbeddedGenerator(tiny_model, smol_tokenizer)
     assert os.environ[SDPA_GQA] == "1"  # the CPU default
+
+
+def test_a_generate_call_carries_four_widths_of_samples(tiny_generator: Any) -> None:
+    # the one rule the loop, the study and benchmark jobs split their problems by
+    tiny_generator.max_batch_size = 64
+    assert tiny_generator.rows == 64
+    assert tiny_generator.prompts_per_call(1) == 256  # greedy evaluation: 200 problems, one call
+    assert tiny_generator.prompts_per_call(8) == 32
+    assert tiny_generator.prompts_per_call(1000) == 1  # never zero prompts
+    tiny_generator.max_batch_size = 4
+    assert tiny_generator.prompts_per_call(1) == 16
