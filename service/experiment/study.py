@@ -98,8 +98,6 @@ def settings_for(config: ExperimentConfig, state_dir: Path) -> Settings:
         generator_batch_size=config.model.batch_size, generator_threads=config.model.threads,
         vllm_url=config.model.vllm_url, tokenizer=config.model.tokenizer,
         max_n=max(sampling.n, config.evaluation.n), loop_enabled=False, loop_mbpp_hub=False,
-        # a round evaluates all its programs in one call: the API's per-request cap must fit it
-        max_programs=min(1024, max(64, config.loop.problems_per_round * sampling.n)),
         loop_pool_size=config.data.train_problems,
         loop_problems_per_round=config.loop.problems_per_round,
         loop_samples_per_problem=sampling.n, loop_temperature=sampling.temperature,

@@ -29,7 +29,7 @@ from typing import Any
 import anyio.to_thread
 
 from service.core.config import Settings
-from service.core.evaluation import EvaluationInput
+from service.core.evaluation import Evaluated, EvaluationInput
 from service.core.generation import Generation, GenerationInput
 from service.loop.adapters import AdapterSwitch
 from service.loop.training import (
@@ -119,8 +119,13 @@ async def collect_round(generation: Generation, plan: RoundPlan) -> RoundResult:
                 sample_ids.append(generated.sample.id)
                 finish[generated.sample.finish_reason or "none"] += 1
     sampled = time.perf_counter()
-    evaluated = await generation.evaluator.evaluate(EvaluationInput(sample_ids=sample_ids)) \
-        if sample_ids else []
+    # in requests within the API's per-request cap (LETI_MAX_PROGRAMS), which a round of
+    # problems x n samples may exceed
+    cap = generation.evaluator.settings.max_programs
+    evaluated: list[Evaluated] = []
+    for start in range(0, len(sample_ids), cap):
+        evaluated += await generation.evaluator.evaluate(
+            EvaluationInput(sample_ids=sample_ids[start:start + cap]))
     done = time.perf_counter()
     statuses = Counter(e.outcome.status.value for e in evaluated)
     errors = Counter(e.outcome.error_type or "none" for e in evaluated if not e.outcome.passed)

@@ -175,3 +175,22 @@ def test_a_round_run_to_the_end_promotes_a_candidate_that_is_not_worse(
     assert serving == "policy-v2"
     assert set(trained.timings_s) == {"training", "gate"}
     assert trained.training["steps"] >= 1
+
+
+def test_a_round_over_the_per_request_program_cap_is_evaluated_whole(
+        tmp_path: Path, tiny_model_dir: Path) -> None:
+    """3 problems x 4 samples = 12 programs with LETI_MAX_PROGRAMS = 5: the round's own
+    evaluation goes in requests within the cap instead of failing with LimitExceeded."""
+    async def scenario() -> rounds.RoundResult:
+        services, _, controller = await _loop_with(tmp_path, tiny_model_dir, max_programs=5)
+        try:
+            problems = state.task_ids(services.store, "train")[:3]
+            result = await rounds.collect_round(
+                services.generation, rounds.RoundPlan(1, problems, 4, 0.8, 24, seed=7))
+            await controller.close()
+            return result
+        finally:
+            await services.close()
+
+    result = asyncio.run(scenario())
+    assert result.samples == 12 and result.statuses == {"error": 12}  # all 12 ran (NameError)
