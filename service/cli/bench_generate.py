@@ -65,9 +65,11 @@ def generate(
     generator = EmbeddedGenerator.load(model, device=device, dtype=dtype, threads=threads or None)
     baseline_model = None
     if generator.describe()["dtype"] != baseline_dtype:  # the baseline runs the previous default
+        from service.generation.compute import compute_thread
         from trainer.base_model import load_base_model
 
-        baseline_model, _ = load_base_model(model, device=device, dtype=baseline_dtype)
+        baseline_model, _ = compute_thread().call(
+            lambda: load_base_model(model, device=device, dtype=baseline_dtype))
     result = asyncio.run(run_generation_bench(
         generator, prompts, widths, swaps, mbpp_path, n=n, max_new_tokens=max_new_tokens,
         anchor_slots=anchor_slots, anchor=anchor, baseline_model=baseline_model,

@@ -13,11 +13,14 @@ import asyncio
 import os
 import statistics
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from service.generation.compute import compute_thread, drive
 from service.generation.embedded import EmbeddedGenerator
 from service.generation.llama_cpp_anchor import (
     SERVER,
@@ -61,6 +64,7 @@ class Throughput:
     cpu_seconds: float  # this process's CPU time: what other jobs on the machine do not inflate
     stopped: int  # samples that ended on the stop sequence or EOS, not the token limit
     busy_share: float | None = None  # fast path: live rows over rows x decode steps
+    thread: str = "compute"  # "compute": the compute thread; "request": a thread of its own
 
     @property
     def tokens_per_s(self) -> float:
@@ -87,7 +91,8 @@ class GenerationBench:
 
     @property
     def baseline(self) -> Throughput:
-        return next(t for t in self.runs if t.path == "reference")
+        """The code as it was: the reference path on a request thread of its own."""
+        return next(t for t in self.runs if t.path == "reference" and t.thread == "request")
 
     def best(self, path: str = "fast") -> Throughput:
         """The path's best width in the generator's dtype: tokens/s, or tokens per CPU-second
@@ -145,19 +150,46 @@ def benchmark_prompts(generator: EmbeddedGenerator, count: int,
     return source, base_prompts(generator.tokenizer, tasks)
 
 
+async def _on_request_thread(fn: Callable[[], Any]) -> Any:
+    """``fn`` on a thread of its own that ends with it, as the service ran every request before
+    the compute thread (``asyncio.to_thread``): its OpenMP team lives beside the compute
+    thread's while it runs, and goes with the thread."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[Any] = loop.create_future()
+
+    def run() -> None:
+        try:
+            result = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+            loop.call_soon_threadsafe(done.set_exception, exc)
+        else:
+            loop.call_soon_threadsafe(done.set_result, result)
+
+    thread = threading.Thread(target=run, name="bench-request")
+    thread.start()
+    try:
+        return await done
+    finally:
+        thread.join()
+
+
 async def _timed(generator: EmbeddedGenerator, prompts: list[str], params: SamplingParams,
-                 rows: int) -> Throughput:
+                 rows: int, thread: str = "compute") -> Throughput:
     generator.max_batch_size = rows
     generator.last_stats = None
     started, cpu = time.perf_counter(), time.process_time()
-    out = await generator.generate(prompts, params)
+    if thread == "request":
+        out = await _on_request_thread(
+            lambda: drive(generator.generate_steps(prompts, params, None)))
+    else:
+        out = await generator.generate(prompts, params)
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
     samples = [c for r in out for c in r]
     stats = generator.last_stats
     return Throughput(generator.decode_path, rows, generator.describe()["dtype"], len(samples),
                       sum(c.completion_tokens for c in samples), seconds, cpu_seconds,
                       sum(c.finish_reason == "stop" for c in samples),
-                      stats.busy_share if stats is not None else None)
+                      stats.busy_share if stats is not None else None, thread)
 
 
 def make_adapter(generator: EmbeddedGenerator, out: Path, seed: int, rank: int = 16) -> Path:
@@ -201,10 +233,11 @@ async def run_generation_bench(generator: EmbeddedGenerator, prompts: int, rows:
     for each in (reference, same_dtype, generator):
         if each is not None:
             await _timed(each, texts[:2], warm, 2)
-    result.load_average.append(os.getloadavg()[0])
-    result.runs.append(await _timed(reference, texts, params, BASELINE_ROWS))
-    log(f"reference path (baseline), {BASELINE_ROWS} rows, {result.runs[-1].dtype}: "
-        f"{result.runs[-1].tokens_per_s:7.1f} tokens/s")
+    for thread in ("request", "compute"):  # the code as it was, then on the compute thread
+        result.load_average.append(os.getloadavg()[0])
+        result.runs.append(await _timed(reference, texts, params, BASELINE_ROWS, thread))
+        log(f"reference path, {thread} thread, {BASELINE_ROWS} rows, {result.runs[-1].dtype}: "
+            f"{result.runs[-1].tokens_per_s:7.1f} tokens/s")
     if same_dtype is not None and same_dtype.decode_path == "fast":
         result.load_average.append(os.getloadavg()[0])
         result.runs.append(await _timed(same_dtype, texts, params, max(rows)))
@@ -233,10 +266,12 @@ async def run_generation_bench(generator: EmbeddedGenerator, prompts: int, rows:
     if result.anchor_skipped:
         log(result.anchor_skipped)
     best = result.best(generator.decode_path)
-    result.ceiling_tokens_per_s = matmul_ceiling(generator, best.rows)
+    result.ceiling_tokens_per_s = compute_thread().call(lambda: matmul_ceiling(generator,
+                                                                                best.rows))
     generator.max_batch_size = best.rows  # serve the swaps' background load at the best width
     with tempfile.TemporaryDirectory() as tmp:
-        paths = [make_adapter(generator, Path(tmp) / f"a{i}", seed=i) for i in range(2)]
+        paths = [compute_thread().call(lambda i=i: make_adapter(generator, Path(tmp) / f"a{i}",
+                                                                seed=i)) for i in range(2)]
         for i in range(swaps):  # idle: load (and merge) + move the alias; retirement runs after
             started = time.perf_counter()
             await generator.hot_swap(paths[i % 2])
@@ -277,7 +312,10 @@ def markdown_section(bench: GenerationBench, machine: str, date: str, model: str
         "torch threads together: what other jobs on a shared machine inflate least.")
     rows = []
     for t in bench.runs:
-        name = "reference (baseline)" if t.path == "reference" else t.path
+        name = t.path
+        if t.path == "reference":
+            name = ("reference, a request thread (baseline: as before)" if t.thread == "request"
+                    else "reference, compute thread")
         busy = f"{t.busy_share:.2f}" if t.busy_share is not None else "-"
         rows.append(f"| {name} | {t.dtype} | {t.rows} | {t.samples} | {t.tokens} | {t.stopped} | "
                     f"{t.seconds:.1f} | {t.tokens_per_s:.1f} | {t.tokens_per_cpu_s:.1f} | "

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
+from service.generation.compute import Steps
 from service.generation.kv_cache import GrowingLayer, cloned, growing_cache
 
 Guard = Callable[[], AbstractContextManager[Any]]
@@ -62,10 +63,11 @@ class DecodeBatch:
 
     @classmethod
     def prefill(cls, model: Any, token_lists: list[list[int]], counts: list[int],
-                rows: list[int], guard: Guard, prefill_tokens: int) -> DecodeBatch:
+                rows: list[int], guard: Guard, prefill_tokens: int) -> Steps[DecodeBatch]:
         """Prefill distinct prompts (``counts[i]`` rows each): the prefix they share once, then
         each prompt on its own in passes of at most ``prefill_tokens`` tokens (no arithmetic
-        on padding, and no pass is long); then stack the caches left-padded and fan out."""
+        on padding, and no pass is long); then stack the caches left-padded and fan out.
+        Yields before each pass (``compute.Steps``)."""
         import torch
 
         device = model.device
@@ -73,6 +75,7 @@ class DecodeBatch:
         prefix = growing_cache(model.config) if shared else None
         with torch.inference_mode():
             if shared:  # the chat template and task lead-in, common to every prompt: once
+                yield
                 with guard():
                     model(input_ids=torch.tensor([token_lists[0][:shared]], device=device),
                           position_ids=torch.arange(shared, device=device)[None],
@@ -82,6 +85,7 @@ class DecodeBatch:
                 cache = growing_cache(model.config) if prefix is None else cloned(prefix, model.config)
                 for start in range(shared, len(tokens), prefill_tokens):
                     end = min(start + prefill_tokens, len(tokens))
+                    yield
                     with guard():
                         out = model(input_ids=torch.tensor([tokens[start:end]], device=device),
                                     position_ids=torch.arange(start, end, device=device)[None],
@@ -111,10 +115,11 @@ class DecodeBatch:
         self.mask, self.last_pos, self.logits = self.mask[at], self.last_pos[at], self.logits[at]
         self.rows = [self.rows[i] for i in index]
 
-    def step(self, model: Any, tokens: Any, guard: Guard) -> None:
-        """Feed one chosen token per row; ``logits`` become the next ones."""
+    def step(self, model: Any, tokens: Any, guard: Guard) -> Steps[None]:
+        """Feed one chosen token per row; ``logits`` become the next ones (one step)."""
         import torch
 
+        yield
         self.mask = torch.cat([self.mask, self.mask.new_ones((len(self.rows), 1))], dim=-1)
         self.last_pos = self.last_pos + 1
         with torch.inference_mode(), guard():

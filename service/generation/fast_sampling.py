@@ -18,6 +18,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
+from service.generation.compute import Steps, blocking
 from service.generation.decode_batch import Guard, shared_prefix
 from service.generation.fast_llama import FastLlama
 from service.generation.sampling import (
@@ -47,12 +48,14 @@ class SchedulerStats:
         return self.row_steps / self.slot_steps if self.slot_steps else 0.0
 
 
-def sample_fast(engine: FastLlama, weights: Any, tokenizer: Any, prompts: list[str],
-                params: SamplingParams, seeds: list[list[int]], encode_kwargs: dict[str, bool],
-                guard: Guard = nullcontext, prefill_tokens: int = 64, max_rows: int = 64,
-                stats: SchedulerStats | None = None) -> list[list[RawSample]]:
+def sample_fast_steps(engine: FastLlama, weights: Any, tokenizer: Any, prompts: list[str],
+                      params: SamplingParams, seeds: list[list[int]],
+                      encode_kwargs: dict[str, bool], guard: Guard = nullcontext,
+                      prefill_tokens: int = 64, max_rows: int = 64,
+                      stats: SchedulerStats | None = None) -> Steps[list[list[RawSample]]]:
     """``len(seeds[i])`` samples of prompt ``i`` (``seeds[i][j]`` seeds sample ``j``), at most
-    ``max_rows`` decoding together; every forward pass runs inside ``guard()``."""
+    ``max_rows`` decoding together; yields before every forward pass (``compute.Steps``), which
+    runs inside ``guard()``."""
     import torch
 
     counts, token_lists = encode_request(tokenizer, prompts, params, seeds, encode_kwargs,
@@ -79,21 +82,22 @@ def sample_fast(engine: FastLlama, weights: Any, tokenizer: Any, prompts: list[s
     waiting.reverse()  # popped from the end: prompts in order
     rows: list[int] = []  # row slot -> sample id
     logits: list[Any] = []  # row slot -> next-token logits [vocab]
-    prefix = _prefill_prefix(engine, weights, token_lists, guard, prefill_tokens, stats)
+    prefix = yield from _prefill_prefix(engine, weights, token_lists, guard, prefill_tokens,
+                                        stats)
 
-    def admit() -> None:
+    def admit() -> Steps[None]:
         """Prefill waiting prompts into free slots (each once, its samples sharing it)."""
         while waiting and len(rows) + len(waiting[-1][1]) <= max_rows:
             i, ids = waiting.pop()
             group = cache.groups
-            last = _prefill_group(engine, weights, token_lists[i], cache, group, prefix, guard,
-                                  prefill_tokens, stats)
+            last = yield from _prefill_group(engine, weights, token_lists[i], cache, group,
+                                             prefix, guard, prefill_tokens, stats)
             cache.groups += 1
             cache.add_rows(group, len(ids))
             rows.extend(ids)
             logits.extend([last] * len(ids))
 
-    admit()
+    yield from admit()
     while rows:
         chosen = _choose(torch.stack(logits), params, [generators[r] for r in rows],
                          [tokens[r] for r in rows]).tolist()
@@ -107,9 +111,10 @@ def sample_fast(engine: FastLlama, weights: Any, tokenizer: Any, prompts: list[s
             stats.slot_steps += max_rows
             stats.occupancy.append(len(rows))
             next_tokens = torch.tensor([chosen[s] for s in order], device=device)
+            yield
             with torch.inference_mode(), guard():
                 logits = list(engine.decode(weights, next_tokens, cache).unbind(0))
-        admit()
+        yield from admit()
     return [[RawSample(_final_text(tokenizer, tokens[starts[i] + j], eos_ids, params.stop),
                        prompt_tokens[i], len(tokens[starts[i] + j]), finish[starts[i] + j])
              for j in range(counts[i])] for i in range(len(prompts))]
@@ -122,7 +127,7 @@ class _Prefix:
 
 
 def _prefill_prefix(engine: FastLlama, weights: Any, token_lists: list[list[int]], guard: Guard,
-                    prefill_tokens: int, stats: SchedulerStats) -> _Prefix:
+                    prefill_tokens: int, stats: SchedulerStats) -> Steps[_Prefix]:
     """The tokens every prompt starts with, prefilled once into a one-group cache."""
     import torch
 
@@ -133,6 +138,7 @@ def _prefill_prefix(engine: FastLlama, weights: Any, token_lists: list[list[int]
                       shared, 1, 1, engine.dtype, engine.device)
     first = token_lists[0][:shared]
     for start in range(0, shared, prefill_tokens):
+        yield
         with torch.inference_mode(), guard():
             engine.prefill(weights, first[start:start + prefill_tokens], cache, 0, start)
     stats.prefill_tokens += shared
@@ -141,7 +147,7 @@ def _prefill_prefix(engine: FastLlama, weights: Any, token_lists: list[list[int]
 
 def _prefill_group(engine: FastLlama, weights: Any, tokens: list[int], cache: SlotCache,
                    group: int, prefix: _Prefix, guard: Guard, prefill_tokens: int,
-                   stats: SchedulerStats) -> Any:
+                   stats: SchedulerStats) -> Steps[Any]:
     """Prefill one prompt into ``group`` (after the shared prefix); its last logits."""
     import torch
 
@@ -151,9 +157,13 @@ def _prefill_group(engine: FastLlama, weights: Any, tokens: list[int], cache: Sl
         start = prefix.tokens
     last = None
     for begin in range(start, len(tokens), prefill_tokens):
+        yield
         with torch.inference_mode(), guard():
             last = engine.prefill(weights, tokens[begin:begin + prefill_tokens], cache, group,
                                   begin)
     stats.prefill_tokens += len(tokens) - start
     assert last is not None  # shared_prefix always leaves at least one token per prompt
     return last
+
+
+sample_fast = blocking(sample_fast_steps)

@@ -15,6 +15,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
+from service.generation.compute import Steps, blocking
 from service.generation.decode_batch import DecodeBatch, Guard
 from service.generation.types import FinishReason, SamplingParams
 
@@ -134,11 +135,12 @@ def _final_text(tokenizer: Any, tokens: list[int], eos_ids: set[int], stops: tup
     return text[:min(cuts)] if cuts else text
 
 
-def sample_batch(model: Any, tokenizer: Any, prompts: list[str], params: SamplingParams,
-                 seeds: list[list[int]], encode_kwargs: dict[str, bool],
-                 guard: Guard = nullcontext, prefill_tokens: int = 64,
-                 max_rows: int | None = None) -> list[list[RawSample]]:
-    """``len(seeds[i])`` samples of prompt ``i`` (``seeds[i][j]`` seeds sample ``j``).
+def sample_batch_steps(model: Any, tokenizer: Any, prompts: list[str], params: SamplingParams,
+                       seeds: list[list[int]], encode_kwargs: dict[str, bool],
+                       guard: Guard = nullcontext, prefill_tokens: int = 64,
+                       max_rows: int | None = None) -> Steps[list[list[RawSample]]]:
+    """``len(seeds[i])`` samples of prompt ``i`` (``seeds[i][j]`` seeds sample ``j``); yields
+    before each forward pass (``compute.Steps``).
 
     At most ``max_rows`` rows decode together; when a quarter of them have finished, waiting
     rows are prefilled and join (``DecodeBatch``). ``max_rows=1`` is the plain one-at-a-time
@@ -160,7 +162,7 @@ def sample_batch(model: Any, tokenizer: Any, prompts: list[str], params: Samplin
     waiting = [(i, list(range(starts[i], starts[i] + counts[i]))) for i in range(len(prompts))]
     max_rows = max_rows or len(generators)
 
-    def admit(room: int) -> DecodeBatch:
+    def admit(room: int) -> Steps[DecodeBatch]:
         groups = []
         while waiting and room > 0:
             i, rows = waiting[0]
@@ -169,12 +171,12 @@ def sample_batch(model: Any, tokenizer: Any, prompts: list[str], params: Samplin
             room -= len(groups[-1][1])
             if not waiting[0][1]:
                 waiting.pop(0)
-        return DecodeBatch.prefill(model, [token_lists[i] for i, _ in groups],
-                                   [len(rows) for _, rows in groups],
-                                   [r for _, rows in groups for r in rows], guard,
-                                   prefill_tokens)
+        return (yield from DecodeBatch.prefill(model, [token_lists[i] for i, _ in groups],
+                                               [len(rows) for _, rows in groups],
+                                               [r for _, rows in groups for r in rows], guard,
+                                               prefill_tokens))
 
-    batch = admit(max_rows)
+    batch = yield from admit(max_rows)
     joinable = batch.can_absorb()
     while batch.rows:
         chosen = _choose(batch.logits, params, [generators[r] for r in batch.rows],
@@ -183,10 +185,10 @@ def sample_batch(model: Any, tokenizer: Any, prompts: list[str], params: Samplin
                             eos_ids, window)
         batch.keep(keep)
         if keep:
-            batch.step(model, chosen[torch.tensor(keep, device=chosen.device)], guard)
+            yield from batch.step(model, chosen[torch.tensor(keep, device=chosen.device)], guard)
         free = max_rows - len(batch.rows)
         if waiting and (not batch.rows or (joinable and free >= max(1, max_rows // 4))):
-            joining = admit(free)
+            joining = yield from admit(free)
             if batch.rows:
                 batch.absorb(joining)
             else:
@@ -205,3 +207,6 @@ def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
     if tokenizer.eos_token_id is not None:
         ids.add(tokenizer.eos_token_id)
     return ids
+
+
+sample_batch = blocking(sample_batch_steps)

@@ -22,12 +22,14 @@ async def test_bench_measures_baseline_each_width_and_swaps(
 
     assert bench.workload.source == "MBPP (train split)" and bench.workload.prompts == 3
     assert bench.workload.stop == ("\n```\n",)
-    assert [(t.path, t.rows) for t in bench.runs] == [("reference", 32), ("fast", 2), ("fast", 4)]
+    assert [(t.path, t.thread, t.rows) for t in bench.runs] == [
+        ("reference", "request", 32), ("reference", "compute", 32), ("fast", "compute", 2),
+        ("fast", "compute", 4)]
     for run in bench.runs:
         assert run.samples == 6 and 0 < run.tokens <= 6 * 6 and run.seconds > 0
     # The same prompts and seeds: both paths and every width sample the same tokens.
     assert {t.tokens for t in bench.runs} == {bench.baseline.tokens}
-    assert bench.baseline.busy_share is None
+    assert bench.baseline.thread == "request" and bench.baseline.busy_share is None
     assert all(0 < t.busy_share <= 1 for t in bench.runs if t.path == "fast")
     assert bench.anchor is None and "scripts/build-llama-cpp.sh" in bench.anchor_skipped
     assert len(bench.swap_idle_s) == len(bench.swap_busy_s) == 2
@@ -37,7 +39,9 @@ async def test_bench_measures_baseline_each_width_and_swaps(
     section = markdown_section(bench, "test machine", "2026-01-01", "tiny")
     assert section.startswith("## Generation (embedded backend)")
     base = bench.baseline
-    assert f"| reference (baseline) | {base.dtype} | 32 | 6 | {base.tokens} |" in section
+    assert (f"| reference, a request thread (baseline: as before) | {base.dtype} | 32 | 6 | "
+            f"{base.tokens} |") in section
+    assert "| reference, compute thread |" in section
     assert "1.00x" in section and f"{bench.threads} torch thread(s)" in section
     assert "The llama.cpp anchor did not run" in section
     assert bench.ceiling_tokens_per_s and "The compute bound" in section
@@ -72,7 +76,7 @@ async def test_bench_runs_the_baseline_in_the_previous_dtype(
                                        max_new_tokens=5, anchor=False, baseline_model=fp32,
                                        log=lambda *_: None)
     assert [(t.path, t.dtype, t.rows) for t in bench.runs] == [
-        ("reference", "float32", 32), ("fast", "float32", 4), ("fast", "bfloat16", 2),
+        ("reference", "float32", 32), ("reference", "float32", 32), ("fast", "float32", 4), ("fast", "bfloat16", 2),
         ("fast", "bfloat16", 4)]
     assert bench.best().dtype == "bfloat16" and bench.anchor_skipped.startswith("not asked")
-    assert "| reference (baseline) | float32 |" in markdown_section(bench, "m", "d", "tiny")
+    assert "| reference, a request thread (baseline: as before) | float32 |" in markdown_section(bench, "m", "d", "tiny")
