@@ -52,11 +52,17 @@ def _once(fn: Callable[[], T]) -> Steps[T]:
     return fn()
 
 
+class _Job:
+    def __init__(self, steps: Steps[Any]) -> None:
+        self.steps, self.future = steps, Future()
+        self.abandoned = False  # its caller stopped waiting: drop it at its next turn
+
+
 class ComputeThread:
     """A daemon thread that runs jobs (step generators or plain calls) round-robin by step."""
 
     def __init__(self, name: str = "leti-compute") -> None:
-        self._jobs: deque[tuple[Steps[Any], Future[Any]]] = deque()
+        self._jobs: deque[_Job] = deque()
         self._ready = threading.Condition()
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
@@ -66,12 +72,14 @@ class ComputeThread:
 
     def submit(self, work: Steps[T] | Callable[[], T]) -> Future[T]:
         """Queue ``work``; its future holds the result or the exception it raised."""
-        steps = work if isinstance(work, Generator) else _once(work)
-        future: Future[T] = Future()
+        return self._queue(work).future
+
+    def _queue(self, work: Steps[Any] | Callable[[], Any]) -> _Job:
+        job = _Job(work if isinstance(work, Generator) else _once(work))
         with self._ready:
-            self._jobs.append((steps, future))
+            self._jobs.append(job)
             self._ready.notify()
-        return future
+        return job
 
     def call(self, work: Steps[T] | Callable[[], T]) -> T:
         """Run ``work`` on this thread and wait for it; inline when already on it (no deadlock)."""
@@ -80,19 +88,30 @@ class ComputeThread:
         return self.submit(work).result()
 
     async def run(self, work: Steps[T] | Callable[[], T]) -> T:
-        """``call`` for async callers: the event loop stays free while ``work`` runs."""
-        return await asyncio.wrap_future(self.submit(work))
+        """``call`` for async callers: the event loop stays free while ``work`` runs. When the
+        caller is cancelled (a client gone, a loop stopped), the job stops at its next step."""
+        job = self._queue(work)
+        try:
+            return await asyncio.shield(asyncio.wrap_future(job.future))
+        except asyncio.CancelledError:
+            job.abandoned = True
+            raise
 
     def _serve(self) -> None:
         while True:
             with self._ready:
                 self._ready.wait_for(lambda: bool(self._jobs))
-                steps, future = self._jobs.popleft()
+                job = self._jobs.popleft()
+            future = job.future
             if not future.running() and not future.set_running_or_notify_cancel():
-                steps.close()  # cancelled before its first step
+                job.steps.close()  # cancelled before its first step
+                continue
+            if job.abandoned:
+                job.steps.close()  # runs its cleanup (finally blocks) here, on this thread
+                future.set_exception(asyncio.CancelledError())
                 continue
             try:
-                next(steps)
+                next(job.steps)
             except StopIteration as done:
                 future.set_result(done.value)
                 continue
@@ -100,7 +119,7 @@ class ComputeThread:
                 future.set_exception(exc)
                 continue
             with self._ready:
-                self._jobs.append((steps, future))
+                self._jobs.append(job)
 
 
 _shared: ComputeThread | None = None

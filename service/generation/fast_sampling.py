@@ -81,7 +81,7 @@ def sample_fast_steps(engine: FastLlama, weights: Any, tokenizer: Any, prompts: 
                for k in range(0, counts[i], group_size)]
     waiting.reverse()  # popped from the end: prompts in order
     rows: list[int] = []  # row slot -> sample id
-    logits: list[Any] = []  # row slot -> next-token logits [vocab]
+    logits: list[Any] = []  # next-token logits of the row slots in order, [rows, vocab] parts
     prefix = yield from _prefill_prefix(engine, weights, token_lists, guard, prefill_tokens,
                                         stats)
 
@@ -95,11 +95,11 @@ def sample_fast_steps(engine: FastLlama, weights: Any, tokenizer: Any, prompts: 
             cache.groups += 1
             cache.add_rows(group, len(ids))
             rows.extend(ids)
-            logits.extend([last] * len(ids))
+            logits.append(last[None].expand(len(ids), -1))
 
     yield from admit()
     while rows:
-        chosen = _choose(torch.stack(logits), params, [generators[r] for r in rows],
+        chosen = _choose(logits[0] if len(logits) == 1 else torch.cat(logits), params, [generators[r] for r in rows],
                          [tokens[r] for r in rows]).tolist()
         live = advance_rows(tokenizer, rows, chosen, tokens, finish, params, eos_ids, window)
         order = cache.keep(live)
@@ -113,7 +113,7 @@ def sample_fast_steps(engine: FastLlama, weights: Any, tokenizer: Any, prompts: 
             next_tokens = torch.tensor([chosen[s] for s in order], device=device)
             yield
             with torch.inference_mode(), guard():
-                logits = list(engine.decode(weights, next_tokens, cache).unbind(0))
+                logits = [engine.decode(weights, next_tokens, cache)]
         yield from admit()
     return [[RawSample(_final_text(tokenizer, tokens[starts[i] + j], eos_ids, params.stop),
                        prompt_tokens[i], len(tokens[starts[i] + j]), finish[starts[i] + j])

@@ -19,7 +19,6 @@ from service.generation.compute import Steps, blocking
 from service.generation.decode_batch import DecodeBatch, Guard
 from service.generation.types import FinishReason, SamplingParams
 
-_TOP_K_FIRST = 256  # nucleus search looks at the top 256 tokens first, the full vocabulary if needed
 # Below this temperature sampling is greedy, as in vLLM (its _SAMPLING_EPS): dividing the logits
 # by a temperature such as 5e-324 overflows them to inf and the softmax to NaN.
 GREEDY_BELOW = 1e-5
@@ -63,28 +62,92 @@ def penalise_repeats(logits: Any, generated: list[list[int]], penalty: float) ->
 
 def _choose(logits: Any, params: SamplingParams, generators: list[Any],
             generated: list[list[int]]) -> Any:
-    """One token per row: greedy at temperature ~0, else temperature + nucleus (top-p) sampling;
-    ``generated`` (each row's tokens so far) for the repetition penalty."""
+    """One token per row: greedy at temperature ~0, else temperature + nucleus (top-p) sampling,
+    each row drawing from its own generator; ``generated`` (each row's tokens so far) for the
+    repetition penalty."""
     import torch
 
     logits = penalise_repeats(logits, generated, params.repetition_penalty)
     if params.temperature < GREEDY_BELOW:
         return logits.argmax(-1)
-    probs = torch.softmax(logits / params.temperature, dim=-1)
-    k = min(_TOP_K_FIRST, probs.shape[-1])
-    top_probs, top_ids = probs.topk(k, dim=-1)  # sorted, descending
-    choices = []
-    for row, gen in enumerate(generators):
-        p, ids = top_probs[row], top_ids[row]
-        if params.top_p < 1 and float(p.sum()) < params.top_p and k < probs.shape[-1]:
-            p, ids = probs[row].sort(descending=True)  # the nucleus is wider than the top k
-        if params.top_p < 1:
-            keep = (p.cumsum(-1) - p) < params.top_p  # always keeps the most likely token
-            p, ids = p[keep], ids[keep]
-        elif k < probs.shape[-1]:
-            p, ids = probs[row], torch.arange(probs.shape[-1], device=probs.device)
-        choices.append(ids[torch.multinomial(p, 1, generator=gen)])
-    return torch.cat(choices)
+    scaled = logits.float() / params.temperature
+    log_total = torch.logsumexp(scaled, -1, keepdim=True)  # log of each row's softmax sum
+    draws = torch.stack([torch.rand((), generator=g, device=scaled.device) for g in generators])
+    if params.top_p >= 1:
+        return _draw(_sorted_tokens(scaled, log_total, None), draws)
+    candidates = scaled >= scaled.amax(-1, keepdim=True) - _CANDIDATE_SPAN
+    ranked = _sorted_tokens(scaled, log_total, candidates)
+    short = (ranked.row_mass < params.top_p).nonzero().flatten().tolist()
+    if short:  # the candidates hold less than top_p of some row's mass: rank all its tokens
+        everything = candidates.clone()
+        everything[short] = True
+        ranked = _sorted_tokens(scaled, log_total, everything)
+    return _draw(ranked.nucleus(params.top_p), draws)
+
+
+# Tokens more than this below a row's best scaled logit (probability ratio e**-12, ~6e-6) are
+# ranked only when the tokens above hold less than top_p of the row's mass: the nucleus is the
+# most likely tokens up to top_p, so it lies among any most-likely tokens that hold top_p.
+_CANDIDATE_SPAN = 12.0
+
+
+@dataclass
+class _Ranked:
+    """Candidate tokens of every row in one flat list: rows in order, each row's tokens most
+    likely first, with their probabilities and the row's mass before each."""
+
+    rows: Any  # [K] row of each entry
+    tokens: Any  # [K]
+    probs: Any  # [K]
+    before: Any  # [K] mass of the row's more likely candidates
+    starts: Any  # [rows] first entry of each row
+    counts: Any  # [rows] entries of each row
+    row_mass: Any  # [rows] mass of each row's candidates
+
+    def nucleus(self, top_p: float) -> _Ranked:
+        """Each row's smallest most-likely prefix holding ``top_p`` (at least one token)."""
+        import torch
+
+        keep = self.before < top_p
+        rows = self.rows[keep]
+        counts = torch.bincount(rows, minlength=len(self.counts))
+        starts = counts.cumsum(0) - counts
+        probs = self.probs[keep]
+        return _Ranked(rows, self.tokens[keep], probs, self.before[keep], starts, counts,
+                       (self.before[keep] + probs)[starts + counts - 1])
+
+
+def _sorted_tokens(scaled: Any, log_total: Any, candidates: Any | None) -> _Ranked:
+    """Rank ``candidates`` (a [rows, vocab] mask; None: every token) by probability."""
+    import torch
+
+    if candidates is None:
+        candidates = torch.ones_like(scaled, dtype=torch.bool)
+    rows, tokens = candidates.nonzero(as_tuple=True)  # row-major: rows ascending
+    probs = (scaled[rows, tokens] - log_total[rows, 0]).exp()
+    order = torch.argsort(probs, descending=True, stable=True)
+    order = order[torch.argsort(rows[order], stable=True)]  # by row, then most likely first
+    rows, tokens, probs = rows[order], tokens[order], probs[order]
+    counts = torch.bincount(rows, minlength=scaled.shape[0])
+    starts = counts.cumsum(0) - counts
+    inclusive = probs.cumsum(0)
+    row_base = (inclusive - probs)[starts]  # global mass before each row's first entry
+    before = inclusive - probs - row_base[rows]
+    return _Ranked(rows, tokens, probs, before, starts, counts,
+                   (before + probs)[starts + counts - 1])
+
+
+def _draw(ranked: _Ranked, draws: Any) -> Any:
+    """Each row's token by inverse CDF: the first entry whose mass so far passes the row's
+    uniform draw scaled to the row's mass."""
+    import torch
+
+    target = draws * ranked.row_mass
+    passed = (ranked.before + ranked.probs) > target[ranked.rows]
+    entries = torch.arange(len(ranked.rows), device=draws.device)
+    last = ranked.starts + ranked.counts - 1
+    first = last.clone().scatter_reduce_(0, ranked.rows[passed], entries[passed], "amin")
+    return ranked.tokens[torch.minimum(first, last)]
 
 
 def encode_request(tokenizer: Any, prompts: list[str], params: SamplingParams,

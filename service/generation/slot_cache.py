@@ -29,12 +29,10 @@ class SlotCache:
         import torch
 
         zeros = torch.zeros
-        self.prompt_keys = [zeros((groups, kv_heads, prompt_capacity, head_dim), dtype=dtype,
-                                  device=device) for _ in range(layers)]
-        self.prompt_values = [torch.zeros_like(k) for k in self.prompt_keys]
-        self.keys = [zeros((rows, kv_heads, new_capacity, head_dim), dtype=dtype, device=device)
-                     for _ in range(layers)]
-        self.values = [torch.zeros_like(k) for k in self.keys]
+        self.prompt = _Columns(layers, groups, kv_heads, head_dim, prompt_capacity, dtype, device,
+                               chunk=64, shrink=False)
+        self.own = _Columns(layers, rows, kv_heads, head_dim, new_capacity, dtype, device,
+                            chunk=32, shrink=True)
         self.prompt_lengths = zeros(groups, dtype=torch.long, device=device)
         self.lengths = zeros(rows, dtype=torch.long, device=device)  # generated tokens cached
         self.group_of = zeros(rows, dtype=torch.long, device=device)
@@ -55,16 +53,19 @@ class SlotCache:
         end = start + k.shape[0]
         if end > self.prompt_capacity:
             raise ValueError(f"prompt of {end} tokens exceeds the cache's {self.prompt_capacity}")
-        self.prompt_keys[layer][group, :, start:end] = k.transpose(0, 1)
-        self.prompt_values[layer][group, :, start:end] = v.transpose(0, 1)
-        return (self.prompt_keys[layer][group:group + 1, :, :end],
-                self.prompt_values[layer][group:group + 1, :, :end])
+        if layer == 0:
+            self.prompt.fit(max(end, self._live_prompt_span()), self.groups + 1)
+        keys, values = self.prompt.keys[layer], self.prompt.values[layer]
+        keys[group, :, start:end] = k.transpose(0, 1)
+        values[group, :, start:end] = v.transpose(0, 1)
+        return keys[group:group + 1, :, :end], values[group:group + 1, :, :end]
 
     def copy_prompt(self, source: SlotCache, source_group: int, group: int, tokens: int) -> None:
         """Start ``group``'s prompt with the first ``tokens`` of ``source``'s ``source_group``
         (the prefix every prompt shares)."""
-        for mine, theirs in ((self.prompt_keys, source.prompt_keys),
-                             (self.prompt_values, source.prompt_values)):
+        self.prompt.fit(max(tokens, self._live_prompt_span()), self.groups + 1)
+        for mine, theirs in ((self.prompt.keys, source.prompt.keys),
+                             (self.prompt.values, source.prompt.values)):
             for layer, buffer in enumerate(mine):
                 buffer[group, :, :tokens] = theirs[layer][source_group, :, :tokens]
 
@@ -79,21 +80,27 @@ class SlotCache:
 
     # -- decode ----------------------------------------------------------------------------------
     def step_masks(self) -> tuple[Any, Any]:
-        """Additive masks for this step: prompt columns per live group [groups, 1, 1, P] and own
-        columns per live row (this step's token included) [rows, 1, 1, T]."""
+        """Fit the buffers to this step's spans and return the additive masks over their whole
+        width: prompt columns per live group [groups, 1, 1, P] and own columns per live row
+        (this step's token included) [rows, 1, 1, T]."""
         import torch
 
         rows, groups = self.rows, self.groups
         prompt_lengths, own = self.prompt_lengths[:groups], self.lengths[:rows] + 1
-        self._prompt_span, self._own_span = int(prompt_lengths.max()), int(own.max())
-        if self._own_span > self.new_capacity:
+        own_span = int(own.max())
+        if own_span > self.new_capacity:
             raise ValueError(f"a row outgrew the cache's {self.new_capacity} new tokens")
+        self.prompt.fit(int(prompt_lengths.max()), groups)
+        self.own.fit(own_span, rows)
         inf = torch.tensor(float("-inf"), dtype=torch.float32, device=own.device)  # fp32 scores
         zero = inf.new_zeros(())
-        prompt = torch.where(self._columns[:self._prompt_span][None] < prompt_lengths[:, None],
+        prompt = torch.where(self._columns[:self.prompt.width][None] < prompt_lengths[:, None],
                              zero, inf)
-        mine = torch.where(self._columns[:self._own_span][None] < own[:, None], zero, inf)
+        mine = torch.where(self._columns[:self.own.width][None] < own[:, None], zero, inf)
         return prompt[:, None, None], mine[:, None, None]
+
+    def _live_prompt_span(self) -> int:
+        return int(self.prompt_lengths[:self.groups].max()) if self.groups else 0
 
     def attend(self, layer: int, q: Any, k: Any, v: Any, masks: tuple[Any, Any],
                scale: float) -> Any:
@@ -103,15 +110,15 @@ class SlotCache:
 
         rows, groups, kv, rep, dim = self.rows, self.groups, self.kv_heads, self.rep, self.head_dim
         index, positions = self._index[:rows], self.lengths[:rows]
-        self.keys[layer][index, :, positions] = k
-        self.values[layer][index, :, positions] = v
+        self.own.keys[layer][index, :, positions] = k
+        self.own.values[layer][index, :, positions] = v
         q = q.view(rows, kv, rep, dim)
         # Prompt part: the queries of each group's rows side by side, [groups, kv, size*rep, dim].
         grouped = q.new_zeros((groups, self.group_size, kv, rep, dim))
         grouped[self.group_of[:rows], self.member_of[:rows]] = q
         grouped = grouped.permute(0, 2, 1, 3, 4).reshape(groups, kv, self.group_size * rep, dim)
-        p_keys = self.prompt_keys[layer][:groups, :, :self._prompt_span]
-        p_values = self.prompt_values[layer][:groups, :, :self._prompt_span]
+        # Whole buffers (contiguous: no copy before the matmuls); the masks cover the rest.
+        p_keys, p_values = self.prompt.keys[layer][:groups], self.prompt.values[layer][:groups]
         # [groups, kv, size*rep, dim], unnormalised
         p_max, p_sum, p_out = _partial(grouped, p_keys, p_values, masks[0], scale)
         back = (self.group_of[:rows], slice(None), self.member_of[:rows])
@@ -120,8 +127,7 @@ class SlotCache:
             return x.view(groups, kv, self.group_size, rep, -1)[back]
 
         # Own part: each row against the tokens it generated, [rows, kv, rep, own span].
-        o_keys = self.keys[layer][:rows, :, :self._own_span]
-        o_values = self.values[layer][:rows, :, :self._own_span]
+        o_keys, o_values = self.own.keys[layer][:rows], self.own.values[layer][:rows]
         o_max, o_sum, o_out = _partial(q, o_keys, o_values, masks[1], scale)
         # Merge: softmax over both parts = each part rescaled to the larger maximum.
         p_max, p_sum, p_out = per_row(p_max), per_row(p_sum), per_row(p_out)
@@ -149,7 +155,7 @@ class SlotCache:
             dst = torch.tensor([m[0] for m in moving], device=self.lengths.device)
             src = torch.tensor([m[1] for m in moving], device=self.lengths.device)
             span = int(self.lengths[src].max())
-            for buffers in (self.keys, self.values):
+            for buffers in (self.own.keys, self.own.values):
                 for buffer in buffers:
                     buffer[dst, :, :span] = buffer[src, :, :span]
             for array in (self.lengths, self.group_of, self.member_of):
@@ -168,7 +174,7 @@ class SlotCache:
         for new, old in enumerate(order):
             if new == old:
                 continue
-            for buffers in (self.prompt_keys, self.prompt_values):
+            for buffers in (self.prompt.keys, self.prompt.values):
                 for buffer in buffers:
                     buffer[new, :, :span] = buffer[old, :, :span]
             self.prompt_lengths[new] = self.prompt_lengths[old]
@@ -176,6 +182,53 @@ class SlotCache:
             self.group_of[:self.rows][rows] = new
         self.groups = len(order)
         self.prompt_lengths[self.groups:] = 0
+
+
+class _Columns:
+    """Keys and values per layer, [slots, kv_heads, width, head_dim], whose width follows the
+    span in use in steps of ``chunk`` columns.
+
+    Why: a batched matmul over a slice of a wider buffer copies it first (its batch stride is
+    not the matrix's size), and at the model's shapes that copy cost more than the attention
+    itself; so attention runs over the whole (contiguous) width, masked, and the buffers are
+    reallocated when the span leaves its chunk (a copy every few chunks of tokens, not a copy
+    per step). ``shrink``: also reallocate once two chunks sit unused (generated tokens, whose
+    span falls when long rows finish); prompts are admitted shortest first, so their span only
+    grows."""
+
+    def __init__(self, layers: int, slots: int, kv_heads: int, head_dim: int, capacity: int,
+                 dtype: Any, device: Any, chunk: int, shrink: bool) -> None:
+        self.layers, self.capacity, self.chunk, self.shrink = layers, capacity, chunk, shrink
+        self.shape = (slots, kv_heads, head_dim)
+        self.dtype, self.device = dtype, device
+        self.width = 0
+        self.keys: list[Any] = []
+        self.values: list[Any] = []
+        self.fit(1, 0)
+
+    def fit(self, span: int, used: int) -> None:
+        """Make the width hold ``span`` columns: grow to the next chunk (or shrink, see the
+        class); the first ``used`` slots keep their contents."""
+        import torch
+
+        want = min(self.capacity, -(-max(span, 1) // self.chunk) * self.chunk)
+        if self.width >= want and (not self.shrink or self.width - want < 2 * self.chunk):
+            return
+        slots, kv, dim = self.shape
+        keep = min(self.width, want) if used else 0
+
+        def resized(old: Any) -> Any:  # zeroed: masked columns must never hold NaN
+            new = torch.zeros((slots, kv, want, dim), dtype=self.dtype, device=self.device)
+            if keep:
+                new[:used, :, :keep] = old[:used, :, :keep]
+            return new
+
+        # Plain tensors even under inference mode (a prefill): the cache is also written
+        # outside it (rows moving, prompts copied).
+        with torch.inference_mode(False):
+            self.keys = [resized(b) for b in self.keys or [None] * self.layers]
+            self.values = [resized(b) for b in self.values or [None] * self.layers]
+        self.width = want
 
 
 def _partial(q: Any, keys: Any, values: Any, mask: Any, scale: float) -> tuple[Any, Any, Any]:

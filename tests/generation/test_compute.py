@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -85,3 +86,27 @@ async def test_requests_run_on_one_thread_and_interleave_by_pass(tiny_generator:
     assert threads == {compute_thread().call(threading.get_ident)}
     assert finished == ["short", "long"]
     assert 3 in passes and 2 in passes  # both requests' own batches decoded
+
+
+async def test_a_cancelled_caller_stops_its_job_at_the_next_step() -> None:
+    worker, log = ComputeThread(), []
+    started, cleaned = threading.Event(), []
+
+    def slow() -> Steps[None]:
+        try:
+            for i in range(1000):
+                yield
+                log.append(i)
+                started.set()
+                time.sleep(0.005)
+        finally:
+            cleaned.append(threading.current_thread().name)
+
+    task = asyncio.create_task(worker.run(slow()))
+    await asyncio.to_thread(started.wait, 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert worker.call(lambda: "next job") == "next job"
+    assert 0 < len(log) < 1000  # stopped part way, not run to the end
+    assert cleaned == ["leti-compute"]  # its cleanup ran, on the compute thread

@@ -193,3 +193,38 @@ def test_repetition_penalty_pushes_a_sample_out_of_its_loop(tiny_model: Any,
     assert distinct_share(ref) > distinct_share(ref_plain)
     with pytest.raises(ValueError, match="repetition_penalty"):
         SamplingParams(repetition_penalty=0)
+
+
+def _frequencies(logits: list[list[float]], params: SamplingParams, draws: int) -> Any:
+    import torch
+
+    from service.generation.sampling import _choose
+
+    rows = torch.tensor(logits)
+    counts = torch.zeros_like(rows)
+    generators = [torch.Generator().manual_seed(i) for i in range(len(logits))]
+    for _ in range(draws):
+        chosen = _choose(rows, params, generators, [[] for _ in logits])
+        counts[torch.arange(len(logits)), chosen] += 1
+    return counts / draws
+
+
+def test_nucleus_sampling_draws_each_token_at_its_renormalised_probability() -> None:
+    """Temperature 1, top-p 0.8 over [0.5, 0.3, 0.15, 0.05]: the nucleus is the first two
+    tokens (0.5 + 0.3 reaches 0.8), drawn at 0.625 / 0.375; the others never. The second row
+    is flat over 4,000 tokens, so the ranked candidates near its best token hold less than
+    top-p and the whole row is ranked: 80% of its tokens can be drawn, none of the rest."""
+    import math
+
+    import torch
+
+    peaked = [math.log(p) for p in (0.5, 0.3, 0.15, 0.05)] + [-1e4] * 3996
+    flat = [0.0] * 4000
+    freq = _frequencies([peaked, flat], SamplingParams(temperature=1.0, top_p=0.8), 4000)
+    assert abs(float(freq[0, 0]) - 0.625) < 0.03 and abs(float(freq[0, 1]) - 0.375) < 0.03
+    assert float(freq[0, 2:].sum()) == 0
+    drawn = (freq[1] > 0).nonzero().flatten()
+    assert 3190 < int(drawn.max()) < 3202 and len(drawn) > 2000  # of ~3,200 (rounding)
+    # Without a nucleus (top-p 1) every token keeps its probability.
+    whole = _frequencies([peaked[:4]], SamplingParams(temperature=1.0, top_p=1.0), 4000)
+    assert torch.allclose(whole[0], torch.tensor([0.5, 0.3, 0.15, 0.05]), atol=0.03)
