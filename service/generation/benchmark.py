@@ -262,7 +262,8 @@ async def run_generation_bench(generator: EmbeddedGenerator, prompts: int, rows:
                 slots=anchor_slots, threads=result.threads, share_prompt=n <= anchor_slots)
             log(f"llama.cpp server, {anchor_slots} slots: {result.anchor.tokens_per_s:7.1f} tokens/s")
         except LlamaCppError as exc:
-            result.anchor_skipped = f"llama.cpp anchor failed: {exc}"
+            log(f"llama.cpp anchor failed: {exc}")  # the whole server log, for the console
+            result.anchor_skipped = f"llama.cpp anchor failed: {str(exc).splitlines()[0]}"
     if result.anchor_skipped:
         log(result.anchor_skipped)
     best = result.best(generator.decode_path)
@@ -328,7 +329,9 @@ def markdown_section(bench: GenerationBench, machine: str, date: str, model: str
         versus = (f"Against the anchor: the best fast width does {best.tokens_per_s:.1f} tokens/s, "
                   f"{best.tokens_per_s / a.tokens_per_s:.2f}x llama.cpp's {a.tokens_per_s:.1f} "
                   f"(llama.cpp {a.version or 'version unknown'}, {a.threads} threads, the packaged "
-                  "GGUF file as it is, prompts shared across each prompt's samples).")
+                  "GGUF file as it is, prompts shared across each prompt's samples"
+                  + ("" if a.repack else "; weight repacking off: with llama.cpp's default the "
+                     "server crashed loading the model on this CPU") + ").")
     else:
         versus = f"The llama.cpp anchor did not run: {bench.anchor_skipped}"
     if bench.ceiling_tokens_per_s:

@@ -100,10 +100,15 @@ class ServerAnchorResult:
     share_prompt: bool
     stopped_by_length: int  # samples that reached max_new_tokens
     version: str | None
+    repack: bool = True  # llama.cpp's weight repacking (its default) was on
 
     @property
     def tokens_per_s(self) -> float:
         return self.tokens / self.seconds
+
+
+class _DiedOfSignal(LlamaCppError):
+    """The server was killed by a signal (a crash) while it started."""
 
 
 def _free_port() -> int:
@@ -125,7 +130,8 @@ def _wait_ready(proc: subprocess.Popen[bytes], client: httpx.Client, log: Path,
         if time.monotonic() > deadline:
             raise LlamaCppError(f"llama-server not ready in {timeout_s:.0f} s:\n{tail()}")
         time.sleep(0.1)
-    raise LlamaCppError(f"llama-server exited ({proc.returncode}):\n{tail()}")
+    error = _DiedOfSignal if proc.returncode < 0 else LlamaCppError
+    raise error(f"llama-server exited ({proc.returncode}):\n{tail()}")
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -149,7 +155,8 @@ def run_server_anchor(prompts: Sequence[str], *, n: int = 4, max_new_tokens: int
                       seed: int = 0, slots: int = 32, threads: int = 2,
                       share_prompt: bool = False, ctx_per_slot: int | None = None,
                       model: str | Path | None = None, startup_timeout_s: float = 120.0,
-                      request_timeout_s: float = 900.0) -> ServerAnchorResult:
+                      request_timeout_s: float = 900.0, repack: bool | None = None
+                      ) -> ServerAnchorResult:
     """Sample every prompt ``n`` times through ``llama-server``'s raw ``/completion``.
 
     Prompts go as they are (the chat template is already in them). Sample ``j`` of prompt ``i``
@@ -158,7 +165,10 @@ def run_server_anchor(prompts: Sequence[str], *, n: int = 4, max_new_tokens: int
     prefills the prompt once and copies it to the other slots; its seeds are the same). Only
     temperature and top-p shape the distribution (top-k and min-p off), as in our sampler.
     ``ctx_per_slot`` defaults to a bound that cannot overflow: the longest prompt's UTF-8 bytes
-    (a byte-level BPE token is at least one byte) plus ``max_new_tokens``."""
+    (a byte-level BPE token is at least one byte) plus ``max_new_tokens``. ``repack``: llama.cpp's
+    weight repacking; None is its default (on) and, when the server dies of a signal while it
+    loads the model, once more with it off (its AMX repacking crashed on an Intel VM with AMX,
+    2026-12-04), which the result records."""
     if isinstance(prompts, str) or not prompts or not all(isinstance(p, str) and p for p in prompts):
         raise ValueError("prompts must be a non-empty list of non-empty strings")
     _positive(n=n, max_new_tokens=max_new_tokens, slots=slots, threads=threads)
@@ -172,20 +182,45 @@ def run_server_anchor(prompts: Sequence[str], *, n: int = 4, max_new_tokens: int
         ctx_per_slot = -(-(max(len(p.encode()) for p in prompts) + max_new_tokens + 8) // 256) * 256
     _positive(ctx_per_slot=ctx_per_slot)
     binary, model = _binary(SERVER), model or _default_model()
-    version, port = llama_cpp_version(binary), _free_port()
-    cmd = [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port),
-           "-t", str(threads), "-tb", str(threads), "-np", str(slots), "-cb",
-           "-c", str(slots * ctx_per_slot), "--no-webui"]
+    version = llama_cpp_version(binary)
+    base_cmd = [str(binary), "-m", str(model), "--host", "127.0.0.1", "-t", str(threads),
+                "-tb", str(threads), "-np", str(slots), "-cb", "-c", str(slots * ctx_per_slot),
+                "--no-webui"]
     log = Path(tempfile.mkstemp(prefix="llama-server-", suffix=".log")[1])
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
     per_request = n if share_prompt else 1
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False,
-                          timeout=httpx.Timeout(request_timeout_s, connect=10.0),
-                          limits=httpx.Limits(max_connections=slots + 4))
     pool = ThreadPoolExecutor(max_workers=max(1, slots // per_request))
+
+    def start(with_repack: bool) -> tuple[subprocess.Popen[bytes], httpx.Client]:
+        port = _free_port()
+        cmd = [*base_cmd, "--port", str(port), *([] if with_repack else ["--no-repack"])]
+        with log.open("wb") as out:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=subprocess.STDOUT)
+        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False,
+                              timeout=httpx.Timeout(request_timeout_s, connect=10.0),
+                              limits=httpx.Limits(max_connections=slots + 4))
+        try:
+            _wait_ready(proc, client, log, startup_timeout_s)
+        except BaseException:
+            _stop(proc)
+            client.close()
+            raise
+        return proc, client
+
+    repacked = repack is not False
     try:
-        _wait_ready(proc, client, log, startup_timeout_s)
+        try:
+            proc, client = start(repacked)
+        except _DiedOfSignal:
+            if repack is not None:
+                raise
+            repacked = False  # llama.cpp's default crashed here: once more without repacking
+            proc, client = start(repacked)
+    except BaseException:
+        pool.shutdown(wait=False)
+        log.unlink(missing_ok=True)
+        raise
+    try:
         # /completion adds BOS when the vocabulary says so; ours would not: send token ids then.
         def tokens(text: str, special: bool) -> list[int]:
             body = {"content": text, "add_special": special, "parse_special": True}
@@ -219,7 +254,7 @@ def run_server_anchor(prompts: Sequence[str], *, n: int = 4, max_new_tokens: int
         prompt_tokens_computed=sum(int(g[0].get("timings", {}).get("prompt_n", 0)) for g in groups),
         seconds=seconds, slots=slots, threads=threads, share_prompt=share_prompt,
         stopped_by_length=sum(1 for a in answers if a.get("stop_type") == "limit"),
-        version=version)
+        version=version, repack=repacked)
 
 
 @dataclass(frozen=True)

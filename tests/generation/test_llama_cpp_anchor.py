@@ -227,6 +227,22 @@ def test_server_that_dies_is_reported(empty_dir: Path) -> None:
         anchor.run_server_anchor([PROMPT], n=1, model="/nope.gguf", startup_timeout_s=10)
 
 
+def test_a_server_that_crashes_while_loading_is_run_again_without_repacking(
+        fake_server: Path) -> None:
+    """llama.cpp's weight repacking crashed (SIGSEGV) on an Intel VM with AMX: a server killed
+    by a signal while it loads is started once more with --no-repack, and the result says so;
+    asked for explicitly, repacking is not dropped."""
+    script = fake_server.parent / "bin" / anchor.SERVER
+    script.write_text(script.read_text().replace(
+        "record = open(", 'import signal\nif "--no-repack" not in args: os.kill(os.getpid(), '
+        'signal.SIGSEGV)\nrecord = open(', 1))
+    result = anchor.run_server_anchor([PROMPT], n=2, max_new_tokens=4, slots=2)
+    argv, _, bodies = _records(fake_server)
+    assert result.repack is False and "--no-repack" in argv and len(bodies) == 2 + 1  # + warm-up
+    with pytest.raises(anchor.LlamaCppError, match="exited \\(-11\\)"):
+        anchor.run_server_anchor([PROMPT], n=1, repack=True)
+
+
 # -- the real thing, where it is built ----------------------------------------------------------
 
 @pytest.mark.slow
