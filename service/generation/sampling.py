@@ -104,17 +104,21 @@ class _Ranked:
     counts: Any  # [rows] entries of each row
     row_mass: Any  # [rows] mass of each row's candidates
 
-    def nucleus(self, top_p: float) -> _Ranked:
-        """Each row's smallest most-likely prefix holding ``top_p`` (at least one token)."""
+    @classmethod
+    def of(cls, rows: Any, tokens: Any, probs: Any, before: Any, row_count: int) -> _Ranked:
+        """The flat list with each row's start, count and mass derived."""
         import torch
 
-        keep = self.before < top_p
-        rows = self.rows[keep]
-        counts = torch.bincount(rows, minlength=len(self.counts))
+        counts = torch.bincount(rows, minlength=row_count)
         starts = counts.cumsum(0) - counts
-        probs = self.probs[keep]
-        return _Ranked(rows, self.tokens[keep], probs, self.before[keep], starts, counts,
-                       (self.before[keep] + probs)[starts + counts - 1])
+        return cls(rows, tokens, probs, before, starts, counts,
+                   (before + probs)[starts + counts - 1])
+
+    def nucleus(self, top_p: float) -> _Ranked:
+        """Each row's smallest most-likely prefix holding ``top_p`` (at least one token)."""
+        keep = self.before < top_p
+        return _Ranked.of(self.rows[keep], self.tokens[keep], self.probs[keep],
+                          self.before[keep], len(self.counts))
 
 
 def _sorted_tokens(scaled: Any, log_total: Any, candidates: Any | None) -> _Ranked:
@@ -128,13 +132,12 @@ def _sorted_tokens(scaled: Any, log_total: Any, candidates: Any | None) -> _Rank
     order = torch.argsort(probs, descending=True, stable=True)
     order = order[torch.argsort(rows[order], stable=True)]  # by row, then most likely first
     rows, tokens, probs = rows[order], tokens[order], probs[order]
-    counts = torch.bincount(rows, minlength=scaled.shape[0])
-    starts = counts.cumsum(0) - counts
-    inclusive = probs.cumsum(0)
-    row_base = (inclusive - probs)[starts]  # global mass before each row's first entry
-    before = inclusive - probs - row_base[rows]
-    return _Ranked(rows, tokens, probs, before, starts, counts,
-                   (before + probs)[starts + counts - 1])
+    exclusive = probs.cumsum(0) - probs  # global mass before each entry
+    first = torch.ones_like(rows, dtype=torch.bool)
+    first[1:] = rows[1:] != rows[:-1]  # each row's first entry
+    row_base = torch.zeros(scaled.shape[0], dtype=probs.dtype, device=probs.device)
+    row_base[rows[first]] = exclusive[first]
+    return _Ranked.of(rows, tokens, probs, exclusive - row_base[rows], scaled.shape[0])
 
 
 def _draw(ranked: _Ranked, draws: Any) -> Any:
