@@ -8,8 +8,8 @@ so peak resident memory belongs to that measurement alone:
 * ``trainer-fp32`` — ``trainer`` with ``--precision fp32``: the packed default before bf16 on
   CPUs that multiply it natively (identical to ``trainer`` elsewhere);
 * ``previous``, ``previous+code`` — the same two with the previous path (``--no-packing
-  --no-reuse-memory``, float32 on CPU: right-padded batches, the allocator's defaults), the
-  baseline that the faster default is measured against in the same run;
+  --no-reuse-memory``, float32 on CPU: right-padded batches, the allocator's defaults, no huge
+  pages), the baseline that the faster default is measured against in the same run;
 * ``bare``         — the anchor: the same LoRA model and the same encoded feedback batches in a
   plain forward/backward/AdamW loop, what the hardware gives with no trainer around it.
 
@@ -42,7 +42,7 @@ class BenchResult:
     peak_rss_mib: float
     peak_gpu_mib: float | None
     device: str
-    precision: str = ""  # what the run computed in (``start`` event), e.g. "bf16-autocast"
+    precision: str = ""  # what the run computed in (``start`` event), e.g. "bf16-frozen"
 
 
 TRAINER_LOOPS = {  # loop name: (code_ratio, the faster default path or the previous one, precision)
@@ -143,4 +143,8 @@ def measure(loop: str, args: dict[str, Any]) -> BenchResult:
 
 
 if __name__ == "__main__":  # python -m trainer.benchmark LOOP '{"data": ...}'
+    if TRAINER_LOOPS.get(sys.argv[1], (0, False))[1]:  # the trainer's process, as it runs
+        from trainer.memory import use_huge_pages
+
+        use_huge_pages()
     print(json.dumps(asdict(measure(sys.argv[1], json.loads(sys.argv[2])))))

@@ -132,8 +132,9 @@ class TrainConfig:
         metadata={"help": "Longest sequence in tokens; longer examples are skipped, counted."},
     )
     precision: Precision = field(
-        default="auto", metadata={"help": "'auto': bf16 on a GPU with bf16, fp32 on CPU; 'bf16' "
-                                  "on CPU: fp32 weights, matmuls under bf16 autocast."}
+        default="auto", metadata={"help": "'auto': bf16 where the device multiplies it natively "
+                                  "(GPU, AMX/AVX512-BF16 CPU), else fp32; 'bf16' on CPU: fp32 "
+                                  "weights and LoRA, the frozen base's matmuls in bf16."}
     )
     device: str = field(
         default="auto",

@@ -15,7 +15,7 @@ import os
 import random
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from trainer.events import EventLog
 from trainer.memory import keep_freed_memory
 from trainer.outputs import TrainResult, finish_run, lora_targets, prepare_selection
 from trainer.packing import micro_batch_loss
+from trainer.precision import training_precision
 
 
 def train(config: LetiConfig, *, progress: bool = False) -> TrainResult:
@@ -132,55 +133,57 @@ def _train(config: LetiConfig, events: EventLog) -> TrainResult:
         keep_freed_memory()
     model.train()
     t0, cpu0 = time.perf_counter(), time.process_time()
-    for step in range(start, steps):
-        kind = step_kind(step, config.code_ratio if code is not None else 0.0)
-        loss_sum, step_tokens = 0.0, 0
-        for micro in range(config.grad_accum):
-            if kind == "feedback":
-                batch = stream.next_batch(config.batch_size)
-            else:  # every process reads the same global code batch and keeps its slice
-                blocks = code.blocks(config.batch_size * world)  # type: ignore[union-attr]
-                batch = [encode_code(b) for b in blocks[rank::world]]
-            last_micro = micro == config.grad_accum - 1
-            # gradients are all-reduced once per optimiser step, not once per micro-batch
-            with nullcontext() if last_micro else accelerator.no_sync(model):
-                # packed (one row, no padding) or padded: the same mean loss over the targets
-                with precision.autocast():  # the forward only; backward follows its dtypes
+    with precision.applied(model):  # the frozen base in bf16, where chosen
+        for step in range(start, steps):
+            kind = step_kind(step, config.code_ratio if code is not None else 0.0)
+            loss_sum, step_tokens = 0.0, 0
+            for micro in range(config.grad_accum):
+                if kind == "feedback":
+                    batch = stream.next_batch(config.batch_size)
+                else:  # every process reads the same global code batch and keeps its slice
+                    blocks = code.blocks(config.batch_size * world)  # type: ignore[union-attr]
+                    batch = [encode_code(b) for b in blocks[rank::world]]
+                last_micro = micro == config.grad_accum - 1
+                # gradients are all-reduced once per optimiser step, not once per micro-batch
+                with nullcontext() if last_micro else accelerator.no_sync(model):
+                    # packed (one row, no padding) or padded: the same mean loss over the targets
                     loss, tokens = micro_batch_loss(model, batch, packing=config.packing,
                                                     pad_id=pad_id, device=accelerator.device)
-                loss = loss / config.grad_accum
-                accelerator.backward(loss)
-            loss_sum += float(loss.detach())
-            step_tokens += tokens
-        if world > 1:  # report the global batch: mean loss and all tokens across processes
-            totals = accelerator.reduce(torch.tensor([loss_sum, float(step_tokens)],
-                                                     device=accelerator.device), reduction="sum")
-            loss_sum, step_tokens = float(totals[0]) / world, int(totals[1])
-        if config.max_grad_norm > 0:
-            accelerator.clip_grad_norm_(params, config.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+                    loss = loss / config.grad_accum
+                    accelerator.backward(loss)
+                loss_sum += float(loss.detach())
+                step_tokens += tokens
+            if world > 1:  # report the global batch: mean loss and all tokens across processes
+                totals = accelerator.reduce(
+                    torch.tensor([loss_sum, float(step_tokens)], device=accelerator.device),
+                    reduction="sum")
+                loss_sum, step_tokens = float(totals[0]) / world, int(totals[1])
+            if config.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(params, config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
 
-        tokens_done += step_tokens
-        history.append({"step": step + 1, "kind": kind, "loss": round(loss_sum, 6)})
-        elapsed = elapsed_before + time.perf_counter() - t0
-        if main and ((step + 1) % config.log_every == 0 or step + 1 == steps):
-            rate = tokens_done / elapsed if elapsed > 0 else 0.0
-            eta = elapsed / (step + 1) * (steps - step - 1)
-            events.emit("step", step=step + 1, total_steps=steps, kind=kind,
-                        loss=round(loss_sum, 6), lr=scheduler.get_last_lr()[0],
-                        tokens=tokens_done, tokens_per_s=round(rate, 1),
-                        elapsed_s=round(elapsed, 2), eta_s=round(eta, 1),
-                        cpu_s=round(time.process_time() - cpu0, 2))
-        if main and config.save_every and (step + 1) % config.save_every == 0 and step + 1 < steps:
-            state = {"history": history, "tokens": tokens_done, "elapsed_s": elapsed,
-                     "stream": stream.state(), "code": code.state() if code else None,
-                     "data_sha256": data_sha, "settings": config.to_dict()}
-            path = ckpt.save_checkpoint(config.output_dir, step + 1,
-                                        accelerator.unwrap_model(model), optimizer, scheduler,
-                                        state, keep=config.keep_checkpoints)
-            events.emit("checkpoint", step=step + 1, path=str(path))
+            tokens_done += step_tokens
+            history.append({"step": step + 1, "kind": kind, "loss": round(loss_sum, 6)})
+            elapsed = elapsed_before + time.perf_counter() - t0
+            if main and ((step + 1) % config.log_every == 0 or step + 1 == steps):
+                rate = tokens_done / elapsed if elapsed > 0 else 0.0
+                eta = elapsed / (step + 1) * (steps - step - 1)
+                events.emit("step", step=step + 1, total_steps=steps, kind=kind,
+                            loss=round(loss_sum, 6), lr=scheduler.get_last_lr()[0],
+                            tokens=tokens_done, tokens_per_s=round(rate, 1),
+                            elapsed_s=round(elapsed, 2), eta_s=round(eta, 1),
+                            cpu_s=round(time.process_time() - cpu0, 2))
+            saving = config.save_every and (step + 1) % config.save_every == 0
+            if main and saving and step + 1 < steps:
+                state = {"history": history, "tokens": tokens_done, "elapsed_s": elapsed,
+                         "stream": stream.state(), "code": code.state() if code else None,
+                         "data_sha256": data_sha, "settings": config.to_dict()}
+                path = ckpt.save_checkpoint(config.output_dir, step + 1,
+                                            accelerator.unwrap_model(model), optimizer, scheduler,
+                                            state, keep=config.keep_checkpoints)
+                events.emit("checkpoint", step=step + 1, path=str(path))
 
     # --- outputs: adapter, validation, metrics, manifest (main process only) ------------------
     elapsed = elapsed_before + time.perf_counter() - t0
@@ -191,49 +194,6 @@ def _train(config: LetiConfig, events: EventLog) -> TrainResult:
                       history=history, tokens=tokens_done, elapsed=elapsed,
                       data_sha=data_sha, summary=asdict(summary), selection=selection,
                       heldout=heldout, probe=encoded[0].input_ids, steps=steps)
-
-
-@dataclass(frozen=True)
-class Precision:
-    """What a run computes in: the base weights' dtype, and bf16 autocast around the forward."""
-
-    name: str  # "fp32", "bf16" (bf16 weights) or "bf16-autocast" (fp32 weights, bf16 matmuls)
-    weights: Any  # torch dtype the base model is loaded in
-    autocast_bf16: bool = False
-
-    def autocast(self) -> Any:
-        import torch
-
-        if not self.autocast_bf16:
-            return nullcontext()
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-
-
-# bf16 autocast on a CPU that multiplies bf16 natively (AVX512-BF16, Zen 4) measured only
-# 1.05-1.18x float32 per CPU second, and its loss curve sat 0.05-0.08 above float32's on the same
-# batches after the first update (docs/BENCHMARKS.md, "Training"): auto stays float32 on CPU
-# until a change passes that check; ``--precision bf16`` runs it.
-AUTO_BF16_ON_CPU = False
-
-
-def training_precision(precision: str, device: str) -> Precision:
-    """The one rule for ``--precision``. ``auto`` is bf16 where the device multiplies it in
-    hardware (``trainer.base_model.native_bf16``) and bf16 passed the loss-curve check there:
-    CUDA; on CPU only with ``AUTO_BF16_ON_CPU``. Elsewhere float32. bf16 on CUDA loads bf16
-    weights; on CPU it keeps the weights (and the residual stream, norms, softmax, loss, LoRA
-    master weights and AdamW) in float32 and runs the matmuls under bf16 autocast."""
-    import torch
-
-    from trainer import base_model
-
-    if precision == "auto":
-        allowed = device.startswith("cuda") or AUTO_BF16_ON_CPU
-        precision = "bf16" if allowed and base_model.native_bf16(device) else "fp32"
-    if precision == "fp32":
-        return Precision("fp32", torch.float32)
-    if device.startswith("cuda"):
-        return Precision("bf16", torch.bfloat16)
-    return Precision("bf16-autocast", torch.float32, autocast_bf16=True)
 
 
 def run_steps(config: LetiConfig, examples: int, world: int = 1) -> int:
