@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Annotated
 
 import typer
@@ -20,6 +21,11 @@ _HELP = {f.name: f.metadata.get("help", "") for cls in (LetiConfig, SelectionCon
          for f in dataclasses.fields(cls)}
 
 
+# Every flag's default is its config field's: written once, in the dataclass.
+D = SimpleNamespace(**{f.name: f.default for cls in (LetiConfig, SelectionConfig)
+                       for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING})
+
+
 def _h(name: str) -> str:
     """The help text of a config field: written once, in the dataclass."""
     return _HELP[name]
@@ -29,47 +35,48 @@ def train_command(
     data: Annotated[Path, typer.Option("--data", help=_h("data"))],
     output: Annotated[Path | None, typer.Option("--output", help=_h("output_dir") + " "
                                                    "Default: runs/run-<time>.")] = None,
-    base_model: Annotated[str, typer.Option("--base-model", help=_h("base_model"))] = "default",
-    cache_dir: Annotated[Path | None, typer.Option(help=_h("cache_dir"))] = None,
-    init_adapter: Annotated[Path | None, typer.Option(help=_h("init_adapter"))] = None,
-    objective: Annotated[str, typer.Option(help=_h("objective"))] = "leti",
-    mask_prompt: Annotated[bool, typer.Option(help=_h("mask_prompt"))] = False,
-    code_ratio: Annotated[float, typer.Option(help=_h("code_ratio"))] = 1.0,
-    code_corpus: Annotated[str, typer.Option(help=_h("code_corpus"))] = "stdlib",
-    code_block_size: Annotated[int | None, typer.Option(help=_h("code_block_size"))] = None,
-    laffi_ratio: Annotated[float, typer.Option(help=_h("laffi_ratio"))] = 0.0,
-    laffi_holdout: Annotated[float, typer.Option(help=_h("laffi_holdout"))] = 0.1,
-    rank: Annotated[int, typer.Option("--rank", help=_h("lora_rank"))] = 16,
-    alpha: Annotated[int | None, typer.Option("--alpha", help=_h("lora_alpha"))] = None,
-    dropout: Annotated[float, typer.Option("--dropout", help=_h("lora_dropout"))] = 0.05,
+    base_model: Annotated[str, typer.Option("--base-model", help=_h("base_model"))] = D.base_model,
+    cache_dir: Annotated[Path | None, typer.Option(help=_h("cache_dir"))] = D.cache_dir,
+    init_adapter: Annotated[Path | None, typer.Option(help=_h("init_adapter"))] = D.init_adapter,
+    objective: Annotated[str, typer.Option(help=_h("objective"))] = D.objective,
+    mask_prompt: Annotated[bool, typer.Option(help=_h("mask_prompt"))] = D.mask_prompt,
+    code_ratio: Annotated[float, typer.Option(help=_h("code_ratio"))] = D.code_ratio,
+    code_corpus: Annotated[str, typer.Option(help=_h("code_corpus"))] = D.code_corpus,
+    code_block_size: Annotated[int | None,
+                               typer.Option(help=_h("code_block_size"))] = D.code_block_size,
+    laffi_ratio: Annotated[float, typer.Option(help=_h("laffi_ratio"))] = D.laffi_ratio,
+    laffi_holdout: Annotated[float, typer.Option(help=_h("laffi_holdout"))] = D.laffi_holdout,
+    rank: Annotated[int, typer.Option("--rank", help=_h("lora_rank"))] = D.lora_rank,
+    alpha: Annotated[int | None, typer.Option("--alpha", help=_h("lora_alpha"))] = D.lora_alpha,
+    dropout: Annotated[float, typer.Option("--dropout", help=_h("lora_dropout"))] = D.lora_dropout,
     target_modules: Annotated[str | None, typer.Option(
         help=_h("target_modules") + " Comma-separated.")] = None,
-    lr: Annotated[float, typer.Option("--lr", help=_h("learning_rate"))] = 2e-4,
-    weight_decay: Annotated[float, typer.Option(help=_h("weight_decay"))] = 0.0,
-    schedule: Annotated[str, typer.Option("--schedule", help=_h("lr_schedule"))] = "constant",
-    warmup_steps: Annotated[int, typer.Option(help=_h("warmup_steps"))] = 0,
-    warmup_ratio: Annotated[float, typer.Option(help=_h("warmup_ratio"))] = 0.0,
-    batch_size: Annotated[int, typer.Option(help=_h("batch_size"))] = 4,
-    grad_accum: Annotated[int, typer.Option(help=_h("grad_accum"))] = 1,
-    max_grad_norm: Annotated[float, typer.Option(help=_h("max_grad_norm"))] = 1.0,
-    packing: Annotated[bool, typer.Option(help=_h("packing"))] = True,
-    reuse_memory: Annotated[bool, typer.Option(help=_h("reuse_memory"))] = True,
-    epochs: Annotated[float, typer.Option(help=_h("epochs"))] = 1.0,
-    max_steps: Annotated[int | None, typer.Option(help=_h("max_steps"))] = None,
-    max_length: Annotated[int, typer.Option(help=_h("max_length"))] = 1024,
-    truncated: Annotated[str | None, typer.Option(help=_h("truncated"))] = None,
-    precision: Annotated[str, typer.Option(help=_h("precision"))] = "auto",
-    device: Annotated[str, typer.Option(help=_h("device"))] = "auto",
-    seed: Annotated[int, typer.Option(help=_h("seed"))] = 0,
-    save_every: Annotated[int, typer.Option(help=_h("save_every"))] = 50,
-    resume: Annotated[bool, typer.Option(help=_h("resume"))] = True,
-    events: Annotated[str | None, typer.Option(help=_h("events"))] = None,
-    validate_load: Annotated[bool, typer.Option(help=_h("validate_load"))] = True,
+    lr: Annotated[float, typer.Option("--lr", help=_h("learning_rate"))] = D.learning_rate,
+    weight_decay: Annotated[float, typer.Option(help=_h("weight_decay"))] = D.weight_decay,
+    schedule: Annotated[str, typer.Option("--schedule", help=_h("lr_schedule"))] = D.lr_schedule,
+    warmup_steps: Annotated[int, typer.Option(help=_h("warmup_steps"))] = D.warmup_steps,
+    warmup_ratio: Annotated[float, typer.Option(help=_h("warmup_ratio"))] = D.warmup_ratio,
+    batch_size: Annotated[int, typer.Option(help=_h("batch_size"))] = D.batch_size,
+    grad_accum: Annotated[int, typer.Option(help=_h("grad_accum"))] = D.grad_accum,
+    max_grad_norm: Annotated[float, typer.Option(help=_h("max_grad_norm"))] = D.max_grad_norm,
+    packing: Annotated[bool, typer.Option(help=_h("packing"))] = D.packing,
+    reuse_memory: Annotated[bool, typer.Option(help=_h("reuse_memory"))] = D.reuse_memory,
+    epochs: Annotated[float, typer.Option(help=_h("epochs"))] = D.epochs,
+    max_steps: Annotated[int | None, typer.Option(help=_h("max_steps"))] = D.max_steps,
+    max_length: Annotated[int, typer.Option(help=_h("max_length"))] = D.max_length,
+    truncated: Annotated[str | None, typer.Option(help=_h("truncated"))] = D.truncated,
+    precision: Annotated[str, typer.Option(help=_h("precision"))] = D.precision,
+    device: Annotated[str, typer.Option(help=_h("device"))] = D.device,
+    seed: Annotated[int, typer.Option(help=_h("seed"))] = D.seed,
+    save_every: Annotated[int, typer.Option(help=_h("save_every"))] = D.save_every,
+    resume: Annotated[bool, typer.Option(help=_h("resume"))] = D.resume,
+    events: Annotated[str | None, typer.Option(help=_h("events"))] = D.events,
+    validate_load: Annotated[bool, typer.Option(help=_h("validate_load"))] = D.validate_load,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
-    min_score: Annotated[float, typer.Option(help=_h("min_score"))] = 0.0,
-    keep_fraction: Annotated[float, typer.Option(help=_h("keep_fraction"))] = 1.0,
-    clusters: Annotated[int | None, typer.Option(help=_h("clusters"))] = None,
-    cluster_by: Annotated[str, typer.Option(help=_h("cluster_by"))] = "tfidf",
+    min_score: Annotated[float, typer.Option(help=_h("min_score"))] = D.min_score,
+    keep_fraction: Annotated[float, typer.Option(help=_h("keep_fraction"))] = D.keep_fraction,
+    clusters: Annotated[int | None, typer.Option(help=_h("clusters"))] = D.clusters,
+    cluster_by: Annotated[str, typer.Option(help=_h("cluster_by"))] = D.cluster_by,
 ) -> None:
     """Fine-tune a LoRA adapter on exported triples (LETI by default; see docs/TRAINING.md)."""
     from rich.console import Console

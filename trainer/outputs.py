@@ -132,7 +132,8 @@ def _loss_summary(history: list[dict[str, Any]]) -> dict[str, Any]:
 def finish_run(config: LetiConfig, model: Any, tokenizer: Any, events: EventLog, *,
                history: list[dict[str, Any]], tokens: int, elapsed: float, data_sha: str,
                summary: dict[str, Any], selection: dict[str, Any] | None,
-               heldout: list[Triple], probe: tuple[int, ...], steps: int) -> TrainResult:
+               heldout: list[Triple], probe: tuple[int, ...], steps: int,
+               precision: str) -> TrainResult:
     """Save, validate (servable, loads with peft, reproduces the trained logits), evaluate
     LaFFi on held-out triples, and write metrics and manifest; only then emit ``done``."""
     import torch
@@ -158,7 +159,8 @@ def finish_run(config: LetiConfig, model: Any, tokenizer: Any, events: EventLog,
         laffi = asdict(evaluate_laffi(model, tokenizer, heldout))
         events.emit("eval", name="laffi", n=laffi["n"], status_accuracy=laffi["status_accuracy"],
                     pass_fail_accuracy=laffi["pass_fail_accuracy"])
-    metrics = {"steps": steps, "tokens": tokens, "elapsed_s": round(elapsed, 2),
+    metrics = {"steps": steps, "precision": precision, "tokens": tokens,
+               "elapsed_s": round(elapsed, 2),
                "tokens_per_s": round(tokens / elapsed, 1) if elapsed > 0 else None,
                **peak_memory(), "loss": _loss_summary(history), "history": history,
                "data": summary, "adapter_check": asdict(check), "laffi": laffi,

@@ -193,7 +193,8 @@ def _train(config: LetiConfig, events: EventLog) -> TrainResult:
     return finish_run(config, accelerator.unwrap_model(model), tokenizer, events,
                       history=history, tokens=tokens_done, elapsed=elapsed,
                       data_sha=data_sha, summary=asdict(summary), selection=selection,
-                      heldout=heldout, probe=encoded[0].input_ids, steps=steps)
+                      heldout=heldout, probe=encoded[0].input_ids, steps=steps,
+                      precision=precision.name)
 
 
 def run_steps(config: LetiConfig, examples: int, world: int = 1) -> int:

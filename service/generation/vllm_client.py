@@ -45,10 +45,11 @@ from service.generation.vllm_http import (
     streamed_completions,
 )
 
-# The one version this client, docker-compose.yml and vllm_double.py follow. Why this one
-# (docs/GENERATION.md "Pinned vLLM"): the security fixes released since v0.11.0, and its LoRA
-# behaviour: a failed runtime load answers 500 InternalServerError (400 before), a missing
-# adapter directory 404, and "already been loaded" stays a 400 unless load_inplace is asked.
+# The one version this client, docker-compose.yml and the test double
+# (tests/generation/vllm_double.py) follow. Why this one (docs/GENERATION.md "Pinned vLLM"):
+# the security fixes released since v0.11.0, and its LoRA behaviour: a failed runtime load
+# answers 500 InternalServerError (400 before), a missing adapter directory 404, and "already
+# been loaded" stays a 400 unless load_inplace is asked.
 VLLM_VERSION = "0.34.0"
 VLLM_IMAGE = f"vllm/vllm-openai:v{VLLM_VERSION}"
 T = TypeVar("T")

@@ -164,13 +164,14 @@ class TrainedRound:
 
 
 def training_summary(output_dir: Path) -> dict[str, Any]:
-    """The headline of a finished run's metrics.json: steps, loss, tokens."""
+    """The headline of a finished run's metrics.json: steps, loss, tokens, what it computed in."""
     metrics_file = output_dir / "metrics.json"
     if not metrics_file.is_file():
         return {}
     metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
     loss = (metrics.get("loss") or {}).get("feedback") or {}
-    return {"steps": metrics.get("steps"), "feedback_steps": loss.get("steps"),
+    return {"steps": metrics.get("steps"), "precision": metrics.get("precision"),
+            "feedback_steps": loss.get("steps"),
             "loss_first": loss.get("first"), "loss_last": loss.get("last"),
             "tokens": metrics.get("tokens"), "tokens_per_s": metrics.get("tokens_per_s"),
             "examples": (metrics.get("data") or {}).get("examples")}

@@ -24,7 +24,7 @@ CHAT = [{"role": "user", "content": "Write a function add(a, b) returning a + b.
 @pytest.fixture(scope="module")
 def double(tiny_model_dir: Path) -> Iterator[LiveServer]:
     from service.generation.embedded import EmbeddedGenerator
-    from service.generation.vllm_double import create_app as create_double
+    from tests.generation.vllm_double import create_app as create_double
 
     generator = EmbeddedGenerator.load(str(tiny_model_dir), device="cpu", max_lora_rank=None)
     with LiveServer(create_double(generator, SERVED, max_lora_rank=16,
@@ -135,7 +135,7 @@ def test_replicas_from_leti_vllm_urls(tmp_path: Path, mbpp_path: Path, double: L
     """LETI_VLLM_URLS: the service spreads completions over the replicas and keeps answering
     while one of them fails."""
     from service.generation.embedded import EmbeddedGenerator
-    from service.generation.vllm_double import create_app as create_double
+    from tests.generation.vllm_double import create_app as create_double
 
     other_generator = EmbeddedGenerator.load(str(tiny_model_dir), device="cpu", max_lora_rank=None)
     with LiveServer(create_double(other_generator, SERVED, max_lora_rank=16)) as other:

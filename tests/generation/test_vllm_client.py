@@ -57,7 +57,7 @@ class DoubleServer:
 def _serve(tiny_model: Any, tokenizer: Any, served_tokenizer: Any = None,
            **options: Any) -> DoubleServer:
     from service.generation.embedded import EmbeddedGenerator
-    from service.generation.vllm_double import create_app
+    from tests.generation.vllm_double import create_app
 
     generator = EmbeddedGenerator(tiny_model, tokenizer, max_lora_rank=None)
     return DoubleServer(create_app(generator, SERVED, tokenizer=served_tokenizer, **options))

@@ -159,6 +159,7 @@ def test_a_bf16_training_curve_follows_the_float32_one(tiny_model: Path, triples
         curves[precision] = [h["loss"] for h in result.metrics["history"]]
         start = next(e for e in read_events(out / "events.jsonl") if e["event"] == "start")
         assert start["precision"] == {"fp32": "fp32", "bf16": "bf16-frozen"}[precision]
+        assert result.metrics["precision"] == start["precision"]  # and its metrics.json
     fp32, bf16 = curves["fp32"], curves["bf16"]
     assert fp32[0] - fp32[-1] > 0.1  # the model did learn
     assert bf16 == pytest.approx(fp32, abs=0.02)

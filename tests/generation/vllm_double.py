@@ -13,7 +13,8 @@ tokenizer and ``add_special_tokens`` (default true: a tokenizer that adds BOS ad
 are real: they come from the embedded model. ``Faults`` (not a vLLM feature) lets tests make it
 slow or failing, and ``app.state.requests`` keeps every completion request's body.
 
-Run by hand: ``python -m service.generation.vllm_double --port 8000``.
+Run by hand from the repository root: ``python -m tests.generation.vllm_double --port 8000``.
+It lives with the tests: nothing in the product imports it.
 """
 
 from __future__ import annotations
