@@ -42,21 +42,47 @@ class AdapterCheck:
     problems: list[str] = field(default_factory=list)
 
 
-def _config_problems(cfg: dict[str, Any]) -> list[str]:
+def read_config(path: Path) -> dict[str, Any]:
+    """The ``adapter_config.json`` of an adapter directory; AdapterError if it is not one."""
+    path = Path(path)
+    if not path.is_dir():
+        raise AdapterError(f"adapter directory {path} does not exist")
+    if not (path / CONFIG_FILE).is_file():
+        raise AdapterError(f"{path} is not an adapter directory: {CONFIG_FILE} is missing")
+    try:
+        cfg = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AdapterError(f"{path / CONFIG_FILE} is not valid JSON: {exc}") from None
+    if not isinstance(cfg, dict):
+        raise AdapterError(f"{path / CONFIG_FILE} must hold a JSON object")
+    return cfg
+
+
+def servable_problems(path: Path, cfg: dict[str, Any],
+                      max_rank: int | None = None) -> list[str]:
+    """What would stop vLLM (and so the embedded backend, which refuses the same) from serving
+    the adapter, judged from its config and file names alone (no torch, no weights read):
+    the one rule both the trainer and the service's adapter loads apply. ``max_rank``: the
+    server's ``--max-lora-rank``."""
     problems = []
-    if cfg.get("peft_type") != "LORA":
-        problems.append(f"peft_type is {cfg.get('peft_type')!r}: only LoRA adapters are served")
-    if cfg.get("r") not in VLLM_LORA_RANKS:
-        problems.append(f"rank r={cfg.get('r')} is not one vLLM accepts {VLLM_LORA_RANKS}")
+    if str(cfg.get("peft_type", "")).upper() != "LORA":
+        problems.append(f"peft_type is {cfg.get('peft_type')!r}: only plain LORA adapters are "
+                        "served")
+    rank = cfg.get("r")
+    if rank not in VLLM_LORA_RANKS:
+        problems.append(f"rank r={rank} is not one vLLM accepts {VLLM_LORA_RANKS}")
+    elif max_rank is not None and rank > max_rank:
+        problems.append(f"rank {rank} exceeds max_lora_rank {max_rank}")
+    if cfg.get("rank_pattern") or cfg.get("alpha_pattern"):
+        problems.append("rank_pattern/alpha_pattern set: vLLM needs one rank for every module")
     if cfg.get("modules_to_save"):
         problems.append(f"modules_to_save={cfg['modules_to_save']}: vLLM only serves adapters "
                         "without modules_to_save (train with LoRA on projections only)")
     if cfg.get("use_dora"):
         problems.append("use_dora=true: vLLM does not serve DoRA adapters")
-    if cfg.get("bias", "none") != "none":
-        problems.append(f"bias={cfg['bias']!r}: vLLM serves only bias='none'")
-    if cfg.get("rank_pattern") or cfg.get("alpha_pattern"):
-        problems.append("rank_pattern/alpha_pattern set: vLLM needs one rank for every module")
+    if cfg.get("bias", "none") != "none" or cfg.get("lora_bias"):
+        problems.append(f"bias={cfg.get('bias')!r}, lora_bias={cfg.get('lora_bias')!r}: vLLM "
+                        "serves only bias='none' without a LoRA bias")
     if cfg.get("trainable_token_indices"):
         problems.append("trainable_token_indices set: the adapter changes token embeddings")
     targets = cfg.get("target_modules") or []
@@ -67,7 +93,20 @@ def _config_problems(cfg: dict[str, Any]) -> list[str]:
                         "attention and MLP projections only")
     if not targets:
         problems.append("target_modules is empty")
+    problems += [f"{name} present: the adapter adds tokens" for name in _TOKEN_FILES
+                 if (path / name).exists()]
+    if not any((path / w).is_file() for w in WEIGHT_FILES):
+        problems.append(f"no weights file ({' or '.join(WEIGHT_FILES)})")
     return problems
+
+
+def check_servable(path: Path, max_rank: int | None = None) -> dict[str, Any]:
+    """The adapter's config once ``servable_problems`` finds nothing; AdapterError lists them."""
+    cfg = read_config(path)
+    problems = servable_problems(Path(path), cfg, max_rank)
+    if problems:
+        raise AdapterError(f"adapter {path} cannot be served:\n  - " + "\n  - ".join(problems))
+    return cfg
 
 
 def check_adapter_files(path: Path) -> AdapterCheck:
@@ -75,16 +114,12 @@ def check_adapter_files(path: Path) -> AdapterCheck:
     from safetensors.torch import load_file
 
     path = Path(path)
-    if not (path / CONFIG_FILE).is_file():
-        raise AdapterError(f"{path} is not an adapter directory: {CONFIG_FILE} is missing")
-    cfg = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
-    problems = _config_problems(cfg)
-    problems += [f"{name} present: the adapter adds tokens" for name in _TOKEN_FILES
-                 if (path / name).exists()]
+    cfg = read_config(path)
+    problems = servable_problems(path, cfg)
     weights = next((path / w for w in WEIGHT_FILES if (path / w).is_file()), None)
     tensors: dict[str, Any] = {}
     if weights is None:
-        problems.append(f"no weights file ({' or '.join(WEIGHT_FILES)})")
+        pass  # servable_problems names it
     elif weights.suffix == ".safetensors":
         tensors = load_file(str(weights))
     else:
