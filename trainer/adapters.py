@@ -69,10 +69,11 @@ def servable_problems(path: Path, cfg: dict[str, Any],
         problems.append(f"peft_type is {cfg.get('peft_type')!r}: only plain LORA adapters are "
                         "served")
     rank = cfg.get("r")
-    if rank not in VLLM_LORA_RANKS:
-        problems.append(f"rank r={rank} is not one vLLM accepts {VLLM_LORA_RANKS}")
-    elif max_rank is not None and rank > max_rank:
-        problems.append(f"rank {rank} exceeds max_lora_rank {max_rank}")
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        problems.append(f"rank r={rank!r} is not a positive integer")
+    elif rank > min(max_rank or VLLM_LORA_RANKS[-1], VLLM_LORA_RANKS[-1]):
+        # vLLM serves any rank up to its --max-lora-rank, itself one of VLLM_LORA_RANKS
+        problems.append(f"rank {rank} exceeds max_lora_rank {max_rank or VLLM_LORA_RANKS[-1]}")
     if cfg.get("rank_pattern") or cfg.get("alpha_pattern"):
         problems.append("rank_pattern/alpha_pattern set: vLLM needs one rank for every module")
     if cfg.get("modules_to_save"):

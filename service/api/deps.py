@@ -1,50 +1,44 @@
-"""What routes depend on, as ``Annotated`` aliases over the services the lifespan built once.
+"""What routes depend on, as ``Annotated`` aliases over what the app's lifespan built once.
 
-Routes never construct a store, sandbox or model: they name ``StoreDep``, ``EvaluatorDep``... and
-FastAPI hands them the instances kept on ``app.state.services``.
+Routes never construct a store, sandbox, model, loop or job runner: they name ``StoreDep``,
+``EvaluatorDep``, ``LoopDep``, ``BenchmarkJobsDep``... and FastAPI hands them the instances the
+lifespan (``service/api/app.py``) put on ``app.state``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader
 
-from service.api.metrics import Metrics
+from service.benchmarks.jobs import BenchmarkJobs
+from service.core.components import Services
 from service.core.config import Settings
 from service.core.errors import Unavailable
-from service.core.evaluation import Evaluator, SandboxGate
+from service.core.evaluation import Evaluator
 from service.core.generation import Generation
+from service.core.metrics import Metrics
 from service.core.security import API_KEY_HEADER, key_matches
+from service.loop.controller import LoopController
 from service.store.db import Store
-
-
-@dataclass
-class Services:
-    """Everything built in the lifespan, once."""
-
-    settings: Settings
-    store: Store
-    sandbox: SandboxGate
-    evaluator: Evaluator
-    metrics: Metrics
-    generation: Generation | None = None  # None: the generator is off or did not start
-    generator_problem: str | None = None
-
-    async def close(self) -> None:
-        if self.generation is not None:
-            await self.generation.close()
-        self.sandbox.close()
-        self.store.close()
 
 
 def get_services(request: Request) -> Services:
     return request.app.state.services
 
 
+def get_loop(request: Request) -> LoopController:
+    return request.app.state.loop
+
+
+def get_benchmark_jobs(request: Request) -> BenchmarkJobs:
+    return request.app.state.benchmark_jobs
+
+
 ServicesDep = Annotated[Services, Depends(get_services)]
+LoopDep = Annotated[LoopController, Depends(get_loop)]
+BenchmarkJobsDep = Annotated[BenchmarkJobs, Depends(get_benchmark_jobs)]
 
 
 def get_settings(services: ServicesDep) -> Settings:
@@ -81,10 +75,10 @@ _api_key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False,
                                            "server has LETI_API_KEY set")
 
 
-def require_api_key(services: ServicesDep,
+def require_api_key(settings: SettingsDep,
                     key: Annotated[str | None, Security(_api_key_header)] = None) -> None:
     """401 unless the request carries the configured key (no key configured: open)."""
-    if not key_matches(services.settings.api_key, key):
+    if not key_matches(settings.api_key, key):
         raise HTTPException(401, f"missing or wrong API key: send it in the {API_KEY_HEADER} "
                                  "header", headers={"WWW-Authenticate": "ApiKey"})
 

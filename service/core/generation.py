@@ -1,9 +1,10 @@
 """Generate programs for a task: build the LETI prompt, sample, extract, store (and evaluate).
 
-The prompt comes from ``trainer.prompts.build_prompt`` (the function training uses too), with the
-"good" marker when asked, or by default whenever an adapter (not the base model) samples: LETI
-adapters are trained to follow it. Samples are committed before the answer; with ``evaluate``
-they then run in the sandbox like any ``POST /v1/evaluate``.
+The prompt and the program come from ``service.core.programs`` (the prompt text from
+``trainer.prompts.build_prompt``, which training uses too), with the "good" marker when asked, or
+by default whenever an adapter (not the base model) samples: LETI adapters are trained to follow
+it. Samples are committed before the answer; with ``evaluate`` they then run in the sandbox like
+any ``POST /v1/evaluate``.
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ import anyio.to_thread
 
 from service.core.config import Settings
 from service.core.errors import InvalidRequest, NotFound, check_limit
-from service.core.evaluation import Evaluated, EvaluationInput, Evaluator, executed_program
+from service.core.evaluation import Evaluated, EvaluationInput, Evaluator
+from service.core.programs import completion_program, task_prompt
 from service.store.db import Store
 from service.store.models import SampleRow, TaskRow
 from service.store.samples import NewSample, add_samples
 from service.store.tasks import get_task
-from service.store.triples import prompt_tests
 
 log = logging.getLogger(__name__)
 BASE = "base"
@@ -93,16 +94,9 @@ class Generation:
 
         return create_user_task(self.store, what.instruction or "", list(what.tests), what.setup)
 
-    def _prompt(self, task: TaskRow, conditioned: bool) -> str:
-        from trainer.prompts import Reward, TaskPrompt, build_prompt
-
-        prompt_task = TaskPrompt(kind=task.kind, instruction=task.instruction,  # type: ignore[arg-type]
-                                 tests=tuple(prompt_tests(task)), entry_point=task.entry_point)
-        return build_prompt(prompt_task, reward=Reward.GOOD if conditioned else None,
-                            tokenizer=self.tokenizer)
-
-    def _resolved_adapter(self, adapter: str | None) -> str | None:
-        """The concrete adapter a request will use (None: the base model)."""
+    def resolved_adapter(self, adapter: str | None) -> str | None:
+        """The concrete adapter a request will use (None: the base model). Prompts are
+        conditioned on the "good" marker exactly when this is not None (``task_prompt``)."""
         if adapter == BASE:
             return None
         if adapter is None or adapter == getattr(self.generator, "alias", None):
@@ -116,7 +110,7 @@ class Generation:
         """Several tasks sampled in one generator call (one batch on the embedded backend, so
         far faster than one call per task), all with the first input's sampling settings;
         prompt ``i`` of the batch draws from its own seeded stream (``row_seed``)."""
-        from service.generation import SamplingParams, extract_program
+        from service.generation import SamplingParams
         from trainer.prompts import PROGRAM_STOP
 
         if not batch:
@@ -129,8 +123,8 @@ class Generation:
         tasks = [await anyio.to_thread.run_sync(self._task, item) for item in batch]
         conditioned = what.condition_on_good
         if conditioned is None:
-            conditioned = self._resolved_adapter(what.adapter) is not None
-        prompts = [self._prompt(task, conditioned) for task in tasks]
+            conditioned = self.resolved_adapter(what.adapter) is not None
+        prompts = [task_prompt(task, self.tokenizer, conditioned=conditioned) for task in tasks]
         params = SamplingParams(n=what.n, temperature=what.temperature, top_p=what.top_p,
                                 max_new_tokens=new_tokens, seed=what.seed, stop=PROGRAM_STOP,
                                 repetition_penalty=what.repetition_penalty)
@@ -138,10 +132,8 @@ class Generation:
         sampling = {k: v for k, v in asdict(params).items() if k != "stop"}
         results = []
         for task, prompt, completions in zip(tasks, prompts, outputs, strict=True):
-            entry_point = task.entry_point or _function_name(task)
             new = [NewSample(task_id=task.id, origin="generated", completion=c.text,
-                             prompt=prompt,
-                             program=executed_program(task, extract_program(c.text, entry_point)),
+                             prompt=prompt, program=completion_program(task, c.text),
                              model=_model_name(self.generator), adapter=c.adapter,
                              sampling=sampling, conditioned_on="good" if conditioned else None,
                              prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens,
@@ -156,7 +148,7 @@ class Generation:
                     EvaluationInput(sample_ids=[r.id for r in rows]))
                 evaluated = {r.sample_id: r for r in done}
             adapter = (completions[0].adapter if completions
-                       else self._resolved_adapter(what.adapter))
+                       else self.resolved_adapter(what.adapter))
             results.append(GenerationResult(task.id, _model_name(self.generator), adapter,
                                             "good" if conditioned else None,
                                             [Generated(r, evaluated.get(r.id)) for r in rows]))
@@ -168,12 +160,6 @@ class Generation:
 
     async def close(self) -> None:
         await self.generator.close()
-
-
-def _function_name(task: TaskRow) -> str | None:
-    from trainer.prompts import entry_point_from_tests
-
-    return entry_point_from_tests(tuple(task.tests or ()))
 
 
 async def start_generation(settings: Settings, store: Store, evaluator: Evaluator,

@@ -19,8 +19,9 @@ from typing import Any
 import anyio.to_thread
 
 from service.core.errors import InvalidRequest, NotFound, check_limit
-from service.core.evaluation import Evaluated, EvaluationInput, executed_program
-from service.core.generation import BASE, DEFAULT_NEW_TOKENS, Generation, _function_name
+from service.core.evaluation import Evaluated, EvaluationInput
+from service.core.generation import BASE, DEFAULT_NEW_TOKENS, Generation
+from service.core.programs import completion_program, marker_prefix
 from service.store.models import SampleRow, TaskRow, new_id
 from service.store.samples import NewSample, add_samples
 from service.store.tasks import ensure_user_task
@@ -154,13 +155,12 @@ class Serving:
         conditioned = what.condition_on_good
         if conditioned is None:  # chat follows /v1/generate's rule; raw prompts go as given
             conditioned = bool(what.messages) and \
-                self.generation._resolved_adapter(adapter) is not None
+                self.generation.resolved_adapter(adapter) is not None
         if what.messages:
             prompts = [self._chat_prompt(what.messages, conditioned)]
             instructions = [_instruction(what.messages)]
         else:
-            prefix = _marker() if conditioned else ""
-            prompts = [prefix + p for p in what.prompts]
+            prompts = [marker_prefix(conditioned) + p for p in what.prompts]
             instructions = list(what.prompts)
         try:
             params = SamplingParams(n=what.n, temperature=what.temperature, top_p=what.top_p,
@@ -186,7 +186,7 @@ class Serving:
                     from exc
         else:
             chat = "".join(f"{t['role']}: {t['content']}\n" for t in turns) + "assistant:"
-        return (_marker() if conditioned else "") + chat
+        return marker_prefix(conditioned) + chat
 
     def _task(self, instruction: str, what: ServeInput) -> TaskRow:
         if not instruction.strip():
@@ -237,22 +237,19 @@ class Serving:
                     return
                 yield TextDelta(event[0], event[1])
                 event = await anext(upstream)
-        model = self.generation._resolved_adapter(plan.adapter)
+        model = self.generation.resolved_adapter(plan.adapter)
         return Streaming(plan.ids, model or BASE, relay())
 
     async def _finish(self, what: ServeInput, plan: _Plan, outputs: list[list[Any]]) -> Served:
-        from service.generation import extract_program
-
         new: list[NewSample] = []
         flat: list[Any] = []
         for task, prompt, completions in zip(plan.tasks, plan.prompts, outputs, strict=True):
-            entry = task.entry_point or _function_name(task)
             for c in completions:
                 sample_id = plan.ids[len(flat)]
                 flat.append(c)
                 new.append(NewSample(
                     id=sample_id, task_id=task.id, origin="generated", completion=c.text,
-                    prompt=prompt, program=executed_program(task, extract_program(c.text, entry)),
+                    prompt=prompt, program=completion_program(task, c.text),
                     model=_model_name(self.generator), adapter=c.adapter,
                     sampling=_sampling(plan.params), conditioned_on="good" if plan.conditioned
                     else None, prompt_tokens=c.prompt_tokens,
@@ -266,7 +263,7 @@ class Serving:
         if what.tests:
             done = await self.generation.evaluator.evaluate(EvaluationInput(sample_ids=plan.ids))
             results = {r.sample_id: r for r in done}
-        adapter = flat[0].adapter if flat else self.generation._resolved_adapter(plan.adapter)
+        adapter = flat[0].adapter if flat else self.generation.resolved_adapter(plan.adapter)
         served = Served(model=adapter or BASE, n=what.n)
         served.choices = [Choice(i, plan.ids[i], c.text, c.finish_reason, c.prompt_tokens,
                                  c.completion_tokens, results.get(plan.ids[i]))
@@ -283,12 +280,6 @@ def _instruction(messages: Sequence[Message]) -> str:
     answer responds to; a LETI triple rebuilds the prompt from it)."""
     users = [m.content for m in messages if m.role == "user"]
     return users[-1] if users else ""
-
-
-def _marker() -> str:
-    from trainer.prompts import Reward, conditioning_text
-
-    return conditioning_text(Reward.GOOD, None)
 
 
 def _sampling(params: Any) -> dict[str, Any]:

@@ -74,9 +74,11 @@ def compare(reference: DtypeRun, candidate: DtypeRun) -> Comparison:
 async def greedy_run(generator: Any, tasks: list[Any], sandbox: Any, dtype: str,
                      max_new_tokens: int) -> DtypeRun:
     """Greedy programs for ``tasks`` from ``generator`` (one request), graded by ``sandbox``."""
-    from service.generation import SamplingParams, extract_program
+    from sandbox.types import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S
+    from service.core.programs import completion_program, task_job
+    from service.generation import SamplingParams
     from service.generation.benchmark import base_prompts
-    from trainer.prompts import PROGRAM_STOP, entry_point_from_tests
+    from trainer.prompts import PROGRAM_STOP
 
     prompts = base_prompts(generator.tokenizer, tasks)
     params = SamplingParams(n=1, temperature=0.0, max_new_tokens=max_new_tokens,
@@ -87,11 +89,11 @@ async def greedy_run(generator: Any, tasks: list[Any], sandbox: Any, dtype: str,
                    decode_path=getattr(generator, "decode_path", ""))
     jobs = []
     for task, (completion, *_) in zip(tasks, outputs, strict=True):
-        program = extract_program(completion.text,
-                                  task.entry_point or entry_point_from_tests(task.tests))
+        program = completion_program(task, completion.text)
         run.programs[task.task_id] = program
         run.tokens += completion.completion_tokens
-        jobs.append(task.job_for(program))
+        jobs.append(task_job(task, program, timeout=DEFAULT_TIMEOUT_S,
+                             memory_mb=DEFAULT_MEMORY_MB, id=task.task_id))
     outcomes = await sandbox.run_many(jobs)
     run.passed = {t.task_id: o.passed for t, o in zip(tasks, outcomes, strict=True)}
     return run

@@ -35,11 +35,9 @@ from typing import Any
 
 import anyio.to_thread
 
-from service.api.app import build_services
-from service.api.deps import Services
-from service.api.metrics import Metrics
 from service.benchmarks.jobs import BenchmarkSpec, load_bench_tasks, sample_programs
 from service.benchmarks.scoring import HUMAN_EVAL_TIMEOUT_S, overall_pass_at_k, score_samples
+from service.core.components import Services, build_services
 from service.core.config import Settings
 from service.core.generation import BASE, Generation
 from service.core.machine import cpu_model
@@ -231,7 +229,7 @@ class Study:
         state_dir = self.out_dir / "state"
         state_dir.mkdir(exist_ok=True)
         settings = settings_for(self.config, state_dir)
-        self.services = await build_services(settings, Metrics())
+        self.services = await build_services(settings)
         try:
             if self._s.generation is None:
                 raise StudyError(f"no generator: {self._s.generator_problem}")
@@ -261,10 +259,7 @@ class Study:
             return
         if self.switch is not None:
             await self.switch.wait()
-        if services.generation is not None:
-            await services.generation.close()
-        services.sandbox.close()
-        services.store.close()
+        await services.close()
 
     async def _baseline(self) -> None:
         await self._evaluate("base", 0, "mbpp", None, 0)

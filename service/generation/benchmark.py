@@ -129,12 +129,12 @@ def matmul_ceiling(generator: EmbeddedGenerator, rows: int, repeats: int = 5) ->
 
 
 def base_prompts(tokenizer: Any, tasks: list[Any]) -> list[str]:
-    """The base model's prompts (no reward marker) for ``sandbox.tasks.Task`` problems: MBPP
-    shows its tests, HumanEval its signature only."""
-    from trainer.prompts import TaskPrompt, build_prompt
+    """The base model's prompts (no reward marker) for ``sandbox.tasks.Task`` problems, as the
+    service builds them (``service.core.programs.task_prompt``): MBPP shows its tests,
+    HumanEval its signature only."""
+    from service.core.programs import task_prompt
 
-    return [build_prompt(TaskPrompt(t.kind, t.instruction, t.tests if t.kind == "mbpp" else (),
-                                    t.entry_point), tokenizer=tokenizer) for t in tasks]
+    return [task_prompt(t, tokenizer, conditioned=False) for t in tasks]
 
 
 def benchmark_prompts(generator: EmbeddedGenerator, count: int,

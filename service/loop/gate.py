@@ -20,12 +20,11 @@ from typing import Any
 
 import anyio.to_thread
 
-from sandbox import Job
 from service.core.config import Settings
-from service.core.evaluation import SandboxGate, executed_program
+from service.core.evaluation import SandboxGate
+from service.core.programs import completion_program, task_job, task_prompt
 from service.store.db import Store
 from service.store.models import TaskRow
-from service.store.triples import prompt_tests
 
 log = logging.getLogger(__name__)
 
@@ -55,35 +54,23 @@ def _tasks(store: Store, ids: tuple[str, ...]) -> list[TaskRow]:
         return [t for t in (session.get(TaskRow, i) for i in ids) if t is not None]
 
 
-def _prompt(task: TaskRow, tokenizer: Any, conditioned: bool) -> str:
-    from trainer.prompts import Reward, TaskPrompt, build_prompt
-
-    prompt_task = TaskPrompt(kind=task.kind, instruction=task.instruction,  # type: ignore[arg-type]
-                             tests=tuple(prompt_tests(task)), entry_point=task.entry_point)
-    return build_prompt(prompt_task, reward=Reward.GOOD if conditioned else None,
-                        tokenizer=tokenizer)
-
-
 async def pass_at_1(spec: GateSpec, adapter: str | None, *, generator: Any, tokenizer: Any,
                     store: Store, sandbox: SandboxGate, settings: Settings) -> dict[str, Any]:
     """pass@1 of ``adapter`` (None: the base model) on the spec's problems; adapters sample
     conditioned on the "good" marker, the base model without it (as in the loop)."""
-    from service.generation import SamplingParams, extract_program
-    from trainer.prompts import PROGRAM_STOP, entry_point_from_tests
+    from service.generation import SamplingParams
+    from trainer.prompts import PROGRAM_STOP
 
     tasks = await anyio.to_thread.run_sync(_tasks, store, spec.problems)
     if not tasks:
         raise ValueError("no validation problems to gate on")
-    prompts = [_prompt(t, tokenizer, adapter is not None) for t in tasks]
+    prompts = [task_prompt(t, tokenizer, conditioned=adapter is not None) for t in tasks]
     params = SamplingParams(n=1, temperature=spec.temperature, top_p=0.95,
                             max_new_tokens=spec.max_new_tokens, seed=spec.seed, stop=PROGRAM_STOP)
     outputs = await generator.generate(prompts, params, adapter=adapter or "base")
-    jobs = []
-    for task, (completion, *_) in zip(tasks, outputs, strict=True):
-        entry = task.entry_point or entry_point_from_tests(tuple(task.tests or ()))
-        program = executed_program(task, extract_program(completion.text, entry))
-        jobs.append(Job(program=program, tests=tuple(task.tests), setup=task.setup,
-                        timeout=settings.sandbox_timeout_s, memory_mb=settings.sandbox_memory_mb))
+    jobs = [task_job(task, completion_program(task, completion.text),
+                     timeout=settings.sandbox_timeout_s, memory_mb=settings.sandbox_memory_mb)
+            for task, (completion, *_) in zip(tasks, outputs, strict=True)]
     outcomes = await sandbox.run_many(jobs)
     passed = [t.id for t, o in zip(tasks, outcomes, strict=True) if o.passed]
     results = {t.id: {"passed": o.passed, "status": o.status.value, "error_type": o.error_type}

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Select, case, func, select
 from sqlalchemy.orm import Session
 
+from service.core.programs import prompt_tests
 from service.store.models import SampleRow, TaskRow, TripleRow
 from service.store.tasks import held_out_reason
 
@@ -68,13 +69,9 @@ def _query(where: TripleFilter) -> Select:
     return where.apply(query)
 
 
-def prompt_tests(task: TaskRow) -> list[str]:
-    """The tests a prompt shows: MBPP's and users' asserts; HumanEval's hidden ``check`` is not."""
-    return [] if task.kind == "humaneval" else list(task.tests or [])
-
-
 def contract_record(triple: TripleRow, sample: SampleRow, task: TaskRow) -> dict[str, Any]:
-    """One triple as the trainer reads it: exactly ``CONTRACT_FIELDS``."""
+    """One triple as the trainer reads it: exactly ``CONTRACT_FIELDS``; its ``tests`` are the
+    ones the prompt showed (``programs.prompt_tests``), so training rebuilds that prompt."""
     return {
         "sample_id": sample.id, "task_id": task.id, "kind": task.kind,
         "instruction": task.instruction, "tests": prompt_tests(task),

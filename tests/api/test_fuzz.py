@@ -11,11 +11,11 @@ import pytest
 
 schemathesis = pytest.importorskip("schemathesis")
 
-from hypothesis import HealthCheck, settings  # noqa: E402
+from hypothesis import HealthCheck, settings
 
-from service.api.app import create_app  # noqa: E402
-from service.core.config import Settings  # noqa: E402
-from tests.api.conftest import LiveServer, make_settings  # noqa: E402
+from service.api.app import create_app
+from service.core.config import Settings
+from tests.api.conftest import LiveServer, make_settings
 
 KEY = "fuzzing-key-0123456789abcdef"
 
@@ -43,9 +43,26 @@ CONFIG = schemathesis.Config.from_dict({"checks": {
 }})
 # The schema does not depend on settings, so it is read from an app that is never started
 # (schemathesis' lazy fixture loader does not work with pytest 9).
-schema = schemathesis.openapi.from_dict(
-    create_app(Settings(_env_file=None, generator_backend="none")).openapi(),  # type: ignore[call-arg]
-    config=CONFIG)
+OPENAPI = create_app(Settings(_env_file=None, generator_backend="none")).openapi()  # type: ignore[call-arg]
+schema = schemathesis.openapi.from_dict(OPENAPI, config=CONFIG)
+
+# The answers the fuzzer checks that were untyped dicts once: each names its model.
+TYPED_ANSWERS = {("get", "/v1/loop"): ("200", "LoopStatus"),
+                 ("post", "/v1/loop/start"): ("200", "LoopStatus"),
+                 ("post", "/v1/loop/stop"): ("200", "LoopStatus"),
+                 ("post", "/v1/train"): ("202", "TrainingStarted"),
+                 ("get", "/v1/train/{run_id}"): ("200", "TrainingRunOut"),
+                 ("get", "/v1/adapters"): ("200", "AdapterList"),
+                 ("post", "/v1/adapters/rollback"): ("200", "DecisionOut"),
+                 ("post", "/v1/adapters/{name}/promote"): ("200", "DecisionOut")}
+
+
+@pytest.mark.parametrize(("method", "path"), list(TYPED_ANSWERS))
+def test_the_loop_train_and_adapters_answers_are_typed(method: str, path: str) -> None:
+    code, model = TYPED_ANSWERS[(method, path)]
+    answer = OPENAPI["paths"][path][method]["responses"][code]
+    assert answer["content"]["application/json"]["schema"] == \
+        {"$ref": f"#/components/schemas/{model}"}
 
 
 @schema.parametrize()

@@ -117,7 +117,7 @@ async def test_adapters_vllm_could_not_serve_are_refused(
         await tiny_generator.load_adapter("ia3", big)
     # the trainer's rule (trainer.adapters.servable_problems), not a second copy of it
     for extra, reason in (({"rank_pattern": {"q_proj": 8}}, "rank_pattern"),
-                          ({"lora_bias": True}, "lora_bias"), ({"r": 12}, "not one vLLM")):
+                          ({"lora_bias": True}, "lora_bias"), ({"r": 0}, "not a positive")):
         (big / "adapter_config.json").write_text(json.dumps({**config, "r": 16, **extra}))
         with pytest.raises(AdapterError, match=reason):
             await tiny_generator.load_adapter("odd", big)

@@ -13,8 +13,7 @@ from typing import Any
 
 import pytest
 
-from service.api.app import build_services
-from service.api.metrics import Metrics
+from service.core.components import build_services
 from service.core.generation import Generation
 from service.generation.base import Generator
 from service.generation.types import Completion, SamplingParams
@@ -66,7 +65,7 @@ async def _loop_with(tmp_path: Path, tiny_model_dir: Path, **overrides: Any):  #
         **LOOP_TEST_SETTINGS, "generator_backend": "none", "data_dir": tmp_path / "data",
         "generator_model": str(tiny_model_dir), "train_min_new_triples": 4,
         "gate_problems": 10, "train_truncated": "drop", **overrides})
-    services = await build_services(settings, Metrics())
+    services = await build_services(settings)
     generator = ScriptedGenerator(good={"policy-v1"})
     services.generation = Generation(generator, None, services.store, services.evaluator,
                                      settings, services.metrics)

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import anyio.to_thread
-from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi import APIRouter, Query
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from service.api.deps import ApiKey, GenerationDep, Services, ServicesDep
+from service.api.deps import ApiKey, BenchmarkJobsDep, GenerationDep, SettingsDep, StoreDep
 from service.api.schemas import problems
 from service.benchmarks import records
 from service.benchmarks.jobs import BenchmarkJobs, BenchmarkSpec
 from service.benchmarks.scoring import HUMAN_EVAL_TIMEOUT_S
+from service.core.config import Settings
 from service.core.errors import NotFound
 from service.core.generation import Generation
 
@@ -28,22 +27,7 @@ def _utc(value: datetime) -> datetime:
 Timestamp = Annotated[datetime, AfterValidator(_utc)]
 
 
-@asynccontextmanager
-async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """After the app built its services: mark runs a previous process left unfinished as
-    failed, and on shutdown cancel runs in flight (stored as interrupted)."""
-    services = app.state.services
-    jobs = await anyio.to_thread.run_sync(lambda: BenchmarkJobs(
-        services.store, services.sandbox, services.settings.sandbox_memory_mb))
-    app.state.benchmark_jobs = jobs
-    try:
-        yield
-    finally:
-        await jobs.close()
-
-
-router = APIRouter(prefix="/v1/benchmarks", tags=["benchmarks"], lifespan=_lifespan,
-                   responses=problems(422, 503))
+router = APIRouter(prefix="/v1/benchmarks", tags=["benchmarks"], responses=problems(422, 503))
 
 
 class BenchmarkIn(BaseModel):
@@ -115,59 +99,52 @@ def _out(run: Any, results: list[Any] | None = None, samples: bool = True) -> Be
                         created_at=run.created_at, finished_at=run.finished_at, results=listed)
 
 
-def jobs_for(request: Request) -> BenchmarkJobs:
-    """The app's job manager, made by this router's lifespan."""
-    return request.app.state.benchmark_jobs
-
-
-async def _start(benchmark: str, body: BenchmarkIn, request: Request, services: Services,
+async def _start(benchmark: str, body: BenchmarkIn, jobs: BenchmarkJobs, settings: Settings,
                  generation: Generation) -> BenchmarkOut:
     spec = BenchmarkSpec(benchmark=benchmark, adapter=body.adapter, n=body.n,
                          temperature=body.temperature, top_p=body.top_p,
                          ks=tuple(dict.fromkeys(body.k)), limit=body.limit, split=body.split,
-                         max_new_tokens=min(body.max_new_tokens,
-                                            services.settings.max_new_tokens),
+                         max_new_tokens=min(body.max_new_tokens, settings.max_new_tokens),
                          seed=body.seed, timeout_s=body.timeout_s)
-    run = await jobs_for(request).start(spec, generation)
+    run = await jobs.start(spec, generation)
     return _out(run)
 
 
 @router.post("/humaneval", response_model=BenchmarkOut, status_code=202,
              dependencies=[ApiKey], responses=problems(400, 401, 404, 413))
-async def start_humaneval(body: BenchmarkIn, request: Request, services: ServicesDep,
+async def start_humaneval(body: BenchmarkIn, jobs: BenchmarkJobsDep, settings: SettingsDep,
                           generation: GenerationDep) -> BenchmarkOut:
     """Start a HumanEval pass@k run; poll ``GET /v1/benchmarks/{id}`` for progress."""
-    return await _start("humaneval", body, request, services, generation)
+    return await _start("humaneval", body, jobs, settings, generation)
 
 
 @router.post("/mbpp", response_model=BenchmarkOut, status_code=202,
              dependencies=[ApiKey], responses=problems(400, 401, 404, 413))
-async def start_mbpp(body: BenchmarkIn, request: Request, services: ServicesDep,
+async def start_mbpp(body: BenchmarkIn, jobs: BenchmarkJobsDep, settings: SettingsDep,
                      generation: GenerationDep) -> BenchmarkOut:
     """Start an MBPP pass@k run (``split``, default test); poll ``GET /v1/benchmarks/{id}``."""
-    return await _start("mbpp", body, request, services, generation)
+    return await _start("mbpp", body, jobs, settings, generation)
 
 
 @router.get("", response_model=list[BenchmarkOut])
-async def list_benchmarks(services: ServicesDep,
+async def list_benchmarks(store: StoreDep,
                           benchmark: Annotated[str | None,
                                                Query(pattern="^(humaneval|mbpp)$")] = None,
                           adapter: Annotated[str | None, Query(max_length=300)] = None,
                           limit: Annotated[int, Query(ge=1, le=1000)] = 100
                           ) -> list[BenchmarkOut]:
     """Runs, newest first, without per-task results: compare adapters on one benchmark."""
-    rows = await anyio.to_thread.run_sync(records.list_runs, services.store, benchmark,
-                                          adapter, limit)
+    rows = await anyio.to_thread.run_sync(records.list_runs, store, benchmark, adapter, limit)
     return [_out(r) for r in rows]
 
 
 @router.get("/{run_id}", response_model=BenchmarkOut, responses=problems(404))
-async def get_benchmark(run_id: str, services: ServicesDep,
+async def get_benchmark(run_id: str, store: StoreDep,
                         samples: Annotated[bool, Query(description="include each sample's "
                                                        "program, status and feedback")] = True
                         ) -> BenchmarkOut:
     """A run's progress and, as tasks finish, its per-task results and then its pass@k."""
-    found = await anyio.to_thread.run_sync(records.get_run, services.store, run_id)
+    found = await anyio.to_thread.run_sync(records.get_run, store, run_id)
     if found is None:
         raise NotFound(f"no benchmark run {run_id!r} (list them with GET /v1/benchmarks)")
     run, results = found

@@ -3,16 +3,13 @@ events)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import anyio.to_thread
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
-from service.api.deps import ApiKey, StoreDep
-from service.api.routes.loop import LoopDep
-from service.api.schemas import Id, Strict, problems
+from service.api.deps import ApiKey, LoopDep, StoreDep
+from service.api.schemas import Id, Strict, TrainingRunOut, TrainingStarted, problems
 from service.core.errors import NotFound
 from service.loop.controller import TrainingBusy
 from service.loop.training import NothingToTrain, run_progress
@@ -26,8 +23,10 @@ class TrainIn(Strict):
     steps: int | None = Field(default=None, ge=1, le=1_000_000, strict=True)
 
 
-@router.post("", status_code=202, dependencies=[ApiKey], responses=problems(400, 401, 409, 422))
-async def start_training(loop: LoopDep, body: TrainIn | None = None) -> Any:
+@router.post("", response_model=TrainingStarted, status_code=202, dependencies=[ApiKey],
+             responses=problems(400, 401, 409, 422))
+async def start_training(loop: LoopDep,
+                         body: TrainIn | None = None) -> TrainingStarted | JSONResponse:
     """Train on the triples no finished run has seen yet; 409 while a run is in progress or
     when there is nothing new."""
     try:
@@ -35,13 +34,13 @@ async def start_training(loop: LoopDep, body: TrainIn | None = None) -> Any:
         run_id = await loop.train(gate=body.gate, steps=body.steps)
     except (TrainingBusy, NothingToTrain) as exc:
         return JSONResponse({"detail": str(exc)}, status_code=409)
-    return {"id": run_id, "status": "running"}
+    return TrainingStarted(id=run_id, status="running")
 
 
-@router.get("/{run_id}", responses=problems(404))
-async def training_run(run_id: Id, store: StoreDep) -> dict[str, Any]:
+@router.get("/{run_id}", response_model=TrainingRunOut, responses=problems(404))
+async def training_run(run_id: Id, store: StoreDep) -> TrainingRunOut:
     """A run: status, step/total_steps/loss from its events, its adapter or its error."""
     found = await anyio.to_thread.run_sync(run_progress, store, run_id)
     if found is None:
         raise NotFound(f"no training run {run_id!r}")
-    return found
+    return TrainingRunOut.model_validate(found)
