@@ -122,7 +122,7 @@ class RunnerPool:
     ``range(workers)`` (a freed one is reused) and pins itself, with its zygote and its jobs'
     children, to CPU ``slot % (CPUs it may use)`` (runner.py, ``pin_to_cpu``): every process of
     a job then runs where the previous one left its caches, and none waits for a wake-up from
-    another CPU (on a 2-vCPU VM, 20-60% more jobs per second: docs/BENCHMARKS.md). Without it the
+    another CPU (measured in docs/BENCHMARKS.md, "Sandbox"). Without it the
     slot is None and the scheduler places runners as it likes.
     """
 

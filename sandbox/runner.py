@@ -1333,7 +1333,7 @@ class Runner:
         while sinks and grading.failure is None and not (ended and judge_rep_r not in sinks):
             if grading.decided and not passed_at:
                 # Passed: the program's process is at its end (os._exit), and exiting on its
-                # own costs it less than being killed (~0.5 ms a job); it gets a moment to.
+                # own costs it less than being killed (docs/BENCHMARKS.md); it gets a moment to.
                 passed_at = time.monotonic()
                 deadline = min(deadline, passed_at + EXIT_GRACE_S)
             remaining = deadline - time.monotonic()

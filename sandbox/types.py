@@ -29,7 +29,9 @@ class JobError(ValueError):
 
 
 class SandboxError(RuntimeError):
-    """The sandbox could not run a job (engine missing, runner repeatedly lost)."""
+    """The sandbox could not run a job (engine missing, a runner that cannot start, the pool
+    closed): never a program's outcome. A runner lost twice under one job is the program's doing
+    (an outcome, ``crashed``), see ``pool.py``."""
 
 
 DEFAULT_TIMEOUT_S = 5.0

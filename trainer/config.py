@@ -101,8 +101,8 @@ class TrainConfig:
         metadata={
             "help": "Pack each micro-batch's sequences into one row without padding (position "
             "ids restart per sequence, attention stays within it, the LM head runs only on "
-            "positions with a target); the same loss as padding, 1.6x faster at 4 MBPP "
-            "sequences. False: the previous right-padded batches."
+            "positions with a target); the same loss as padding, faster (docs/BENCHMARKS.md). "
+            "False: the previous right-padded batches."
         },
     )
     reuse_memory: bool = field(

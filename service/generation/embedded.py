@@ -81,7 +81,7 @@ def _adapter_loading() -> Iterator[None]:
     """Load adapters quietly and quickly: silence transformers' per-load key report and peft's
     multi-adapter warnings (expected here: every other adapter's keys are listed as "missing"
     on each load), and load the few adapter tensors in this thread, not a fresh thread pool
-    (which made a swap about 1.5x slower in measurements). Runs under the model lock."""
+    (measurably slower for a swap). Runs under the model lock."""
     import logging
     import os
     import warnings

@@ -1,9 +1,8 @@
 """A KV cache that grows in place: each step writes its keys and values into spare room.
 
 transformers' ``DynamicLayer`` appends with ``torch.cat``, which copies the whole cache on every
-forward pass: for 32 rows of ~450 tokens that is ~660 MB of copying per decode step on
-SmolLM2-135M, more than the step's own arithmetic on a 2-core CPU, and the reason 32 rows were
-slower than 16 (docs/BENCHMARKS.md). Here each layer keeps a buffer with room to spare (half as
+forward pass: at tens of rows that copying outweighs the step's own arithmetic on a small CPU
+(docs/BENCHMARKS.md has the measurements). Here each layer keeps a buffer with room to spare (half as
 much again when full, so copies are amortised) and hands attention views of its filled part.
 """
 
