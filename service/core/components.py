@@ -14,7 +14,7 @@ import anyio.to_thread
 
 from service.core.catalogue import load_catalogue
 from service.core.config import Settings
-from service.core.evaluation import Evaluator, SandboxGate
+from service.core.evaluation import Evaluator, SandboxExecutor
 from service.core.generation import Generation, start_generation
 from service.core.metrics import Metrics
 from service.store.db import Store
@@ -26,7 +26,7 @@ class Services:
 
     settings: Settings
     store: Store
-    sandbox: SandboxGate
+    sandbox: SandboxExecutor
     evaluator: Evaluator
     metrics: Metrics
     generation: Generation | None = None  # None: the generator is off or did not start
@@ -40,7 +40,7 @@ class Services:
         self.store.close()
 
 
-def make_sandbox_gate(settings: Settings) -> SandboxGate:
+def make_sandbox_executor(settings: Settings) -> SandboxExecutor:
     """The configured sandbox backend's runner pool, behind the evaluator's gate."""
     from sandbox import make_sandbox
 
@@ -50,7 +50,7 @@ def make_sandbox_gate(settings: Settings) -> SandboxGate:
         options["bounds"] = settings.sandbox_bounds
     pool = make_sandbox(settings.sandbox_backend, workers=settings.sandbox_workers,  # type: ignore[call-overload]
                         pin_cpus=settings.sandbox_pin_cpus, **options)
-    return SandboxGate(pool, settings.sandbox_backend)
+    return SandboxExecutor(pool, settings.sandbox_backend)
 
 
 async def build_services(settings: Settings, metrics: Metrics | None = None) -> Services:
@@ -63,7 +63,7 @@ async def build_services(settings: Settings, metrics: Metrics | None = None) -> 
     try:
         await anyio.to_thread.run_sync(store.migrate)
         await anyio.to_thread.run_sync(load_catalogue, store, settings)
-        sandbox = await anyio.to_thread.run_sync(make_sandbox_gate, settings)
+        sandbox = await anyio.to_thread.run_sync(make_sandbox_executor, settings)
     except BaseException:
         store.close()
         raise

@@ -31,8 +31,8 @@ from service.store.samples import (
 from service.store.tasks import ensure_user_task, get_task
 
 
-class SandboxGate:
-    """The sandbox as the service uses it: every batch (one program or many, from the API or
+class SandboxExecutor:
+    """The sandbox as the service uses it, a bounded async executor of jobs: every batch (one program or many, from the API or
     the loop) goes through the pool's pipelined ``run_many``, the path ``leti bench sandbox``
     measures. The pool bounds concurrency (one job per runner, its next one queued behind
     it); ``in_flight`` counts the programs handed to it and not yet answered."""
@@ -116,7 +116,7 @@ def execution_record(outcome: Outcome, backend: str) -> ExecutionRecord:
 class Evaluator:
     """Runs the evaluate use cases against one store and one sandbox."""
 
-    def __init__(self, store: Store, sandbox: SandboxGate, settings: Settings,
+    def __init__(self, store: Store, sandbox: SandboxExecutor, settings: Settings,
                  on_outcome: Callable[[Outcome], None] | None = None) -> None:
         self.store = store
         self.sandbox = sandbox

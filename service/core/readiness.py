@@ -8,7 +8,7 @@ from typing import Any
 import anyio.to_thread
 
 from service.core.errors import Unavailable
-from service.core.evaluation import SandboxGate
+from service.core.evaluation import SandboxExecutor
 from service.store.db import Store, StoreUnavailable
 
 CHECK_TIMEOUT_S = 15.0
@@ -23,7 +23,7 @@ async def _store(store: Store) -> str:
     return "ok"
 
 
-async def _sandbox(sandbox: SandboxGate) -> str:
+async def _sandbox(sandbox: SandboxExecutor) -> str:
     try:
         return await asyncio.wait_for(sandbox.check(), CHECK_TIMEOUT_S)
     except TimeoutError:
@@ -47,7 +47,7 @@ async def _generator(generation: Any, problem: str | None, enabled: bool) -> str
     return "ok"
 
 
-async def check_ready(store: Store, sandbox: SandboxGate, generation: Any,
+async def check_ready(store: Store, sandbox: SandboxExecutor, generation: Any,
                       problem: str | None, generator_enabled: bool = True) -> dict[str, Any]:
     """``{"status", "checks": {name: "ok" | "disabled" | why}, "down": [names]}``; a generator
     switched off (``LETI_GENERATOR_BACKEND=none``) is not "down"."""

@@ -21,7 +21,7 @@ from sandbox import Job, JobError, Outcome, Status
 from sandbox.types import MAX_PROGRAM_BYTES
 from service.core.config import Settings
 from service.core.errors import InvalidRequest, LimitExceeded
-from service.core.evaluation import SandboxGate
+from service.core.evaluation import SandboxExecutor
 
 SCRIPT_NAME = "main.py"
 _WRAPPER = '''\
@@ -165,7 +165,7 @@ def _signal_number(name: str) -> int:
         return int(signal.SIGKILL)
 
 
-async def run_script(sandbox: SandboxGate, settings: Settings, script: Script) -> ScriptResult:
+async def run_script(sandbox: SandboxExecutor, settings: Settings, script: Script) -> ScriptResult:
     """Run it; a fault of the sandbox itself is ``Unavailable`` (never a script's outcome)."""
     job = script_job(script, settings)
     outcome = await sandbox.run(job)

@@ -18,13 +18,13 @@ import anyio.to_thread
 
 from service.core.config import Settings
 from service.core.errors import InvalidRequest, NotFound, Unavailable
-from service.core.evaluation import SandboxGate
+from service.core.evaluation import SandboxExecutor
 from service.core.generation import Generation
 from service.loop import state
 from service.loop.gate import gate_spec, paired_decision, pass_at_1
 from service.store import lineage
 from service.store.db import Store
-from service.store.models import AdapterRow, PromotionRow
+from service.store.models import AdapterRow
 
 log = logging.getLogger(__name__)
 BASE_GATE_KEY = "base_gate"
@@ -33,7 +33,7 @@ BASE_GATE_KEY = "base_gate"
 class AdapterSwitch:
     """The store's view of adapters, kept in step with the generator's."""
 
-    def __init__(self, settings: Settings, store: Store, sandbox: SandboxGate,
+    def __init__(self, settings: Settings, store: Store, sandbox: SandboxExecutor,
                  generation: Generation | None) -> None:
         self.settings = settings
         self.store = store
@@ -58,7 +58,7 @@ class AdapterSwitch:
 
     def _row(self, name: str) -> AdapterRow:
         with self.store.read() as session:
-            row = session.get(AdapterRow, name)
+            row = lineage.get_adapter(session, name)
         if row is None:
             raise NotFound(f"no adapter {name!r} (list them with GET /v1/adapters)")
         return row
@@ -137,7 +137,7 @@ class AdapterSwitch:
             state.set_values(self.store, **{BASE_GATE_KEY: figure})
             return
         with self.store.write() as session:
-            row = session.get(AdapterRow, adapter)
+            row = lineage.get_adapter(session, adapter)
             if row is not None:
                 row.metrics = {**(row.metrics or {}), "gate": figure}
 
@@ -201,25 +201,14 @@ class AdapterSwitch:
                 self._decide, target, "rollback", f"rolled back from {current or 'base'}", None)
 
     def _replaced_by(self, name: str | None) -> str | None:
-        from sqlalchemy import select
-
         with self.store.read() as session:
-            row = session.scalars(select(PromotionRow)
-                                  .where(PromotionRow.adapter_id == name,
-                                         PromotionRow.decision.in_(("promote", "rollback")))
-                                  .order_by(PromotionRow.created_at.desc())).first()
+            row = lineage.last_serving_decision(session, name)
             return row.previous_adapter_id if row is not None else None
 
     def _to_base(self, current: str | None) -> dict[str, Any]:
         """Back to the base model: the serving adapter is rejected, the decision recorded."""
         with self.store.write() as session:
-            row = session.get(AdapterRow, current) if current else None
+            row = lineage.get_adapter(session, current) if current else None
             if row is None:
                 raise InvalidRequest("the base model is serving already")
-            row.state = "rejected"
-            decision = PromotionRow(adapter_id=row.id, previous_adapter_id=None,
-                                    decision="rollback", reason=f"rolled back from {row.id} to "
-                                                                "the base model")
-            session.add(decision)
-            session.flush()
-            return state.decision_json(decision)
+            return state.decision_json(lineage.rollback_to_base(session, row))

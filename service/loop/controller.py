@@ -20,7 +20,7 @@ import anyio.to_thread
 
 from service.core.config import Settings
 from service.core.errors import Unavailable
-from service.core.evaluation import SandboxGate
+from service.core.evaluation import SandboxExecutor
 from service.core.generation import Generation
 from service.loop import state
 from service.loop.adapters import AdapterSwitch
@@ -52,7 +52,7 @@ class TrainingBusy(RuntimeError):
 class LoopController:
     """Owns the background loop, the training run in progress and adapter changes."""
 
-    def __init__(self, settings: Settings, store: Store, sandbox: SandboxGate,
+    def __init__(self, settings: Settings, store: Store, sandbox: SandboxExecutor,
                  generation: Generation | None, generator_problem: str | None = None) -> None:
         self.settings = settings
         self.store = store

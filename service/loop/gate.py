@@ -21,10 +21,11 @@ from typing import Any
 import anyio.to_thread
 
 from service.core.config import Settings
-from service.core.evaluation import SandboxGate
+from service.core.evaluation import SandboxExecutor
 from service.core.programs import completion_program, task_job, task_prompt
 from service.store.db import Store
 from service.store.models import TaskRow
+from service.store.tasks import get_task
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +52,11 @@ def gate_spec(problem_ids: list[str], settings: Settings) -> GateSpec:
 
 def _tasks(store: Store, ids: tuple[str, ...]) -> list[TaskRow]:
     with store.read() as session:
-        return [t for t in (session.get(TaskRow, i) for i in ids) if t is not None]
+        return [t for t in (get_task(session, i) for i in ids) if t is not None]
 
 
 async def pass_at_1(spec: GateSpec, adapter: str | None, *, generator: Any, tokenizer: Any,
-                    store: Store, sandbox: SandboxGate, settings: Settings) -> dict[str, Any]:
+                    store: Store, sandbox: SandboxExecutor, settings: Settings) -> dict[str, Any]:
     """pass@1 of ``adapter`` (None: the base model) on the spec's problems; adapters sample
     conditioned on the "good" marker, the base model without it (as in the loop)."""
     from service.generation import SamplingParams

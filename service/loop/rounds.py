@@ -178,10 +178,10 @@ def training_summary(output_dir: Path) -> dict[str, Any]:
 
 
 def _run_data(store: Store, run_id: str) -> dict[str, Any]:
-    from service.store.models import TrainingRunRow
+    from service.store.lineage import get_training_run
 
     with store.read() as session:
-        run = session.get(TrainingRunRow, run_id)
+        run = get_training_run(session, run_id)
         return dict((run.config or {}).get("data") or {}) if run is not None else {}
 
 

@@ -1,6 +1,6 @@
 """What the next training run learns from: data that accumulates over rounds.
 
-A round's own triples are mostly failures (98% in the CPU study), and training on them alone,
+A round's own triples are mostly failures (docs/RESULTS.md), and training on them alone,
 round after round, is self-distillation on wrong programs that forgets what earlier rounds got
 right. So each run trains on:
 
@@ -30,11 +30,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
-
 from service.store.db import Store
-from service.store.models import ExecutionRow, SampleRow, TaskRow, TripleRow
-from service.store.triples import TRUNCATED, TripleFilter, contract_record
+from service.store.triples import TRUNCATED, TripleFilter, contract_record, with_outcomes
 
 WRONG_ANSWER = "wrong answer"
 
@@ -103,14 +100,9 @@ def error_class(status: str | None, error_type: str | None, source: str) -> str:
 def candidates(store: Store, upto: int) -> list[Candidate]:
     """Every trainable triple with an id up to ``upto``, oldest first, with its error class."""
     where = TripleFilter(trainable=True, upto=upto)  # split hygiene: never a held-out triple
-    query = (select(TripleRow, SampleRow, TaskRow, ExecutionRow.outcome)
-             .join(SampleRow, SampleRow.id == TripleRow.sample_id)
-             .join(TaskRow, TaskRow.id == SampleRow.task_id)
-             .outerjoin(ExecutionRow, ExecutionRow.id == TripleRow.execution_id)
-             .order_by(TripleRow.id))
     out = []
     with store.read() as session:
-        for triple, sample, task, outcome in session.execute(where.apply(query)):
+        for triple, sample, task, outcome in with_outcomes(session, where):
             record = contract_record(triple, sample, task)
             kind = None if record["reward"] == "good" else error_class(
                 triple.status, (outcome or {}).get("error_type"), triple.source)

@@ -1,5 +1,6 @@
-"""What the loop keeps in the store: its key-value state, its task source, and the queries behind
-``GET /v1/loop`` and ``GET /v1/adapters``. Everything here is synchronous (run it in a thread).
+"""What the loop keeps in the store: its key-value state, its task source, and what
+``GET /v1/loop`` and ``GET /v1/adapters`` answer, read through ``service.store`` (each function
+here opens one transaction). Everything here is synchronous (run it in a thread).
 """
 
 from __future__ import annotations
@@ -7,48 +8,34 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
-
 from sandbox.tasks import Task, TaskDataError, load_mbpp
 from service.loop.builtin_tasks import builtin_split, builtin_tasks
+from service.store import lineage, loop_state
 from service.store.db import Store
-from service.store.models import (
-    AdapterRow,
-    LoopStateRow,
-    PromotionRow,
-    SampleRow,
-    TaskRow,
-    TrainingRunRow,
-    TripleRow,
-)
-from service.store.tasks import sync_catalogue, task_row
+from service.store.models import AdapterRow, PromotionRow
+from service.store.samples import count_samples
+from service.store.tasks import add_tasks, split_task_ids, sync_catalogue, task_ids_like, task_row
+from service.store.triples import count_triples
 
 log = logging.getLogger(__name__)
 
 
 def get_value(store: Store, key: str, default: Any = None) -> Any:
     with store.read() as session:
-        row = session.get(LoopStateRow, key)
-        return default if row is None else row.value
+        return loop_state.get_value(session, key, default)
 
 
 def set_values(store: Store, **values: Any) -> None:
     """Write several keys in one transaction (a round's counters move together)."""
     with store.write() as session:
         for key, value in values.items():
-            row = session.get(LoopStateRow, key)
-            if row is None:
-                session.add(LoopStateRow(key=key, value=value))
-            else:
-                row.value = value
+            loop_state.set_value(session, key, value)
 
 
 def task_ids(store: Store, split: str) -> list[str]:
     """MBPP-style task ids of a split, MBPP's own first, ordered (a stable rotation)."""
     with store.read() as session:
-        ids = list(session.scalars(select(TaskRow.id).where(TaskRow.kind == "mbpp",
-                                                            TaskRow.split == split)))
+        ids = split_task_ids(session, "mbpp", split)
     mbpp = sorted((i for i in ids if i.startswith("mbpp/")), key=lambda i: int(i.split("/")[1]))
     if mbpp:
         return mbpp
@@ -70,39 +57,29 @@ def ensure_task_source(store: Store, try_hub: bool) -> str:
             log.warning("the loop uses its %d built-in problems: %s (LETI_LOOP_MBPP_HUB=false "
                         "skips the hub)", len(builtin_tasks()), exc)
     with store.write() as session:
-        have = set(session.scalars(select(TaskRow.id).where(TaskRow.id.like("builtin/%"))))
+        have = task_ids_like(session, "builtin/%")
+        rows = []
         for task in builtin_tasks():
             if task.task_id not in have:
                 row = task_row(task)
                 row.split = builtin_split(task)
-                session.add(row)
+                rows.append(row)
+        add_tasks(session, rows)
     return "builtin"
-
-
-def last_trained_triple(session: Session) -> int:
-    """The newest triple a finished run trained on (0: none): later triples are "new"."""
-    upto = session.scalar(select(func.max(TrainingRunRow.triples_to))
-                          .where(TrainingRunRow.status == "done"))
-    return int(upto or 0)
 
 
 def counts(store: Store) -> dict[str, int]:
     with store.read() as session:
-        trained = last_trained_triple(session)
+        trained = lineage.last_trained_triple(session)
         return {
-            "samples": session.scalar(select(func.count()).select_from(SampleRow)) or 0,
-            "triples": session.scalar(select(func.count()).select_from(TripleRow)) or 0,
+            "samples": count_samples(session),
+            "triples": count_triples(session),
             # only what may be trained on counts towards the next run (split hygiene)
-            "new_triples": session.scalar(select(func.count()).select_from(TripleRow)
-                                          .where(TripleRow.id > trained,
-                                                 TripleRow.trainable.is_(True))) or 0,
-            "held_out_triples": session.scalar(select(func.count()).select_from(TripleRow)
-                                               .where(TripleRow.trainable.is_(False))) or 0,
-            "training_runs": session.scalar(select(func.count())
-                                            .select_from(TrainingRunRow)) or 0,
-            "failed_runs": session.scalar(select(func.count()).select_from(TrainingRunRow)
-                                          .where(TrainingRunRow.status == "failed")) or 0,
-            "adapters": session.scalar(select(func.count()).select_from(AdapterRow)) or 0,
+            "new_triples": count_triples(session, after=trained, trainable=True),
+            "held_out_triples": count_triples(session, trainable=False),
+            "training_runs": lineage.count_training_runs(session),
+            "failed_runs": lineage.count_training_runs(session, status="failed"),
+            "adapters": lineage.count_adapters(session),
         }
 
 
@@ -115,15 +92,14 @@ def decision_json(row: PromotionRow) -> dict[str, Any]:
 def decisions(store: Store, limit: int = 10) -> list[dict[str, Any]]:
     """The newest promotion decisions first, with their numbers."""
     with store.read() as session:
-        rows = session.scalars(select(PromotionRow)
-                               .order_by(PromotionRow.created_at.desc()).limit(limit))
+        rows = lineage.list_decisions(session, newest_first=True, limit=limit)
         return [decision_json(r) for r in rows]
 
 
 def pass_history(store: Store) -> list[dict[str, Any]]:
     """Every gate evaluation in time order: the serving adapter's and the candidate's pass@1."""
     with store.read() as session:
-        rows = session.scalars(select(PromotionRow).order_by(PromotionRow.created_at))
+        rows = lineage.list_decisions(session)
         history = []
         for row in rows:
             metrics = row.metrics or {}
@@ -144,8 +120,6 @@ def adapter_json(row: AdapterRow, run_id: str | None, loaded: bool) -> dict[str,
 def adapters(store: Store, loaded: set[str]) -> list[dict[str, Any]]:
     """Every adapter the loop made, newest first, with the run that produced it."""
     with store.read() as session:
-        pairs = session.execute(select(TrainingRunRow.output_adapter_id, TrainingRunRow.id)
-                                .where(TrainingRunRow.output_adapter_id.is_not(None))).all()
-        runs = {adapter: run for adapter, run in pairs}
-        rows = session.scalars(select(AdapterRow).order_by(AdapterRow.created_at.desc()))
+        runs = lineage.adapter_runs(session)
+        rows = lineage.list_adapters(session)
         return [adapter_json(r, runs.get(r.id), r.id in loaded) for r in rows]

@@ -17,16 +17,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
-
 from service.core.config import Settings
 from service.loop.selection import nothing_selected, select_training_data
-from service.loop.state import last_trained_triple
 from service.store import lineage
 from service.store.db import Store
 from service.store.export import export_jsonl, export_records
-from service.store.models import AdapterRow, TrainingRunRow, TripleRow
-from service.store.triples import TripleFilter, window_report
+from service.store.triples import TripleFilter, last_id, window_report
 from trainer.data import TRUNCATED_ENV, DatasetError, read_triples_report
 
 log = logging.getLogger(__name__)
@@ -113,8 +109,8 @@ def prepare_run(store: Store, settings: Settings, steps: int | None = None,
     steps = steps or settings.train_steps
     options = options or TrainOptions()
     with store.read() as session:
-        after = last_trained_triple(session)
-        upto = session.scalar(select(func.max(TripleRow.id))) or 0
+        after = lineage.last_trained_triple(session)
+        upto = last_id(session)
         serving = lineage.serving_adapter(session)
         report = window_report(session, TripleFilter(after=after, upto=upto))
     if upto <= after:
@@ -187,7 +183,7 @@ def next_adapter_name(store: Store, alias: str, loaded_version: int) -> str:
     """``<alias>-vN`` with N above every version in the store and in the generator, so names
     never collide, after a restart either."""
     with store.read() as session:
-        names = list(session.scalars(select(AdapterRow.id)))
+        names = lineage.adapter_ids(session)
     versions = [int(n.rsplit("-v", 1)[1]) for n in names
                 if n.startswith(f"{alias}-v") and n.rsplit("-v", 1)[1].isdigit()]
     return f"{alias}-v{max([loaded_version, *versions]) + 1}"
@@ -259,8 +255,7 @@ def _no_lists(value: Any) -> Any:
 def fail_interrupted_runs(store: Store) -> int:
     """Runs still ``running`` at start-up died with the previous service: record them failed."""
     with store.write() as session:
-        rows = list(session.scalars(select(TrainingRunRow)
-                                    .where(TrainingRunRow.status.in_(("running", "pending")))))
+        rows = lineage.unfinished_training_runs(session)
         for row in rows:
             lineage.finish_training_run(session, row.id, adapter=None, metrics=row.metrics,
                                         error="interrupted: the service stopped during the run")
@@ -270,7 +265,7 @@ def fail_interrupted_runs(store: Store) -> int:
 def run_progress(store: Store, run_id: str) -> dict[str, Any] | None:
     """A run as stored, with its progress read from the trainer's own events file."""
     with store.read() as session:
-        run = session.get(TrainingRunRow, run_id)
+        run = lineage.get_training_run(session, run_id)
         if run is None:
             return None
     events_file = Path(str((run.config or {}).get("output_dir", ""))) / "events.jsonl"

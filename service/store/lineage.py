@@ -1,5 +1,6 @@
 """Training runs, adapters and promotion decisions: which adapter, data and settings produced
-which adapter, and which one serves. For the loop (``service/loop``) to record into.
+which adapter, and which one serves. For the loop (``service/loop``) to record into and read
+back (the run a window was trained to, adapter names, ``GET /v1/adapters``, decision history).
 
 Promotion keeps one serving adapter at a time: promoting retires the one serving; rolling back
 restores the adapter a promotion replaced.
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from service.store.models import AdapterRow, PromotionRow, TrainingRunRow, utcnow
@@ -96,3 +97,90 @@ def produced_by(session: Session, adapter_id: str) -> TrainingRunRow | None:
     """The training run whose output is this adapter (its data, hash and settings)."""
     query = select(TrainingRunRow).where(TrainingRunRow.output_adapter_id == adapter_id)
     return session.scalars(query).first()
+
+
+# -- training runs ---------------------------------------------------------------------------
+def get_training_run(session: Session, run_id: str) -> TrainingRunRow | None:
+    """One run by id (None: no such run): its config, progress and outcome."""
+    return session.get(TrainingRunRow, run_id)
+
+
+def unfinished_training_runs(session: Session) -> list[TrainingRunRow]:
+    """Runs still ``running`` or ``pending``: at start-up, those the previous process left."""
+    return list(session.scalars(select(TrainingRunRow)
+                                .where(TrainingRunRow.status.in_(("running", "pending")))))
+
+
+def last_trained_triple(session: Session) -> int:
+    """The newest triple a finished run trained on (0: none): later triples are "new"."""
+    upto = session.scalar(select(func.max(TrainingRunRow.triples_to))
+                          .where(TrainingRunRow.status == "done"))
+    return int(upto or 0)
+
+
+def count_training_runs(session: Session, status: str | None = None) -> int:
+    """How many runs there are (of one status, when given), for the loop's counters."""
+    query = select(func.count()).select_from(TrainingRunRow)
+    if status is not None:
+        query = query.where(TrainingRunRow.status == status)
+    return session.scalar(query) or 0
+
+
+def adapter_runs(session: Session) -> dict[str, str]:
+    """Which run produced each adapter: adapter id -> training run id."""
+    pairs = session.execute(select(TrainingRunRow.output_adapter_id, TrainingRunRow.id)
+                            .where(TrainingRunRow.output_adapter_id.is_not(None))).all()
+    return {adapter: run for adapter, run in pairs if adapter is not None}  # (for typing)
+
+
+# -- adapters --------------------------------------------------------------------------------
+def get_adapter(session: Session, adapter_id: str) -> AdapterRow | None:
+    """One adapter by name (None: the store never registered it)."""
+    return session.get(AdapterRow, adapter_id)
+
+
+def adapter_ids(session: Session) -> list[str]:
+    """Every adapter name ever registered (new names must not collide with any)."""
+    return list(session.scalars(select(AdapterRow.id)))
+
+
+def list_adapters(session: Session) -> list[AdapterRow]:
+    """Every adapter, newest first (``GET /v1/adapters``)."""
+    return list(session.scalars(select(AdapterRow).order_by(AdapterRow.created_at.desc())))
+
+
+def count_adapters(session: Session) -> int:
+    """How many adapters were registered, for the loop's counters."""
+    return session.scalar(select(func.count()).select_from(AdapterRow)) or 0
+
+
+# -- promotion decisions ---------------------------------------------------------------------
+def list_decisions(session: Session, *, newest_first: bool = False,
+                   limit: int | None = None) -> list[PromotionRow]:
+    """Promotion decisions in time order (or newest first), the first ``limit`` of them."""
+    order = PromotionRow.created_at.desc() if newest_first else PromotionRow.created_at
+    query = select(PromotionRow).order_by(order)
+    if limit is not None:
+        query = query.limit(limit)
+    return list(session.scalars(query))
+
+
+def last_serving_decision(session: Session, adapter_id: str | None) -> PromotionRow | None:
+    """The newest decision that made ``adapter_id`` serve (promote or rollback): it names the
+    adapter it replaced, which a rollback restores."""
+    return session.scalars(select(PromotionRow)
+                           .where(PromotionRow.adapter_id == adapter_id,
+                                  PromotionRow.decision.in_(("promote", "rollback")))
+                           .order_by(PromotionRow.created_at.desc())).first()
+
+
+def rollback_to_base(session: Session, adapter: AdapterRow) -> PromotionRow:
+    """Record that ``adapter`` stops serving for the base model: it is rejected, and the
+    decision is stored (flushed, so its id and time are known)."""
+    adapter.state = "rejected"
+    decision = PromotionRow(adapter_id=adapter.id, previous_adapter_id=None,
+                            decision="rollback", reason=f"rolled back from {adapter.id} to "
+                                                        "the base model")
+    session.add(decision)
+    session.flush()
+    return decision

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import exists, select
+from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
 from service.store.models import ExecutionRow, FeedbackRow, Label, SampleRow, TaskRow, TripleRow
@@ -150,3 +150,17 @@ def task_of(session: Session, sample: SampleRow) -> TaskRow:
     if task is None:  # the foreign key makes this impossible short of manual edits
         raise LookupError(f"sample {sample.id} names a missing task {sample.task_id}")
     return task
+
+
+def count_samples(session: Session) -> int:
+    """How many programs were stored (generated or submitted), for the loop's counters."""
+    return session.scalar(select(func.count()).select_from(SampleRow)) or 0
+
+
+def recent_failures(session: Session, limit: int) -> list[tuple[ExecutionRow, SampleRow]]:
+    """The newest executions that earned the "bad" reward, with their samples (the
+    dashboard's failures panel shows LETI's feedback on them)."""
+    query = (select(ExecutionRow, SampleRow).join(SampleRow, SampleRow.id == ExecutionRow.sample_id)
+             .where(ExecutionRow.reward == "bad")
+             .order_by(ExecutionRow.created_at.desc()).limit(limit))
+    return [(e, s) for e, s in session.execute(query).all()]

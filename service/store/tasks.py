@@ -117,3 +117,27 @@ def list_tasks(session: Session, *, kind: str | None = None, split: str | None =
 def count_tasks(session: Session) -> dict[str, int]:
     rows = session.execute(select(TaskRow.kind, func.count()).group_by(TaskRow.kind))
     return {kind: count for kind, count in rows}
+
+
+def split_task_ids(session: Session, kind: str, split: str) -> list[str]:
+    """The ids of one kind's tasks in one split, unordered (the loop orders its rotation)."""
+    return list(session.scalars(select(TaskRow.id).where(TaskRow.kind == kind,
+                                                         TaskRow.split == split)))
+
+
+def task_ids_like(session: Session, pattern: str) -> set[str]:
+    """The ids matching a SQL LIKE ``pattern`` (``builtin/%``), to add only missing tasks."""
+    return set(session.scalars(select(TaskRow.id).where(TaskRow.id.like(pattern))))
+
+
+def add_tasks(session: Session, rows: Iterable[TaskRow]) -> None:
+    """Insert task rows the caller built (the loop's built-in problems, with their splits)."""
+    session.add_all(rows)
+
+
+def tasks_of_kind(session: Session, kind: str, split: str | None = None) -> list[TaskRow]:
+    """Every task of a kind (and split, when given), unordered: a benchmark's problem set."""
+    query = select(TaskRow).where(TaskRow.kind == kind)
+    if split is not None:
+        query = query.where(TaskRow.split == split)
+    return list(session.scalars(query))

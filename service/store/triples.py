@@ -16,7 +16,7 @@ from sqlalchemy import Select, case, func, select
 from sqlalchemy.orm import Session
 
 from service.core.programs import prompt_tests
-from service.store.models import SampleRow, TaskRow, TripleRow
+from service.store.models import ExecutionRow, SampleRow, TaskRow, TripleRow
 from service.store.tasks import held_out_reason
 
 # The contract's fields, in order; export writes exactly these.
@@ -125,3 +125,27 @@ def window_report(session: Session, where: TripleFilter) -> dict[str, Any]:
 
 def last_id(session: Session) -> int:
     return session.scalar(select(TripleRow.id).order_by(TripleRow.id.desc()).limit(1)) or 0
+
+
+def count_triples(session: Session, *, after: int | None = None,
+                  trainable: bool | None = None) -> int:
+    """How many triples there are with an id above ``after`` and this hygiene mark (None: any),
+    for the loop's counters (new ones, held-out ones)."""
+    query = select(func.count()).select_from(TripleRow)
+    if after is not None:
+        query = query.where(TripleRow.id > after)
+    if trainable is not None:
+        query = query.where(TripleRow.trainable.is_(trainable))
+    return session.scalar(query) or 0
+
+
+def with_outcomes(session: Session, where: TripleFilter) -> list[tuple[TripleRow, SampleRow,
+                                                                       TaskRow, Any]]:
+    """Triples in id order with their sample, task and sandbox outcome (None for external
+    feedback), so training-data selection can tell failures apart by error."""
+    query = (select(TripleRow, SampleRow, TaskRow, ExecutionRow.outcome)
+             .join(SampleRow, SampleRow.id == TripleRow.sample_id)
+             .join(TaskRow, TaskRow.id == SampleRow.task_id)
+             .outerjoin(ExecutionRow, ExecutionRow.id == TripleRow.execution_id)
+             .order_by(TripleRow.id))
+    return [(t, s, k, o) for t, s, k, o in session.execute(where.apply(query))]

