@@ -3,24 +3,15 @@ SQLite store."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from service.benchmarks.scoring import TaskScore as Scored  # what the jobs store
 from service.store import benchmark_runs as runs
 from service.store.db import Store
-
-
-@dataclass
-class Scored:
-    task_id: str
-    n: int
-    correct: int
-    pass_at_k: dict[str, float]
-    samples: list[dict[str, Any]] = field(default_factory=list)
 
 
 @pytest.fixture
