@@ -1,6 +1,6 @@
 """Training throughput and peak memory, against a bare PyTorch loop as the anchor.
 
-``leti bench train`` runs each measurement in its own process (``python -m trainer.benchmark``),
+``leti bench train`` runs each measurement in its own process (``python -m trainer.speed``),
 so peak resident memory belongs to that measurement alone:
 
 * ``trainer``      — the real ``leti train`` loop on feedback batches only (``--code-ratio 0``);
@@ -142,7 +142,7 @@ def measure(loop: str, args: dict[str, Any]) -> BenchResult:
     raise ValueError(f"unknown loop {loop!r}: 'bare' or one of {', '.join(TRAINER_LOOPS)}")
 
 
-if __name__ == "__main__":  # python -m trainer.benchmark LOOP '{"data": ...}'
+if __name__ == "__main__":  # python -m trainer.speed LOOP '{"data": ...}'
     if TRAINER_LOOPS.get(sys.argv[1], (0, False))[1]:  # the trainer's process, as it runs
         from trainer.memory import use_huge_pages
 

@@ -1,1 +1,6 @@
-"""Benchmarks: each compares the project against a named anchor, measured in the same run."""
+"""Benchmark jobs: pass@k of the model on HumanEval and MBPP (``POST /v1/benchmarks``, the
+study's evaluations), scored in the sandbox and stored.
+
+How good the model is, not how fast the machinery is: the speed harnesses live in
+``service.speed``.
+"""

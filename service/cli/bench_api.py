@@ -28,7 +28,7 @@ def api(
 ) -> None:
     """Load `leti serve` on 127.0.0.1 with concurrent POST /v1/evaluate (MBPP references)."""
     from sandbox.tasks import TaskDataError, load_mbpp
-    from service.benchmarks.api_load import batch_programs, bench_api, bench_sandbox_direct
+    from service.speed.api_load import batch_programs, bench_api, bench_sandbox_direct
 
     console = Console()
     path = mbpp_path or (Path(os.environ["LETI_MBPP_PATH"]) if os.environ.get("LETI_MBPP_PATH")

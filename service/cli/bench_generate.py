@@ -58,8 +58,8 @@ def generate(
     widths = _ints(rows)
     if prompts < 1 or n < 1:
         raise typer.BadParameter("--prompts and --n must be positive")
-    from service.generation.benchmark import markdown_section, run_generation_bench, write_section
     from service.generation.embedded import EmbeddedGenerator
+    from service.speed.generation import markdown_section, run_generation_bench, write_section
 
     console.print("loading the model ...")
     generator = EmbeddedGenerator.load(model, device=device, dtype=dtype, threads=threads or None)

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from sandbox import SandboxError
 from sandbox.tasks import TaskDataError, load_mbpp
-from service.benchmarks.sandbox_speed import bench_backend, bench_human_eval
+from service.speed.sandbox import bench_backend, bench_human_eval
 
 
 def sandbox(

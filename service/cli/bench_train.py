@@ -1,7 +1,7 @@
 """``leti bench train``: training tokens/s and peak memory, against a bare PyTorch loop, the
 previous (padded, float32) training path and the packed float32 one, measured in the same run.
 
-Each loop runs in its own process (``python -m trainer.benchmark``) so its peak memory is its own;
+Each loop runs in its own process (``python -m trainer.speed``) so its peak memory is its own;
 with ``--repeats N`` the loops alternate N times (a shared machine's load drifts between runs) and
 the ratio to the previous path is taken between medians.
 The data are MBPP-shaped triples: every reference solution as a good sample and a broken copy
@@ -111,7 +111,7 @@ def _native_bf16(device: str) -> bool:
 
 def _measure(loop: str, args: dict, console: Console) -> dict:
     """One loop in a fresh process; its last stdout line is the result."""
-    proc = subprocess.run([sys.executable, "-m", "trainer.benchmark", loop, json.dumps(args)],
+    proc = subprocess.run([sys.executable, "-m", "trainer.speed", loop, json.dumps(args)],
                           capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         console.print(f"[red]error:[/red] {loop} failed:\n{proc.stderr[-2000:]}")

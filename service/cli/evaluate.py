@@ -22,8 +22,16 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-from sandbox import Job, JobError, Outcome, RunnerPool, SandboxError, Status, make_sandbox
-from sandbox import render_feedback
+from sandbox import (
+    Job,
+    JobError,
+    Outcome,
+    RunnerPool,
+    SandboxError,
+    Status,
+    make_sandbox,
+    render_feedback,
+)
 from sandbox.passk import parse_ks, pass_at_k
 from sandbox.tasks import Task, TaskDataError, load_humaneval, load_mbpp
 

@@ -77,7 +77,7 @@ async def greedy_run(generator: Any, tasks: list[Any], sandbox: Any, dtype: str,
     from sandbox.types import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S
     from service.core.programs import completion_program, task_job
     from service.generation import SamplingParams
-    from service.generation.benchmark import base_prompts
+    from service.speed.generation import base_prompts
     from trainer.prompts import PROGRAM_STOP
 
     prompts = base_prompts(generator.tokenizer, tasks)

@@ -22,7 +22,7 @@ from service.core.programs import (
     task_job,
     task_prompt,
 )
-from service.generation.benchmark import base_prompts
+from service.speed.generation import base_prompts
 from service.store.models import TaskRow
 from trainer.prompts import Reward
 

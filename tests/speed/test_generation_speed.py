@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from service.generation.benchmark import markdown_section, run_generation_bench, write_section
+from service.speed.generation import markdown_section, run_generation_bench, write_section
 
 
 async def test_bench_measures_baseline_each_width_and_swaps(

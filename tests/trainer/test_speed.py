@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer.benchmark import measure
+from trainer.speed import measure
 
 
 @pytest.mark.parametrize("loop", ["bare", "trainer", "previous"])
