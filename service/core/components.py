@@ -41,7 +41,7 @@ class Services:
 
 
 def make_sandbox_executor(settings: Settings) -> SandboxExecutor:
-    """The configured sandbox backend's runner pool, behind the evaluator's gate."""
+    """The configured sandbox backend's runner pool, in the executor every batch goes through."""
     from sandbox import make_sandbox
 
     options: dict[str, Any] = {"memory_mb": settings.sandbox_runner_memory_mb,

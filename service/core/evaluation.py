@@ -32,10 +32,11 @@ from service.store.tasks import ensure_user_task, get_task
 
 
 class SandboxExecutor:
-    """The sandbox as the service uses it, a bounded async executor of jobs: every batch (one program or many, from the API or
-    the loop) goes through the pool's pipelined ``run_many``, the path ``leti bench sandbox``
-    measures. The pool bounds concurrency (one job per runner, its next one queued behind
-    it); ``in_flight`` counts the programs handed to it and not yet answered."""
+    """The sandbox as the service uses it, a bounded async executor of jobs: every batch (one
+    program or many, from the API or the loop) goes through the pool's pipelined ``run_many``,
+    the path ``leti bench sandbox`` measures. The pool bounds concurrency (one job per runner,
+    its next one queued behind it); ``in_flight`` counts the programs handed to it and not yet
+    answered."""
 
     def __init__(self, pool: RunnerPool, backend: str) -> None:
         self.pool = pool

@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from service.api.app import create_app
-from service.benchmarks import records
 from service.benchmarks.scoring import TaskScore
+from service.store import benchmark_runs as runs
 from service.store.db import Store
 from service.store.models import AdapterRow, PromotionRow
 
@@ -51,11 +51,11 @@ def seed(store: Store) -> None:
                                  decision="reject", reason="validation pass@1 0.300 < 0.320",
                                  metrics={"candidate_pass_at_1": 0.30, "serving_pass_at_1": 0.32}))
     for adapter, value in (("base", 0.12), ("policy-v1", 0.18), ("policy-v2", 0.16)):
-        run = records.create_run(store, benchmark="humaneval", adapter=adapter, n=1,
+        run = runs.create_run(store, benchmark="humaneval", adapter=adapter, n=1,
                                  temperature=0.2, ks=[1], task_limit=1, tasks_total=1, config={})
-        records.add_results(store, run.id, [TaskScore("humaneval/HumanEval/0", 1, 1,
+        runs.add_results(store, run.id, [TaskScore("humaneval/HumanEval/0", 1, 1,
                                                       {"pass@1": 1.0}, [])])
-        records.finish_run(store, run.id, {"pass@1": value})
+        runs.finish_run(store, run.id, {"pass@1": value})
 
 
 @pytest.fixture(scope="module")

@@ -11,12 +11,12 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from service.api.deps import ApiKey, BenchmarkJobsDep, GenerationDep, SettingsDep, StoreDep
 from service.api.schemas import problems
-from service.benchmarks import records
 from service.benchmarks.jobs import BenchmarkJobs, BenchmarkSpec
 from service.benchmarks.scoring import HUMAN_EVAL_TIMEOUT_S
 from service.core.config import Settings
 from service.core.errors import NotFound
 from service.core.generation import Generation
+from service.store import benchmark_runs as runs
 
 
 def _utc(value: datetime) -> datetime:
@@ -134,7 +134,7 @@ async def list_benchmarks(store: StoreDep,
                           limit: Annotated[int, Query(ge=1, le=1000)] = 100
                           ) -> list[BenchmarkOut]:
     """Runs, newest first, without per-task results: compare adapters on one benchmark."""
-    rows = await anyio.to_thread.run_sync(records.list_runs, store, benchmark, adapter, limit)
+    rows = await anyio.to_thread.run_sync(runs.list_runs, store, benchmark, adapter, limit)
     return [_out(r) for r in rows]
 
 
@@ -144,7 +144,7 @@ async def get_benchmark(run_id: str, store: StoreDep,
                                                        "program, status and feedback")] = True
                         ) -> BenchmarkOut:
     """A run's progress and, as tasks finish, its per-task results and then its pass@k."""
-    found = await anyio.to_thread.run_sync(records.get_run, store, run_id)
+    found = await anyio.to_thread.run_sync(runs.get_run, store, run_id)
     if found is None:
         raise NotFound(f"no benchmark run {run_id!r} (list them with GET /v1/benchmarks)")
     run, results = found
