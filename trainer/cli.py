@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -24,6 +24,12 @@ _HELP = {f.name: f.metadata.get("help", "") for cls in (LetiConfig, SelectionCon
 # Every flag's default is its config field's: written once, in the dataclass.
 D = SimpleNamespace(**{f.name: f.default for cls in (LetiConfig, SelectionConfig)
                        for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING})
+
+
+# The flags named other than their field, and the selection flags (``SelectionConfig``'s fields).
+_FIELD_OF = {"output": "output_dir", "rank": "lora_rank", "alpha": "lora_alpha",
+             "dropout": "lora_dropout", "lr": "learning_rate", "schedule": "lr_schedule"}
+_SELECTION_FLAGS = ("min_score", "keep_fraction", "clusters", "cluster_by")
 
 
 def _h(name: str) -> str:
@@ -79,36 +85,26 @@ def train_command(
     cluster_by: Annotated[str, typer.Option(help=_h("cluster_by"))] = D.cluster_by,
 ) -> None:
     """Fine-tune a LoRA adapter on exported triples (LETI by default; see docs/TRAINING.md)."""
+    _run(dict(locals()))  # every flag by its parameter name: the signature is the flag table
+
+
+def _run(flags: dict[str, Any]) -> None:
+    """Train with the flags' settings and say where the adapter went; bad input (data,
+    settings, adapter) exits 2 with the reason, apart from a crash's 1."""
     from rich.console import Console
 
     from trainer.adapters import AdapterError
     from trainer.base_model import BaseModelError
     from trainer.checkpoint import ResumeError
-    from trainer.config import ConfigError
     from trainer.corpus import CorpusError
     from trainer.data import DatasetError
-    from trainer.train import default_output, train
+    from trainer.train import train
+    from trainer.train_config import ConfigError
 
     err = Console(stderr=True)
+    progress = flags.pop("progress") and flags["events"] != "-"
     try:
-        config = LetiConfig(
-            data=data, output_dir=output or default_output(Path("runs")), base_model=base_model,
-            cache_dir=cache_dir, init_adapter=init_adapter, objective=objective,  # type: ignore[arg-type]
-            mask_prompt=mask_prompt, code_ratio=code_ratio, code_corpus=code_corpus,
-            code_block_size=code_block_size, laffi_ratio=laffi_ratio, laffi_holdout=laffi_holdout,
-            lora_rank=rank, lora_alpha=alpha, lora_dropout=dropout,
-            target_modules=tuple(target_modules.split(",")) if target_modules else None,
-            learning_rate=lr, weight_decay=weight_decay, lr_schedule=schedule,  # type: ignore[arg-type]
-            warmup_steps=warmup_steps, warmup_ratio=warmup_ratio, batch_size=batch_size, grad_accum=grad_accum,
-            max_grad_norm=max_grad_norm, packing=packing, reuse_memory=reuse_memory,
-            epochs=epochs, max_steps=max_steps,
-            max_length=max_length, truncated=truncated, precision=precision, device=device,  # type: ignore[arg-type]
-            seed=seed, save_every=save_every, resume=resume, events=events,
-            validate_load=validate_load,
-            selection=SelectionConfig(min_score=min_score, keep_fraction=keep_fraction,
-                                      clusters=clusters, cluster_by=cluster_by,  # type: ignore[arg-type]
-                                      seed=seed))
-        result = train(config, progress=progress and events != "-")
+        result = train(_config(flags), progress=progress)
     except (ConfigError, DatasetError, CorpusError, AdapterError, ResumeError, BaseModelError,
             ValueError) as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
@@ -119,6 +115,22 @@ def train_command(
     err.print(f"adapter: {result.adapter}\nmetrics: {result.metrics_path}\n"
               f"feedback loss: {loss.get('first', float('nan')):.4f} -> "
               f"{loss.get('last', float('nan')):.4f}", highlight=False)
+
+
+def _config(flags: dict[str, Any]) -> LetiConfig:
+    """The settings the flags give: a flag named as its field passes straight through, the short
+    names people type (``--rank``, ``--lr``...) are renamed, the selection flags make their own
+    config."""
+    from trainer.train import default_output
+
+    settings = {_FIELD_OF.get(name, name): value for name, value in flags.items()
+                if name not in _SELECTION_FLAGS}
+    settings["output_dir"] = settings["output_dir"] or default_output(Path("runs"))
+    modules = settings["target_modules"]
+    settings["target_modules"] = tuple(modules.split(",")) if modules else None
+    selection = SelectionConfig(**{name: flags[name] for name in _SELECTION_FLAGS},
+                                seed=flags["seed"])
+    return LetiConfig(**settings, selection=selection)
 
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -293,32 +292,3 @@ def mix(first: list[Example], second: list[Example], fraction_second: float, *,
         return first + rng.sample(second, want)
     want = min(len(first), max(1, round(len(second) * (1 - fraction_second) / fraction_second)))
     return rng.sample(first, want) + second
-
-
-def split_by_task(triples: Sequence[Triple], holdout: float, *,
-                  seed: int = 0) -> tuple[list[Triple], list[Triple]]:
-    """(train, held-out) with whole tasks held out, so held-out programs were never seen."""
-    import random
-
-    tasks = sorted({t.task_id for t in triples})
-    if holdout <= 0 or len(tasks) < 2:
-        return list(triples), []
-    rng = random.Random(seed)
-    rng.shuffle(tasks)
-    held = set(tasks[:max(1, math.floor(len(tasks) * holdout))])
-    return [t for t in triples if t.task_id not in held], [t for t in triples if t.task_id in held]
-
-
-@dataclass
-class DataSummary:
-    """What went into training and what was left out, for the metrics file."""
-
-    triples: int = 0
-    examples: int = 0
-    by_kind: dict[str, int] = field(default_factory=dict)
-    skipped_too_long: int = 0
-    heldout_triples: int = 0
-    read: int = 0  # triples in the file
-    truncated_policy: str = "drop"
-    dropped: dict[str, int] = field(default_factory=dict)  # left out when read, by reason
-    marked: int = 0  # truncated failures kept with a note appended to their feedback

@@ -2,12 +2,15 @@
 
 The input is the task (built by ``trainer.prompts``, without a reward marker) and the program as
 the model's answer, then one question; the target is the feedback text, or ``PASS_TEXT`` for a
-program that passed. Accuracy on held-out triples compares the *status* the predicted text
-implies (passed, failed, error, ...) with the real one, since feedback wording varies.
+program that passed. Accuracy on held-out triples (whole tasks kept out of training by
+``split_by_task``) compares the *status* the predicted text implies (passed, failed, error, ...)
+with the real one, since feedback wording varies.
 """
 
 from __future__ import annotations
 
+import math
+import random
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -96,6 +99,18 @@ def true_status(triple: Triple) -> str:
         return "passed"
     implied = status_of(triple.feedback)
     return implied if implied not in ("passed", "unknown") else "failed"
+
+
+def split_by_task(triples: Sequence[Triple], holdout: float, *,
+                  seed: int = 0) -> tuple[list[Triple], list[Triple]]:
+    """(train, held-out) with whole tasks held out, so held-out programs were never seen."""
+    tasks = sorted({t.task_id for t in triples})
+    if holdout <= 0 or len(tasks) < 2:
+        return list(triples), []
+    rng = random.Random(seed)
+    rng.shuffle(tasks)
+    held = set(tasks[:max(1, math.floor(len(tasks) * holdout))])
+    return [t for t in triples if t.task_id not in held], [t for t in triples if t.task_id in held]
 
 
 @dataclass

@@ -18,9 +18,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from trainer.config import ConfigError, LetiConfig
+from trainer.config import LetiConfig
 from trainer.data import Triple, file_sha256
 from trainer.events import EventLog
+from trainer.train_config import ConfigError
 
 _NOT_TARGETS = ("lm_head", "embed", "wte", "wpe", "score", "classifier")
 

@@ -16,7 +16,6 @@ from trainer.data import (
     leti_example,
     mix,
     read_triples,
-    split_by_task,
 )
 from trainer.prompts import Reward
 
@@ -154,12 +153,6 @@ def test_mix_keeps_the_larger_share_whole() -> None:
     a = [Example("p", str(i), "leti") for i in range(9)]
     b = [Example("p", str(i), "laffi") for i in range(9)]
     assert len(mix(a, b, 0.25)) == 12 and len(mix(a, b, 0.75)) == 12
-
-
-def test_heldout_split_keeps_tasks_whole(tmp_path: Path) -> None:
-    triples = read_triples(write_triples(tmp_path / "t.jsonl", n_tasks=10))
-    train, held = split_by_task(triples, 0.2, seed=1)
-    assert len(held) == 4 and not {t.task_id for t in train} & {t.task_id for t in held}
 
 
 def _truncated_file(tmp_path: Path) -> Path:

@@ -1,18 +1,20 @@
-"""LaFFi: the feedback-prediction text, the status a prediction implies, and accuracy."""
+"""LaFFi: the feedback-prediction text, the held-out split, the status a prediction implies, and
+accuracy."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from tiny_models import triple
+from tiny_models import triple, write_triples
 
-from trainer.data import Triple
+from trainer.data import Triple, read_triples
 from trainer.laffi import (
     PASS_TEXT,
     QUESTION,
     laffi_example,
     score_predictions,
+    split_by_task,
     status_of,
     true_status,
 )
@@ -83,3 +85,9 @@ def test_external_record_without_status_takes_it_from_its_text() -> None:
     assert true_status(Triple.from_dict(row)) == "error"
     row = triple(1, "x", "bad", "too slow for my taste", status=None, source="external")
     assert true_status(Triple.from_dict(row)) == "failed"
+
+
+def test_heldout_split_keeps_tasks_whole(tmp_path: Path) -> None:
+    triples = read_triples(write_triples(tmp_path / "t.jsonl", n_tasks=10))
+    train, held = split_by_task(triples, 0.2, seed=1)
+    assert len(held) == 4 and not {t.task_id for t in train} & {t.task_id for t in held}

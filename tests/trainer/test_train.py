@@ -252,11 +252,11 @@ def test_max_steps_bounds_a_run_sized_by_its_epochs(tiny_model: Path, triples_fi
 
 
 def test_warm_up_ratio_then_decay(tiny_model: Path, triples_file: Path, tmp_path: Path) -> None:
-    from trainer.train import _schedule
+    from trainer.prepare import lr_schedule
 
     cfg = config(tiny_model, triples_file, tmp_path / "x", warmup_ratio=0.25,
                  lr_schedule="cosine")
-    factor = _schedule(cfg, 20)  # 5 warm-up steps, then cosine to zero
+    factor = lr_schedule(cfg, 20)  # 5 warm-up steps, then cosine to zero
     rising = [factor(s) for s in range(5)]
     assert rising == sorted(rising) and rising[-1] < 1.0
     assert factor(5) == pytest.approx(1.0)
