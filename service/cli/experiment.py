@@ -4,7 +4,6 @@ write ``results.json``, plots and ``summary.md`` into its output directory."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from pathlib import Path
 from typing import Annotated
@@ -30,8 +29,10 @@ def experiment(
                                "reproducibility.md comparing the two")] = None,
 ) -> None:
     """Run a study of the loop through the service's own components (docs/RESULTS.md)."""
+    from service.experiment.compare import compare_runs, render_comparison
     from service.experiment.config import ExperimentConfigError, load_config
-    from service.experiment.report import compare_runs, render_comparison, write_report
+    from service.experiment.report import write_report
+    from service.experiment.results import load_results
     from service.experiment.study import Study, StudyError
 
     err = Console(stderr=True)
@@ -43,7 +44,7 @@ def experiment(
         if report_only:
             if not results_file.is_file():
                 raise ExperimentConfigError(f"no {results_file} to report on")
-            results = json.loads(results_file.read_text(encoding="utf-8"))
+            results = load_results(results_file)
             write_report(results, out)
         else:
             if fresh and out.exists():
@@ -57,7 +58,7 @@ def experiment(
             earlier_file = compare_with / "results.json"
             if not earlier_file.is_file():
                 raise ExperimentConfigError(f"no {earlier_file} to compare with")
-            earlier = json.loads(earlier_file.read_text(encoding="utf-8"))
+            earlier = load_results(earlier_file)
             table = render_comparison(compare_runs(earlier, results))
             (out / "reproducibility.md").write_text(
                 f"# {cfg.name}: {out} against {compare_with}\n\n{table}\n", encoding="utf-8")

@@ -54,17 +54,14 @@ def bootstrap_ci(
     return float(low), float(high)
 
 
-def task_scores(evaluation: Mapping[str, Any]) -> dict[str, float]:
+def task_scores(pass_lists: Mapping[str, Sequence[bool]]) -> dict[str, float]:
     """Per-task pass@1 estimate: the fraction c/n of a task's samples that passed.
 
     c/n is the unbiased pass@1 for n samples (the k=1 case of the HumanEval estimator), so the
     mean of these over tasks is the evaluation's pass@1. A task with no samples scores 0.
     """
-    scores: dict[str, float] = {}
-    for task_id, record in (evaluation.get("tasks") or {}).items():
-        passed = list((record or {}).get("passed") or [])
-        scores[task_id] = sum(1 for p in passed if p) / len(passed) if passed else 0.0
-    return scores
+    return {task_id: sum(1 for p in passed if p) / len(passed) if passed else 0.0
+            for task_id, passed in pass_lists.items()}
 
 
 @dataclass(frozen=True, slots=True)

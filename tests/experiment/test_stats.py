@@ -48,16 +48,10 @@ def test_ci_of_zero_one_or_constant_items_is_the_point() -> None:
 
 
 def test_task_scores_is_the_fraction_of_passed_samples() -> None:
-    evaluation = {
-        "tasks": {
-            "mbpp/1": {"passed": [True], "statuses": ["passed"], "error_types": [None]},
-            "mbpp/2": {"passed": [True, False, False, True]},
-            "mbpp/3": {"passed": [False, False]},
-            "mbpp/4": {"passed": []},
-        }
-    }
-    assert task_scores(evaluation) == {"mbpp/1": 1.0, "mbpp/2": 0.5, "mbpp/3": 0.0, "mbpp/4": 0.0}
-    assert task_scores({"tasks": {}}) == {}
+    pass_lists = {"mbpp/1": [True], "mbpp/2": [True, False, False, True], "mbpp/3": [False, False],
+                  "mbpp/4": []}
+    assert task_scores(pass_lists) == {"mbpp/1": 1.0, "mbpp/2": 0.5, "mbpp/3": 0.0, "mbpp/4": 0.0}
+    assert task_scores({}) == {}
 
 
 def test_paired_difference_detects_a_clear_improvement() -> None:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from service.experiment.config import ExperimentConfig, ExperimentConfigError, load_config
+from service.experiment.results import StudyResults
 from service.experiment.study import Study, StudyError
 from tests.api.conftest import tiny_model_dir  # noqa: F401 - the fixture, reused
 
@@ -45,11 +46,10 @@ def _keep_truncated(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LETI_TRAIN_TRUNCATED", "keep")
 
 
-def figures_of(results: dict[str, Any]) -> dict[str, Any]:
+def figures_of(results: StudyResults) -> dict[str, Any]:
     """What must repeat: every evaluation's per-task outcomes and every round's counts."""
-    return {"evaluations": {e["key"]: e["tasks"] for e in results["evaluations"]},
-            "rounds": [(r["problems"], r["statuses"], r["gate"]["decision"])
-                       for r in results["rounds"]]}
+    return {"evaluations": {e.key: e.tasks for e in results.evaluations},
+            "rounds": [(r.problems, r.statuses, r.gate.decision) for r in results.rounds]}
 
 
 def test_study_runs_every_phase_and_repeats(tmp_path: Path, mbpp_path: Path,
@@ -73,39 +73,39 @@ def test_study_runs_every_phase_and_repeats(tmp_path: Path, mbpp_path: Path,
     first = asyncio.run(Study(config, tmp_path / "a").run())
     assert calls == {"collect_round": 2, "train_and_gate": 2}
 
-    assert first["phases_done"] == ["baseline", "round-1", "ablation-binary",
-                                    "ablation-no-corpus", "round-2", "final"]
-    keys = [e["key"] for e in first["evaluations"]]
+    assert first.phases_done == ["baseline", "round-1", "ablation-binary",
+                                 "ablation-no-corpus", "round-2", "final"]
+    keys = [e.key for e in first.evaluations]
     assert keys == ["base/mbpp", "base/humaneval", "leti-r1/mbpp", "binary-r1/mbpp",
                     "no-corpus-r1/mbpp", "leti-r2/mbpp", "leti-r2/humaneval"]
-    base = first["evaluations"][0]
-    assert list(base["tasks"]) == ["mbpp/11", "mbpp/12", "mbpp/13"]
-    assert all(len(t["passed"]) == 2 for t in base["tasks"].values())
-    assert set(base["pass_at_k"]) == {"pass@1", "pass@2"}
+    base = first.evaluations[0]
+    assert list(base.tasks) == ["mbpp/11", "mbpp/12", "mbpp/13"]
+    assert all(len(t.passed) == 2 for t in base.tasks.values())
+    assert set(base.pass_at_k) == {"pass@1", "pass@2"}
 
-    r1, r2 = first["rounds"]
-    assert r1["problems"] == ["mbpp/601", "mbpp/602"] and r2["problems"] == ["mbpp/603",
-                                                                              "mbpp/604"]
-    assert r1["samples"] == 4 and sum(r1["statuses"].values()) == 4
-    assert r1["pool"] == 4 and r1["pool_pass_rate"] == r1["passed"] / 4
-    assert r1["selection"]["policy"] == "accumulate" and r1["trained_on"] >= 1
-    assert r1["gate"]["tasks"] == 2 and "table" not in r1["gate"]
-    assert r1["adapter_sampled"] is None  # the base model samples round 1
-    assert r1["gate"]["decision"] == "promote"  # margin 1.0: anything passes the gate
-    assert r2["adapter_sampled"] == r1["candidate"]  # the promoted adapter samples round 2
-    assert r1["training"]["steps"] == 3 and r1["training"]["feedback_steps"] == 2  # F C F
-    assert r1["training"]["precision"] in {"fp32", "bf16-frozen"}  # what the run computed in
-    assert set(r1["timings_s"]) == {"sampling", "execution", "training", "evaluation", "gate"}
-    ablations = {a["name"]: a for a in first["ablations"]}
-    assert ablations["binary"]["steps"] == 3  # same code ratio as the main arm
-    assert ablations["no-corpus"]["steps"] == 2  # the same two feedback steps, no code step
-    assert (tmp_path / "a" / "results.json").is_file()
+    r1, r2 = first.rounds
+    assert r1.problems == ["mbpp/601", "mbpp/602"] and r2.problems == ["mbpp/603", "mbpp/604"]
+    assert r1.samples == 4 and sum(r1.statuses.values()) == 4
+    assert r1.pool == 4 and r1.passed is not None and r1.pool_pass_rate == r1.passed / 4
+    assert r1.selection is not None and r1.selection["policy"] == "accumulate"
+    assert r1.trained_on is not None and r1.trained_on >= 1
+    assert r1.gate.tasks == 2 and "table" not in r1.gate.to_json()
+    assert r1.adapter_sampled is None  # the base model samples round 1
+    assert r1.gate.decision == "promote"  # margin 1.0: anything passes the gate
+    assert r2.adapter_sampled == r1.candidate  # the promoted adapter samples round 2
+    assert r1.training.steps == 3 and r1.training.feedback_steps == 2  # F C F
+    assert r1.training.precision in {"fp32", "bf16-frozen"}  # what the run computed in
+    assert set(r1.timings_s) == {"sampling", "execution", "training", "evaluation", "gate"}
+    ablations = {a.name: a for a in first.ablations}
+    assert ablations["binary"].steps == 3  # same code ratio as the main arm
+    assert ablations["no-corpus"].steps == 2  # the same two feedback steps, no code step
+    written = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert written == json.loads(json.dumps(first.to_json(), default=str))  # what it returned
+    assert base.programs_file == "programs/base--mbpp.jsonl"
     saved = [json.loads(line) for line in
-             (tmp_path / "a" / base["programs_file"]).read_text().splitlines()]
-    assert base["programs_file"] == "programs/base--mbpp.jsonl"
-    assert [p["task_id"] for p in saved] == [t for t in base["tasks"] for _ in range(2)]
-    assert [p["status"] for p in saved] == [s for t in base["tasks"].values()
-                                             for s in t["statuses"]]
+             (tmp_path / "a" / base.programs_file).read_text().splitlines()]
+    assert [p["task_id"] for p in saved] == [t for t in base.tasks for _ in range(2)]
+    assert [p["status"] for p in saved] == [s for t in base.tasks.values() for s in t.statuses]
     assert all(isinstance(p["program"], str) and p["feedback"] for p in saved)
 
     again = asyncio.run(Study(config, tmp_path / "b").run())
@@ -121,22 +121,24 @@ def test_a_study_stops_after_a_phase_resumes_and_refuses_another_config(
     with pytest.raises(StudyError, match="no phase 'round-9'"):
         asyncio.run(Study(config, out, stop_after="round-9").run())
     partial = asyncio.run(Study(config, out, stop_after="baseline").run())
-    assert partial["phases_done"] == ["baseline"]
-    assert partial["environment"]["finished_at"] is None
-    base = partial["evaluations"]
+    assert partial.phases_done == ["baseline"]
+    assert partial.environment.finished_at is None
+    base = partial.evaluations
     first = asyncio.run(Study(config, out).run())  # resumes after the baseline
-    assert first["phases_done"] == ["baseline", "round-1", "final"]
-    assert first["evaluations"][:2] == base
-    keys = [e["key"] for e in first["evaluations"]]  # the marker check on the promoted adapter
+    assert first.phases_done == ["baseline", "round-1", "final"]
+    assert first.evaluations[:2] == base
+    keys = [e.key for e in first.evaluations]  # the marker check on the promoted adapter
     assert keys[-2:] == ["leti-r1/humaneval", "bad-r1/mbpp"]
-    assert first["evaluations"][-1]["marker"] == "bad"
-    marker = next(a for a in first["ablations"] if a["name"] == "marker")
-    assert (marker["evaluation"], marker["compare_to"]) == ("bad-r1/mbpp", "leti-r1/mbpp")
-    assert first["environment"]["finished_at"] is not None
+    assert first.evaluations[-1].marker == "bad"
+    marker = next(a for a in first.ablations if a.name == "marker")
+    assert (marker.evaluation, marker.compare_to) == ("bad-r1/mbpp", "leti-r1/mbpp")
+    assert set(marker.to_json()) == {"name", "objective", "marker", "evaluation", "compare_to",
+                                     "data_round", "training", "timings_s"}
+    assert first.environment.finished_at is not None
     stamp = (out / "results.json").stat().st_mtime_ns
     second = asyncio.run(Study(config, out).run())
-    assert second["phases_done"] == first["phases_done"]
-    assert second["evaluations"] == first["evaluations"]
+    assert second.phases_done == first.phases_done
+    assert second.evaluations == first.evaluations
     assert (out / "results.json").stat().st_mtime_ns >= stamp
     other = tiny_config(mbpp_path, tiny_model_dir, seed=4,
                         loop={"rounds": 1, "problems_per_round": 1}, ablations=[])
