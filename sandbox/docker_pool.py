@@ -1,13 +1,14 @@
 """The docker backend: a warm pool of hardened containers, each running the same runner.
 
-Each container runs ``sandbox/runner.py`` (copied into the image by ``sandbox/Dockerfile``) and
+Each container runs the runner package ``sandbox/runner`` (copied into the image by
+``sandbox/Dockerfile``) and
 stays up: a job is one JSON line written to the container's attached stdin and one read back
 from its stdout, not a container start. The container has no network, a read-only root with a
 small ``noexec`` tmpfs at ``/tmp``, no capabilities, ``no-new-privileges``, uid/gid 65534 and
 memory, process and CPU limits.
 
 The runner is the container's PID 1, as it is its namespace's init in the local backend
-(``sandbox/runner.py``, ``main``): no other process holds its streams, a program cannot kill it
+(``sandbox/runner/startup.py``, ``main``): no other process holds its streams, a program cannot kill it
 (the kernel keeps other processes' signals from a namespace's init), and its ``--sweep``
 (``kill(-1)`` after each job) reaches every other process of that container alone. A program
 that kills its own parent kills the runner's zygote: the job ends ``crashed`` and the runner
@@ -16,7 +17,7 @@ stream closes, and the pool (``sandbox/pool.py``) retries the job once on a fres
 then reports ``crashed``. The pool also replaces a container after ``jobs_per_runner`` jobs.
 Containers are started with ``auto_remove``, so one whose stream is dropped (even by a crashed
 client: the runner reads end of input and exits) removes itself. The image is labelled with the
-digest of the runner it was built from, and a pool refuses an image built from another runner
+digest of the runner package it was built from, and a pool refuses an image built from another runner
 (grading would differ).
 """
 
@@ -33,17 +34,22 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from pathlib import Path
-
-from sandbox.pool import RUNNER_ENVIRONMENT, Channel, ChannelLost, RunnerPool, runner_options
+from sandbox.channel import (
+    RUNNER_ENVIRONMENT,
+    RUNNER_PACKAGE,
+    Channel,
+    ChannelLost,
+    runner_command,
+    runner_files,
+    runner_options,
+)
+from sandbox.pool import RunnerPool
 from sandbox.types import SandboxError
 
 DEFAULT_IMAGE = "leti-sandbox:latest"
-RUNNER_COMMAND = ["python", "-I", "-S", "-B", "/opt/leti/runner.py", "--sweep"]
 SANDBOX_USER = "65534:65534"  # nobody:nogroup
 POOL_LABEL = "leti.sandbox.pool"  # every container carries its pool's id under this label
 RUNNER_LABEL = "leti.runner.sha256"  # the image's runner digest (scripts/build-sandbox-image.sh)
-RUNNER_PATH = Path(__file__).with_name("runner.py")
 START_HINT = "start dockerd: scripts/start-docker.sh"
 BUILD_HINT = "build it: scripts/build-sandbox-image.sh"
 
@@ -76,7 +82,7 @@ def container_options(image: str, limits: ContainerLimits, labels: dict[str, str
     """The ``containers.create`` arguments that harden one runner container."""
     return {
         "image": image,
-        "command": RUNNER_COMMAND + runner_options(cpu_slot),
+        "command": runner_command("python") + runner_options(cpu_slot),
         "init": False,  # the runner is PID 1 (see above)
         "user": SANDBOX_USER,
         "environment": dict(RUNNER_ENVIRONMENT),
@@ -204,8 +210,16 @@ def connect(timeout: float = 30.0) -> Any:
 
 
 def runner_digest() -> str:
-    """The sha256 of this checkout's runner, which the image must have been built from."""
-    return hashlib.sha256(RUNNER_PATH.read_bytes()).hexdigest()
+    """The sha256 of this checkout's runner package, which the image must have been built from:
+    each file's path and content, length-prefixed, in a fixed order. It is the one definition:
+    scripts/build-sandbox-image.sh asks it for the label it gives the image."""
+    digest = hashlib.sha256()
+    for path in runner_files():
+        name = path.relative_to(RUNNER_PACKAGE).as_posix().encode()
+        content = path.read_bytes()
+        for part in (name, content):
+            digest.update(len(part).to_bytes(8, "big") + part)
+    return digest.hexdigest()
 
 
 def check_image(client: Any, image: str) -> None:
@@ -220,7 +234,7 @@ def check_image(client: Any, image: str) -> None:
         raise SandboxError(f"could not look up the sandbox image {image!r}: {exc}") from exc
     if labels.get(RUNNER_LABEL) != runner_digest():
         raise SandboxError(
-            f"the sandbox image {image!r} was not built from this checkout's sandbox/runner.py "
+            f"the sandbox image {image!r} was not built from this checkout's sandbox/runner package "
             f"(label {RUNNER_LABEL}={labels.get(RUNNER_LABEL)!r}): rebuild it: "
             "scripts/build-sandbox-image.sh"
         )

@@ -18,11 +18,19 @@ import time
 from pathlib import Path
 
 from sandbox.bounds import Bounds, BoundsPolicy, RunnerLimits, choose_bounds
-from sandbox.pool import RUNNER_ENVIRONMENT, Channel, ChannelLost, RunnerPool, runner_options
+from sandbox.channel import (
+    RUNNER_ENVIRONMENT,
+    RUNNER_PACKAGE,
+    SANDBOX_RUNNER,
+    Channel,
+    ChannelLost,
+    runner_command,
+    runner_files,
+    runner_options,
+)
+from sandbox.pool import RunnerPool
 from sandbox.types import SandboxError
 
-RUNNER_PATH = Path(__file__).with_name("runner.py")
-SANDBOX_RUNNER = "/opt/leti/runner.py"
 SANDBOX_UID = 65534  # nobody
 
 
@@ -42,7 +50,7 @@ def bwrap_command(python: Path | None = None) -> list[str]:
     python = python or interpreter()
     cmd = [
         bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
-        "--as-pid-1",  # the runner is the namespace's init: see sandbox/runner.py (main)
+        "--as-pid-1",  # the runner is the namespace's init: see sandbox/runner/startup.py
         "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--hostname", "sandbox",
         "--clearenv", "--setenv", "PATH", "/usr/bin:/bin",
         *(arg for name, value in RUNNER_ENVIRONMENT.items() for arg in ("--setenv", name, value)),
@@ -59,8 +67,10 @@ def bwrap_command(python: Path | None = None) -> list[str]:
         cmd += ["--ro-bind", str(prefix), str(prefix)]
         if not python.is_relative_to(prefix):
             cmd += ["--ro-bind", str(python), str(python)]
-    cmd += ["--ro-bind", str(RUNNER_PATH), SANDBOX_RUNNER]
-    return cmd + [str(python), "-I", "-S", "-B", SANDBOX_RUNNER, "--sweep"]
+    # The whole package, read-only: nothing a job writes can be imported by the runner's
+    # processes (the judge imports the modules the program's names refer to).
+    cmd += ["--ro-bind", str(RUNNER_PACKAGE), SANDBOX_RUNNER]
+    return cmd + runner_command(str(python))
 
 
 class ProcessChannel(Channel):
@@ -114,7 +124,7 @@ class LocalSandbox(RunnerPool):
         self.command = bwrap_command()
         python = interpreter()
         self.bounds: Bounds = choose_bounds(RunnerLimits(memory_mb=memory_mb, pids=pids), bounds,
-                                            [python, RUNNER_PATH])
+                                            [python, RUNNER_PACKAGE, *runner_files()])
         super().__init__(self._start_runner, workers or default_workers(), jobs_per_runner,
                          pin_cpus)
 

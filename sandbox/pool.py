@@ -10,74 +10,20 @@ is what kills it and the outcome says ``crashed``.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 import time
-from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
+from sandbox.channel import Channel, ChannelLost
 from sandbox.types import Job, JobError, Outcome, SandboxError, Status
 
 log = logging.getLogger(__name__)
 
 PIPELINE_DEPTH = 2  # jobs a batch keeps sent to one runner: the one it runs, and the next
-# The runner's environment in both backends (nothing of the host's). LD_BIND_NOW: the dynamic
-# linker resolves every symbol when the runner starts, not lazily on first call in each job's
-# child, where each lazy binding wrote a page of the runner's (~17 faults per job).
-RUNNER_ENVIRONMENT = {"LD_BIND_NOW": "1"}
 GRACE_S = 10.0  # the runner enforces the job's clock; this only catches a runner that hangs
-
-
-def runner_options(cpu_slot: int | None) -> list[str]:
-    """The runner's command-line options for one runner of a pool (after ``--sweep``)."""
-    return [] if cpu_slot is None else ["--cpu-slot", str(cpu_slot)]
-
-
-class ChannelLost(Exception):
-    """The runner behind a channel died or stopped answering."""
-
-
-class Channel(ABC):
-    """One warm runner that answers one JSON line per JSON line it is sent."""
-
-    @abstractmethod
-    def send(self, line: bytes) -> None: ...
-
-    @abstractmethod
-    def _read(self, deadline: float) -> bytes:
-        """Some bytes of the runner's stdout ('' at EOF), waiting at most until ``deadline``."""
-
-    @abstractmethod
-    def close(self) -> None: ...
-
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-        self.jobs_done = 0
-
-    def submit(self, payload: dict) -> None:
-        """Send one job; the runner answers the jobs it is sent one at a time, in order."""
-        self.send((json.dumps(payload) + "\n").encode())
-
-    def reply(self, timeout: float) -> dict:
-        """The runner's answer to the oldest job not yet answered, waiting at most ``timeout``
-        seconds from now; ``ChannelLost`` if the runner is gone."""
-        deadline = time.monotonic() + timeout
-        while (newline := self._buffer.find(b"\n")) < 0:
-            chunk = self._read(deadline)
-            if not chunk:
-                raise ChannelLost("the runner closed its output")
-            self._buffer += chunk
-        line, self._buffer = bytes(self._buffer[:newline]), self._buffer[newline + 1:]
-        self.jobs_done += 1
-        return json.loads(line)
-
-    def request(self, payload: dict, timeout: float) -> dict:
-        """Send one job, return the runner's reply; ``ChannelLost`` if the runner is gone."""
-        self.submit(payload)
-        return self.reply(timeout)
 
 
 def _outcome(job: Job, reply: dict) -> Outcome:
@@ -120,7 +66,7 @@ class RunnerPool:
 
     ``spawn(cpu_slot)`` starts one runner. With ``pin_cpus`` each live runner holds a slot in
     ``range(workers)`` (a freed one is reused) and pins itself, with its zygote and its jobs'
-    children, to CPU ``slot % (CPUs it may use)`` (runner.py, ``pin_to_cpu``): every process of
+    children, to CPU ``slot % (CPUs it may use)`` (``pin_to_cpu`` in the runner): every process of
     a job then runs where the previous one left its caches, and none waits for a wake-up from
     another CPU (measured in docs/BENCHMARKS.md, "Sandbox"). Without it the
     slot is None and the scheduler places runners as it likes.

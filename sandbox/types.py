@@ -99,7 +99,8 @@ class Job:
 
 def _check_compiles(tests: tuple[str, ...], setup: str) -> None:
     """Tests and setup are ours, not the model's: if they do not compile the job is malformed."""
-    from sandbox.runner import compile_setup, instrument, test_file
+    from sandbox.runner.names import test_file
+    from sandbox.runner.plans import compile_setup, instrument
 
     for i, src in enumerate(tests, start=1):
         try:

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Build the docker sandbox image (leti-sandbox:latest) from sandbox/Dockerfile.
 #
-# Idempotent: does nothing when the image exists and was built from the current sandbox/runner.py,
-# unless --force. The base image is, in order:
+# Idempotent: does nothing when the image exists and was built from the current sandbox/runner
+# package, unless --force. The base image is, in order:
 #   $LETI_SANDBOX_BASE if set (any image the engine has or can pull);
 #   python:3.12-slim if the engine already has it or Docker Hub answers;
 #   otherwise (machines with no image registry) a Debian bookworm root filesystem built with
 #   debootstrap from this machine's apt mirror and loaded with `docker import`. Its trimmed
 #   tarball is cached under ${LETI_CACHE_DIR:-$HOME/.cache/leti}, so later builds take seconds.
-# Needs a running engine (scripts/start-docker.sh) and, for the Debian base, root and debootstrap.
+# Needs a running engine (scripts/start-docker.sh), Python (.venv, else python3) for the runner's
+# digest and, for the Debian base, root and debootstrap.
 set -euo pipefail
 
 IMAGE=${LETI_SANDBOX_IMAGE:-leti-sandbox:latest}
@@ -20,7 +21,7 @@ FORCE=0
 for arg in "$@"; do
     case $arg in
         --force) FORCE=1 ;;
-        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
         *) echo "unknown argument $arg (usage: $0 [--force])" >&2; exit 2 ;;
     esac
 done
@@ -29,13 +30,17 @@ if ! docker info >/dev/null 2>&1; then
     echo "the docker engine is not answering: start it with scripts/start-docker.sh" >&2
     exit 1
 fi
-# The image carries the digest of the runner it was built from: a changed sandbox/runner.py means
-# a rebuild (and sandbox/docker_pool.py refuses an image whose digest differs).
+# The image carries the digest of the runner package it was built from, as the pool computes it
+# (runner_digest in sandbox/docker_pool.py, its one definition): a changed sandbox/runner means a
+# rebuild (and the pool refuses an image whose digest differs).
 RUNNER_LABEL=leti.runner.sha256
-want=$(sha256sum "$HERE/sandbox/runner.py" | cut -d' ' -f1)
+PYTHON=$HERE/.venv/bin/python
+[ -x "$PYTHON" ] || PYTHON=python3
+want=$(cd "$HERE" && "$PYTHON" -c \
+    'from sandbox.docker_pool import runner_digest; print(runner_digest())')
 have=$(docker image inspect -f "{{ index .Config.Labels \"$RUNNER_LABEL\" }}" "$IMAGE" 2>/dev/null || true)
 if [ "$FORCE" = 0 ] && [ "$have" = "$want" ]; then
-    echo "$IMAGE already built from this sandbox/runner.py (use --force to rebuild)"
+    echo "$IMAGE already built from this sandbox/runner (use --force to rebuild)"
     exit 0
 fi
 

@@ -81,7 +81,7 @@ def test_hardening_holds_from_inside(small_pool: DockerSandbox) -> None:
 def test_cannot_write_to_the_root_or_run_files_from_tmp(docker_sandbox: RunnerPool) -> None:
     out = probe(docker_sandbox, """
         import os, subprocess
-        for path in ("/leti-escaped", "/etc/leti-escaped", "/opt/leti/runner.py",
+        for path in ("/leti-escaped", "/etc/leti-escaped", "/opt/leti/runner/__init__.py",
                      "/usr/bin/python3"):
             try:
                 open(path, "a").write("pwned")
@@ -236,7 +236,7 @@ def test_an_image_built_from_another_runner_is_refused() -> None:
     dockerfile = f"FROM {DEFAULT_IMAGE}\nLABEL {RUNNER_LABEL}=0123abcd\n".encode()
     client.images.build(fileobj=io.BytesIO(dockerfile), tag=stale, network_mode="none", rm=True)
     try:
-        with pytest.raises(SandboxError, match=r"not built from this checkout's sandbox/runner\.py"
+        with pytest.raises(SandboxError, match=r"not built from this checkout's sandbox/runner package"
                                                r".*scripts/build-sandbox-image\.sh"):
             make_sandbox("docker", image=stale)
     finally:

@@ -117,10 +117,13 @@ def test_frames_and_the_garbage_collector_hold_no_expected_value(sandbox: Runner
 
 def test_patched_builtins_and_harness(sandbox: RunnerPool) -> None:
     program = """
-        import builtins, json, __main__
-        __main__.plain_json = lambda value: b'0'  # the harness's value encoder
-        __main__.to_plain = lambda value: 0
-        __main__.send_frame = lambda fd, message: None
+        import builtins, json, sys
+        fakes = {"plain_json": lambda value: b'0',  # the harness's value encoder
+                 "to_plain": lambda value: 0, "send_frame": lambda fd, message: None}
+        for module in list(sys.modules.values()):  # wherever a module of the harness holds them
+            for name in fakes:
+                if name in vars(module):
+                    setattr(module, name, fakes[name])
         builtins.isinstance = lambda *a: True
         json.dumps = lambda *a, **k: '{"status": "passed"}'
         def f(x):
@@ -135,8 +138,10 @@ def test_patched_builtins_and_harness(sandbox: RunnerPool) -> None:
 def test_patched_harness_claiming_the_value_only_passes_by_producing_it(sandbox: RunnerPool) -> None:
     """The encoder patched to claim a value: the program has then produced that value itself."""
     program = """
-        import __main__
-        __main__.plain_json = lambda value: b'12345'
+        import sys
+        for module in list(sys.modules.values()):  # wherever a module of the harness holds it
+            if "plain_json" in vars(module):
+                module.plain_json = lambda value: b'12345'
         def f(x):
             return x
     """
@@ -216,3 +221,32 @@ def test_first_test_right_second_wrong_is_failed_at_the_second(sandbox: RunnerPo
     value, judged = both(sandbox, program)
     assert (value.failed_test, value.tests_passed) == (2, 1)
     assert judged.status is Status.FAILED and judged.failed_test == 2
+
+
+def test_no_module_can_be_planted_for_the_judge(sandbox: RunnerPool) -> None:
+    """The judge imports the module each of the program's module names refers to: a module the
+    program wrote where the harness imports from would run in the judge, and could report a
+    pass. Every such directory is read-only."""
+    forge = ("import os\nfor fd in range(256):\n    try:\n"
+             f"        os.write(fd, {FORGED})\n    except OSError:\n        pass\n")
+    program = f"""
+        import os, sys, types
+        package = sys.modules.get("runner")  # the harness's package, as the sandbox names it
+        places = [p for p in (*getattr(package, "__path__", []), *sys.path) if p]
+        planted = []
+        for place in places:
+            try:
+                with open(os.path.join(place, "leti_planted.py"), "w") as file:
+                    file.write({forge!r})
+                planted.append(place)
+            except OSError:
+                pass
+        print("planted", planted)
+        inside = types.ModuleType("runner.leti_planted")  # the judge imports them by these names
+        beside = types.ModuleType("leti_planted")
+        def f(x):
+            return x
+    """
+    value, judged = both(sandbox, program)
+    assert "planted []" in value.stdout, value.stdout  # (a judged job's failure cuts its output)
+    assert judged.status is Status.FAILED and judged.actual == "1"

@@ -7,7 +7,7 @@ import ast
 
 import pytest
 
-from sandbox.runner import _EqualityAsserts, instrument
+from sandbox.runner.plans import _EqualityAsserts, instrument
 
 
 @pytest.mark.parametrize("source", [

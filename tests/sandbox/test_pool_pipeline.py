@@ -11,7 +11,8 @@ import time
 import pytest
 
 from sandbox import Job, JobError, Status
-from sandbox.pool import PIPELINE_DEPTH, Channel, RunnerPool
+from sandbox.channel import Channel
+from sandbox.pool import PIPELINE_DEPTH, RunnerPool
 
 
 class ScriptedRunner(Channel):

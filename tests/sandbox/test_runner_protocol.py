@@ -8,12 +8,18 @@ import os
 import subprocess
 from pathlib import Path
 
-from sandbox.local import RUNNER_PATH, interpreter
+from sandbox.channel import RUNNER_PACKAGE
+from sandbox.local import interpreter
+
+
+def runner(*options: str) -> list[str]:
+    """The runner's command as the backends give it, without their namespace (no --sweep)."""
+    return [str(interpreter()), "-I", "-S", "-B", str(RUNNER_PACKAGE / "__main__.py"), *options]
 
 
 def answers(lines: list[str], tmp_path: Path, *options: str) -> list[dict]:
     proc = subprocess.run(
-        [str(interpreter()), "-I", "-S", "-B", str(RUNNER_PATH), *options],
+        runner(*options),
         input="".join(line + "\n" for line in lines), capture_output=True, text=True,
         env={"TMPDIR": str(tmp_path)}, timeout=60, check=True,
     )
@@ -68,7 +74,7 @@ def test_a_job_larger_than_the_childs_read_buffer_arrives_whole(tmp_path: Path) 
 
 
 def test_a_bad_cpu_slot_is_refused(tmp_path: Path) -> None:
-    proc = subprocess.run([str(interpreter()), "-I", "-S", "-B", str(RUNNER_PATH), "--cpu-slot", "x"],
+    proc = subprocess.run(runner("--cpu-slot", "x"),
                           input="", capture_output=True, text=True, env={"TMPDIR": str(tmp_path)},
                           timeout=60, check=False)
     assert proc.returncode == 2 and "--cpu-slot needs a whole number" in proc.stderr
