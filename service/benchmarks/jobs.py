@@ -84,9 +84,9 @@ class BenchmarkJobs:
 
     def _check_adapter(self, generation: Generation, adapter: str | None) -> None:
         generator = generation.generator
-        if adapter in (None, BASE, getattr(generator, "alias", None)):
+        if adapter in (None, BASE, generator.alias):
             return
-        names = {a.name for a in getattr(generator, "list_adapters", list)()}
+        names = {a.name for a in generator.list_adapters()}
         if adapter not in names:
             raise AdapterNotFound(f"no adapter {adapter!r} is being served "
                                   f"(served: {', '.join(sorted(names)) or 'none'})")
@@ -113,10 +113,8 @@ class BenchmarkJobs:
 
     async def _run(self, run_id: str, spec: BenchmarkSpec, generation: Generation,
                    tasks: list[tuple[TaskRow, BenchTask]]) -> None:
-        model = getattr(generation.generator, "model_name", None) or \
-            getattr(generation.generator, "model", None)
         await anyio.to_thread.run_sync(runs.mark_running, self.store, run_id, len(tasks),
-                                       model if isinstance(model, str) else None)
+                                       generation.generator.model_name)
         flags: dict[str, list[bool]] = {}
         served: str | None = None
         try:

@@ -31,7 +31,7 @@ def dtype(
 ) -> None:
     """Greedy MBPP pass@1 per dtype, paired against float32, and the identical-program share."""
     from service.experiment.dtype_check import markdown_section, run_dtype_check
-    from service.speed.generation import write_section
+    from service.speed.sections import write_section
 
     console = Console()
     if problems < 2:

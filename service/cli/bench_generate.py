@@ -59,7 +59,9 @@ def generate(
     if prompts < 1 or n < 1:
         raise typer.BadParameter("--prompts and --n must be positive")
     from service.generation.embedded import EmbeddedGenerator
-    from service.speed.generation import markdown_section, run_generation_bench, write_section
+    from service.speed.generation import run_generation_bench
+    from service.speed.generation_report import markdown_section
+    from service.speed.sections import write_section
 
     console.print("loading the model ...")
     generator = EmbeddedGenerator.load(model, device=device, dtype=dtype, threads=threads or None)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 
@@ -23,6 +23,9 @@ from service.store.db import Store
 from service.store.models import SampleRow, TaskRow
 from service.store.samples import NewSample, add_samples
 from service.store.tasks import get_task
+
+if TYPE_CHECKING:
+    from service.generation.base import Generator
 
 log = logging.getLogger(__name__)
 BASE = "base"
@@ -65,14 +68,10 @@ class GenerationResult:
     samples: list[Generated]
 
 
-def _model_name(generator: Any) -> str | None:
-    return getattr(generator, "model_name", None) or getattr(generator, "model", None)
-
-
 class Generation:
     """The generate use case over one generator, store and evaluator."""
 
-    def __init__(self, generator: Any, tokenizer: Any, store: Store, evaluator: Evaluator,
+    def __init__(self, generator: Generator, tokenizer: Any, store: Store, evaluator: Evaluator,
                  settings: Settings, metrics: Any) -> None:
         self.generator = generator
         self.tokenizer = tokenizer
@@ -99,8 +98,8 @@ class Generation:
         conditioned on the "good" marker exactly when this is not None (``task_prompt``)."""
         if adapter == BASE:
             return None
-        if adapter is None or adapter == getattr(self.generator, "alias", None):
-            return getattr(self.generator, "serving", None)
+        if adapter is None or adapter == self.generator.alias:
+            return self.generator.serving
         return adapter
 
     async def generate(self, what: GenerationInput) -> GenerationResult:
@@ -134,7 +133,7 @@ class Generation:
         for task, prompt, completions in zip(tasks, prompts, outputs, strict=True):
             new = [NewSample(task_id=task.id, origin="generated", completion=c.text,
                              prompt=prompt, program=completion_program(task, c.text),
-                             model=_model_name(self.generator), adapter=c.adapter,
+                             model=self.generator.model_name, adapter=c.adapter,
                              sampling=sampling, conditioned_on="good" if conditioned else None,
                              prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens,
                              finish_reason=c.finish_reason) for c in completions]
@@ -149,7 +148,7 @@ class Generation:
                 evaluated = {r.sample_id: r for r in done}
             adapter = (completions[0].adapter if completions
                        else self.resolved_adapter(what.adapter))
-            results.append(GenerationResult(task.id, _model_name(self.generator), adapter,
+            results.append(GenerationResult(task.id, self.generator.model_name, adapter,
                                             "good" if conditioned else None,
                                             [Generated(r, evaluated.get(r.id)) for r in rows]))
         return results
@@ -178,13 +177,11 @@ async def start_generation(settings: Settings, store: Store, evaluator: Evaluato
     except Exception as exc:  # noqa: BLE001 - no tokenizer, no prompts: generation is down
         await generator.close()
         return None, f"no tokenizer to build prompts with: {type(exc).__name__}: {exc}"
-    encode_like = getattr(generator, "use_prompt_tokenizer", None)  # remote: tokenize as trained
-    if encode_like is not None:
-        encode_like(tokenizer)
+    generator.use_prompt_tokenizer(tokenizer)  # a server: tokenize as training does
     return Generation(generator, tokenizer, store, evaluator, settings, metrics), None
 
 
-async def build_generator(settings: Settings) -> Any:
+async def build_generator(settings: Settings) -> Generator:
     """The configured backend, started; heavy libraries load only for the chosen backend."""
     from service.generation import make_generator
 
@@ -199,12 +196,11 @@ async def build_generator(settings: Settings) -> Any:
     return generator
 
 
-def prompt_tokenizer(generator: Any, settings: Settings) -> Any:
+def prompt_tokenizer(generator: Generator, settings: Settings) -> Any:
     """The tokenizer whose chat template shapes prompts: the embedded model's own; for vLLM,
     ``LETI_TOKENIZER`` or the default model's (the model vLLM serves by default)."""
-    own = getattr(generator, "tokenizer", None)
-    if own is not None:
-        return own
+    if generator.tokenizer is not None:
+        return generator.tokenizer
     from trainer.base_model import load_tokenizer, resolve_model_source
 
     return load_tokenizer(resolve_model_source(settings.tokenizer))

@@ -37,11 +37,8 @@ async def _generator(generation: Any, problem: str | None, enabled: bool) -> str
         return DISABLED
     if generation is None:
         return problem or "not configured"
-    check = getattr(generation.generator, "served_models", None)  # remote backends: ask them
-    if check is None:
-        return "ok"
-    try:
-        await asyncio.wait_for(check(), CHECK_TIMEOUT_S)
+    try:  # a server is asked; a model in this process always answers
+        await asyncio.wait_for(generation.generator.check(), CHECK_TIMEOUT_S)
     except Exception as exc:  # noqa: BLE001 - whatever the failure, the generator is down
         return f"{type(exc).__name__}: {exc}"
     return "ok"

@@ -131,8 +131,7 @@ class Serving:
         """The generator's name for ``model`` (None: the alias); NotFound when not served."""
         if model == self.generator.alias:
             return None
-        if model == BASE or model == getattr(self.generator, "model_name", None) \
-                or model == getattr(self.generator, "model", None):
+        if model in (BASE, self.generator.model_name):
             return BASE
         if model in self.model_names():
             return model
@@ -215,8 +214,7 @@ class Serving:
         the first event (a bad request, an unknown model, a backend down) are raised here, not
         inside the stream."""
         plan = await anyio.to_thread.run_sync(self._plan, what)
-        source = getattr(self.generator, "stream", None)
-        if source is None:  # the embedded backend: generate, then replay the text as one delta
+        if not self.generator.streams:  # generate, then replay the text as one delta
             outputs = await self.generator.generate(plan.prompts, plan.params,
                                                     adapter=plan.adapter)
 
@@ -226,7 +224,7 @@ class Serving:
                 yield await self._finish(what, plan, outputs)
             model = next((c.adapter for per in outputs for c in per), None)
             return Streaming(plan.ids, model or BASE, replay())
-        upstream = source(plan.prompts, plan.params, adapter=plan.adapter)
+        upstream = self.generator.stream(plan.prompts, plan.params, adapter=plan.adapter)
         first = await anext(upstream)  # raises the backend's refusal before any byte is sent
 
         async def relay() -> AsyncIterator[TextDelta | Served]:
@@ -250,7 +248,7 @@ class Serving:
                 new.append(NewSample(
                     id=sample_id, task_id=task.id, origin="generated", completion=c.text,
                     prompt=prompt, program=completion_program(task, c.text),
-                    model=_model_name(self.generator), adapter=c.adapter,
+                    model=self.generator.model_name, adapter=c.adapter,
                     sampling=_sampling(plan.params), conditioned_on="good" if plan.conditioned
                     else None, prompt_tokens=c.prompt_tokens,
                     completion_tokens=c.completion_tokens, finish_reason=c.finish_reason))
@@ -286,7 +284,3 @@ def _sampling(params: Any) -> dict[str, Any]:
     return {"n": params.n, "temperature": params.temperature, "top_p": params.top_p,
             "max_new_tokens": params.max_new_tokens, "seed": params.seed,
             "stop": list(params.stop)}
-
-
-def _model_name(generator: Any) -> str | None:
-    return getattr(generator, "model_name", None) or getattr(generator, "model", None)

@@ -86,7 +86,7 @@ async def greedy_run(generator: Any, tasks: list[Any], sandbox: Any, dtype: str,
     started = time.perf_counter()
     outputs = await generator.generate(prompts, params)
     run = DtypeRun(dtype, seconds=time.perf_counter() - started,
-                   decode_path=getattr(generator, "decode_path", ""))
+                   decode_path=generator.decode_path)
     jobs = []
     for task, (completion, *_) in zip(tasks, outputs, strict=True):
         program = completion_program(task, completion.text)

@@ -15,7 +15,7 @@ import re
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +30,7 @@ from service.generation.types import (
     Completion,
     SamplingParams,
     ServingState,
+    StreamEvent,
 )
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,16 @@ class _Entry:
 
 
 class Generator(ABC):
-    """Samples completions and serves LoRA adapters by name; subclasses supply the backend."""
+    """Samples completions and serves LoRA adapters by name; subclasses supply the backend.
+
+    Callers use only what is declared here, so every backend answers them the same way."""
+
+    # The model as results and stored samples name it (None: a backend that names none).
+    model_name: str | None = None
+    # The tokenizer the backend encodes with in this process (None: its server tokenizes).
+    tokenizer: Any = None
+    # Whether ``stream`` passes text on as it is decoded; if not, callers generate and replay.
+    streams: bool = False
 
     def __init__(self, *, alias: str = "policy", max_lora_rank: int | None = 64,
                  drain_timeout_s: float = 600.0) -> None:
@@ -93,12 +103,25 @@ class Generator(ABC):
         The one rule for how the loop, the study and benchmark jobs split their problems."""
         return max(1, CALL_WIDTHS * self.rows // max(1, n))
 
+    @property
+    def decode_path(self) -> str:
+        """How requests on the base model are decoded, for results to name: an in-process
+        backend names its path; one that sends them to a server says so."""
+        return "server"
+
     def describe(self) -> dict[str, Any]:
         """What a results file records about the generator (backend, model, dtype, ...)."""
-        return {"backend": type(self).__name__, "model": getattr(self, "model_name", None)}
+        return {"backend": type(self).__name__, "model": self.model_name}
+
+    def use_prompt_tokenizer(self, tokenizer: Any) -> None:
+        """Encode prompts as training does with ``tokenizer``: only a backend that does not
+        hold the prompts' tokenizer itself needs telling."""
 
     async def start(self) -> None:
         """Connect or warm up; called once by the API's lifespan before serving."""
+
+    async def check(self) -> None:
+        """Raise when the backend is not answering (readiness); a model in this process is."""
 
     async def close(self) -> None:
         """Wait for pending retirements; backends release their resources after this."""
@@ -118,6 +141,12 @@ class Generator(ABC):
         params = params or SamplingParams()
         with self._pinned(adapter) as name:
             return await self._generate(prompts, params, name)
+
+    def stream(self, prompts: Sequence[str], params: SamplingParams,
+               adapter: str | None = None) -> AsyncIterator[StreamEvent]:
+        """Text as it is decoded, then the completions; only backends whose ``streams`` is
+        true pass text on (the others are asked to ``generate``)."""
+        raise NotImplementedError(f"{type(self).__name__} does not stream: use generate")
 
     @contextmanager
     def _pinned(self, adapter: str | None) -> Iterator[str | None]:
@@ -208,6 +237,11 @@ class Generator(ABC):
         await self._unload(name)
         with self._lock:
             self._entries.pop(name, None)
+
+    @property
+    def version(self) -> int:
+        """The newest version of the alias loaded so far (``policy-v7``: 7; none yet: 0)."""
+        return self._version
 
     def next_version_name(self) -> str:
         """The next versioned name for the alias: ``policy-v1``, ``policy-v2``, ..."""

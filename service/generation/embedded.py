@@ -124,7 +124,7 @@ class EmbeddedGenerator(Generator):
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size  # rows decoding together (see docs/BENCHMARKS.md)
         self.prefill_tokens = prefill_tokens  # most prompt tokens in one prefill pass
-        self.model_name = model_name
+        self.model_name: str = model_name
         self._encode = encode_kwargs(tokenizer)
         self._model_lock = FairLock()
         self._active: object = _OFF  # what the model's LoRA layers currently apply

@@ -21,16 +21,10 @@ from typing import Any
 from service.generation.compute import Steps, blocking
 from service.generation.decode_batch import Guard, shared_prefix
 from service.generation.fast_llama import FastLlama
-from service.generation.sampling import (
-    RawSample,
-    _choose,
-    _eos_ids,
-    _final_text,
-    advance_rows,
-    encode_request,
-)
+from service.generation.sampling import RawSample, SampleRows
 from service.generation.slot_cache import SlotCache
-from service.generation.types import FinishReason, SamplingParams
+from service.generation.token_choice import choose_tokens
+from service.generation.types import SamplingParams
 
 
 @dataclass
@@ -47,6 +41,13 @@ class SchedulerStats:
     def busy_share(self) -> float:
         return self.row_steps / self.slot_steps if self.slot_steps else 0.0
 
+    def count_step(self, live: int, slots: int) -> None:
+        """One decode step over ``live`` rows of ``slots``."""
+        self.steps += 1
+        self.row_steps += live
+        self.slot_steps += slots
+        self.occupancy.append(live)
+
 
 def sample_fast_steps(engine: FastLlama, weights: Any, tokenizer: Any, prompts: list[str],
                       params: SamplingParams, seeds: list[list[int]],
@@ -58,31 +59,18 @@ def sample_fast_steps(engine: FastLlama, weights: Any, tokenizer: Any, prompts: 
     runs inside ``guard()``."""
     import torch
 
-    counts, token_lists = encode_request(tokenizer, prompts, params, seeds, encode_kwargs,
-                                         engine.max_positions)
-    prompt_tokens = [len(t) for t in token_lists]
+    req = SampleRows.of(engine.model, tokenizer, prompts, params, seeds, encode_kwargs,
+                        engine.max_positions, engine.device)
     stats = stats if stats is not None else SchedulerStats()
-    eos_ids = _eos_ids(engine.model, tokenizer)
-    window = 4 * max((len(s) for s in params.stop), default=0) + 2
-    device = engine.device
-    generators = [torch.Generator(device=device).manual_seed(s) for row in seeds for s in row]
-    starts = [sum(counts[:i]) for i in range(len(prompts))]
-    total = len(generators)
-    max_rows = max(1, min(max_rows, total))
-    group_size = min(max(counts), max_rows)
-    tokens: list[list[int]] = [[] for _ in generators]
-    finish: list[FinishReason] = ["length"] * total
+    max_rows = max(1, min(max_rows, len(req.generators)))
+    group_size = min(max(req.counts), max_rows)
     cache = SlotCache(engine.num_layers, max_rows, max_rows, engine.kv_heads, engine.q_heads,
-                      engine.head_dim, max(prompt_tokens), params.max_new_tokens, group_size,
-                      engine.dtype, device)
-    # Each prompt's samples in groups of at most group_size rows sharing one prefill.
-    waiting = [(i, ids[k:k + group_size]) for i in range(len(prompts))
-               for ids in [list(range(starts[i], starts[i] + counts[i]))]
-               for k in range(0, counts[i], group_size)]
-    waiting.reverse()  # popped from the end: prompts in order
+                      engine.head_dim, max(len(t) for t in req.token_lists),
+                      params.max_new_tokens, group_size, engine.dtype, engine.device)
+    waiting = _waiting_groups(req, group_size)
     rows: list[int] = []  # row slot -> sample id
     logits: list[Any] = []  # next-token logits of the row slots in order, [rows, vocab] parts
-    prefix = yield from _prefill_prefix(engine, weights, token_lists, guard, prefill_tokens,
+    prefix = yield from _prefill_prefix(engine, weights, req.token_lists, guard, prefill_tokens,
                                         stats)
 
     def admit() -> Steps[None]:
@@ -90,7 +78,7 @@ def sample_fast_steps(engine: FastLlama, weights: Any, tokenizer: Any, prompts: 
         while waiting and len(rows) + len(waiting[-1][1]) <= max_rows:
             i, ids = waiting.pop()
             group = cache.groups
-            last = yield from _prefill_group(engine, weights, token_lists[i], cache, group,
+            last = yield from _prefill_group(engine, weights, req.token_lists[i], cache, group,
                                              prefix, guard, prefill_tokens, stats)
             cache.groups += 1
             cache.add_rows(group, len(ids))
@@ -99,25 +87,29 @@ def sample_fast_steps(engine: FastLlama, weights: Any, tokenizer: Any, prompts: 
 
     yield from admit()
     while rows:
-        chosen = _choose(logits[0] if len(logits) == 1 else torch.cat(logits), params, [generators[r] for r in rows],
-                         [tokens[r] for r in rows]).tolist()
-        live = advance_rows(tokenizer, rows, chosen, tokens, finish, params, eos_ids, window)
-        order = cache.keep(live)
+        chosen = choose_tokens(logits[0] if len(logits) == 1 else torch.cat(logits), params,
+                               [req.generators[r] for r in rows],
+                               [req.tokens[r] for r in rows]).tolist()
+        order = cache.keep(req.advance(tokenizer, rows, chosen, params))
         rows[:] = [rows[s] for s in order]
         logits = []
         if rows:
-            stats.steps += 1
-            stats.row_steps += len(rows)
-            stats.slot_steps += max_rows
-            stats.occupancy.append(len(rows))
-            next_tokens = torch.tensor([chosen[s] for s in order], device=device)
+            stats.count_step(len(rows), max_rows)
+            next_tokens = torch.tensor([chosen[s] for s in order], device=engine.device)
             yield
             with torch.inference_mode(), guard():
                 logits = [engine.decode(weights, next_tokens, cache)]
         yield from admit()
-    return [[RawSample(_final_text(tokenizer, tokens[starts[i] + j], eos_ids, params.stop),
-                       prompt_tokens[i], len(tokens[starts[i] + j]), finish[starts[i] + j])
-             for j in range(counts[i])] for i in range(len(prompts))]
+    return req.samples(tokenizer, params)
+
+
+def _waiting_groups(req: SampleRows, group_size: int) -> list[tuple[int, list[int]]]:
+    """Each prompt's samples in groups of at most ``group_size`` rows sharing one prefill,
+    last first: popped from the end, prompts come in order."""
+    waiting = [(i, ids[k:k + group_size]) for i in range(len(req.counts))
+               for ids in [req.prompt_rows(i)] for k in range(0, req.counts[i], group_size)]
+    waiting.reverse()
+    return waiting
 
 
 @dataclass

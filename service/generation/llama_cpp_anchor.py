@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import tempfile
 import time
@@ -25,14 +24,12 @@ from typing import Any
 
 import httpx
 
+from service.generation.llama_server import LlamaCppError, post, start_server
+
 DIR_ENV = "LETI_LLAMA_CPP_DIR"
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / ".cache" / "llama.cpp"
 SERVER, BATCHED_BENCH = "llama-server", "llama-batched-bench"
 BUILD_HINT = "run scripts/build-llama-cpp.sh"
-
-
-class LlamaCppError(RuntimeError):
-    """llama.cpp is not built, did not start, or answered badly; the message says which."""
 
 
 def llama_cpp_dir() -> Path:
@@ -107,49 +104,6 @@ class ServerAnchorResult:
         return self.tokens / self.seconds
 
 
-class _DiedOfSignal(LlamaCppError):
-    """The server was killed by a signal (a crash) while it started."""
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_ready(proc: subprocess.Popen[bytes], client: httpx.Client, log: Path,
-                timeout_s: float) -> None:
-    """Until ``/health`` answers 200 (the model is loaded); bounded, and fails fast on exit."""
-    deadline, tail = time.monotonic() + timeout_s, lambda: log.read_text(errors="replace")[-2000:]
-    while proc.poll() is None:
-        try:
-            if client.get("/health", timeout=2.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            raise LlamaCppError(f"llama-server not ready in {timeout_s:.0f} s:\n{tail()}")
-        time.sleep(0.1)
-    error = _DiedOfSignal if proc.returncode < 0 else LlamaCppError
-    raise error(f"llama-server exited ({proc.returncode}):\n{tail()}")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
-
-
-def _post(client: httpx.Client, route: str, body: dict[str, Any]) -> Any:
-    response = client.post(route, json=body)
-    if response.status_code != 200:
-        raise LlamaCppError(f"llama-server {route}: {response.status_code} {response.text[:300]}")
-    return response.json()
-
-
 def run_server_anchor(prompts: Sequence[str], *, n: int = 4, max_new_tokens: int = 256,
                       stop: Sequence[str] = (), temperature: float = 0.8, top_p: float = 0.95,
                       seed: int = 0, slots: int = 32, threads: int = 2,
@@ -169,6 +123,43 @@ def run_server_anchor(prompts: Sequence[str], *, n: int = 4, max_new_tokens: int
     weight repacking; None is its default (on) and, when the server dies of a signal while it
     loads the model, once more with it off (its AMX repacking crashed on an Intel VM with AMX,
     2026-12-04), which the result records."""
+    _check_workload(prompts, n=n, max_new_tokens=max_new_tokens, stop=stop,
+                    temperature=temperature, top_p=top_p, slots=slots, threads=threads,
+                    share_prompt=share_prompt)
+    if ctx_per_slot is None:
+        ctx_per_slot = -(-(max(len(p.encode()) for p in prompts) + max_new_tokens + 8) // 256) * 256
+    _positive(ctx_per_slot=ctx_per_slot)
+    binary, model = _binary(SERVER), model or _default_model()
+    version = llama_cpp_version(binary)
+    command = [str(binary), "-m", str(model), "--host", "127.0.0.1", "-t", str(threads),
+               "-tb", str(threads), "-np", str(slots), "-cb", "-c", str(slots * ctx_per_slot),
+               "--no-webui"]
+    log = Path(tempfile.mkstemp(prefix="llama-server-", suffix=".log")[1])
+    per_request = n if share_prompt else 1
+    try:
+        server = start_server(command, log, slots=slots, repack=repack,
+                              startup_timeout_s=startup_timeout_s,
+                              request_timeout_s=request_timeout_s)
+    except BaseException:
+        log.unlink(missing_ok=True)
+        raise
+    pool = ThreadPoolExecutor(max_workers=max(1, slots // per_request))
+    body = {"n_predict": max_new_tokens, "temperature": temperature, "top_p": top_p,
+            "top_k": 0, "min_p": 0.0, "stop": list(stop), "cache_prompt": True, "stream": False}
+    try:
+        groups, seconds = _sample(server.client, pool, prompts, body, n, per_request, seed)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+        server.close()
+        log.unlink(missing_ok=True)
+    return _result(groups, seconds, len(prompts), n, slots=slots, threads=threads,
+                   share_prompt=share_prompt, version=version, repack=server.repack)
+
+
+def _check_workload(prompts: Sequence[str], *, n: int, max_new_tokens: int,
+                    stop: Sequence[str], temperature: float, top_p: float, slots: int,
+                    threads: int, share_prompt: bool) -> None:
+    """Refuse bad arguments before anything is started or looked up."""
     if isinstance(prompts, str) or not prompts or not all(isinstance(p, str) and p for p in prompts):
         raise ValueError("prompts must be a non-empty list of non-empty strings")
     _positive(n=n, max_new_tokens=max_new_tokens, slots=slots, threads=threads)
@@ -178,83 +169,45 @@ def run_server_anchor(prompts: Sequence[str], *, n: int = 4, max_new_tokens: int
         raise ValueError("stop must be a sequence of non-empty strings")
     if share_prompt and n > slots:
         raise ValueError(f"share_prompt needs n ({n}) <= slots ({slots}): one prompt's samples run together")
-    if ctx_per_slot is None:
-        ctx_per_slot = -(-(max(len(p.encode()) for p in prompts) + max_new_tokens + 8) // 256) * 256
-    _positive(ctx_per_slot=ctx_per_slot)
-    binary, model = _binary(SERVER), model or _default_model()
-    version = llama_cpp_version(binary)
-    base_cmd = [str(binary), "-m", str(model), "--host", "127.0.0.1", "-t", str(threads),
-                "-tb", str(threads), "-np", str(slots), "-cb", "-c", str(slots * ctx_per_slot),
-                "--no-webui"]
-    log = Path(tempfile.mkstemp(prefix="llama-server-", suffix=".log")[1])
-    per_request = n if share_prompt else 1
-    pool = ThreadPoolExecutor(max_workers=max(1, slots // per_request))
 
-    def start(with_repack: bool) -> tuple[subprocess.Popen[bytes], httpx.Client]:
-        port = _free_port()
-        cmd = [*base_cmd, "--port", str(port), *([] if with_repack else ["--no-repack"])]
-        with log.open("wb") as out:
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT)
-        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False,
-                              timeout=httpx.Timeout(request_timeout_s, connect=10.0),
-                              limits=httpx.Limits(max_connections=slots + 4))
-        try:
-            _wait_ready(proc, client, log, startup_timeout_s)
-        except BaseException:
-            _stop(proc)
-            client.close()
-            raise
-        return proc, client
 
-    repacked = repack is not False
-    try:
-        try:
-            proc, client = start(repacked)
-        except _DiedOfSignal:
-            if repack is not None:
-                raise
-            repacked = False  # llama.cpp's default crashed here: once more without repacking
-            proc, client = start(repacked)
-    except BaseException:
-        pool.shutdown(wait=False)
-        log.unlink(missing_ok=True)
-        raise
-    try:
-        # /completion adds BOS when the vocabulary says so; ours would not: send token ids then.
-        def tokens(text: str, special: bool) -> list[int]:
-            body = {"content": text, "add_special": special, "parse_special": True}
-            return list(_post(client, "/tokenize", body)["tokens"])
-        inputs: list[Any] = list(prompts)
-        if len(tokens(prompts[0], True)) != len(tokens(prompts[0], False)):
-            inputs = [tokens(p, False) for p in prompts]
-        base = {"n_predict": max_new_tokens, "temperature": temperature, "top_p": top_p,
-                "top_k": 0, "min_p": 0.0, "stop": list(stop), "cache_prompt": True,
-                "stream": False}
-        _post(client, "/completion", {**base, "prompt": inputs[0], "n_predict": 4, "seed": seed})
-        bodies = [{**base, "prompt": p, "seed": seed + i * n + j, "n_cmpl": per_request}
-                  for i, p in enumerate(inputs) for j in range(0, n, per_request)]
-        started = time.perf_counter()
-        futures = [pool.submit(_post, client, "/completion", body) for body in bodies]
-        groups = [r if isinstance(r := f.result(), list) else [r] for f in futures]  # n_cmpl > 1: a list
-        seconds = time.perf_counter() - started
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
-        _stop(proc)
-        client.close()
-        log.unlink(missing_ok=True)
+def _sample(client: httpx.Client, pool: ThreadPoolExecutor, prompts: Sequence[str],
+            body: dict[str, Any], n: int, per_request: int,
+            seed: int) -> tuple[list[list[dict[str, Any]]], float]:
+    """Every sample's answer, grouped by request, and the seconds from the first request to
+    the last answer (after one short warm-up request, not timed)."""
+    # /completion adds BOS when the vocabulary says so; ours would not: send token ids then.
+    def tokens(text: str, special: bool) -> list[int]:
+        request = {"content": text, "add_special": special, "parse_special": True}
+        return list(post(client, "/tokenize", request)["tokens"])
+    inputs: list[Any] = list(prompts)
+    if len(tokens(prompts[0], True)) != len(tokens(prompts[0], False)):
+        inputs = [tokens(p, False) for p in prompts]
+    post(client, "/completion", {**body, "prompt": inputs[0], "n_predict": 4, "seed": seed})
+    bodies = [{**body, "prompt": p, "seed": seed + i * n + j, "n_cmpl": per_request}
+              for i, p in enumerate(inputs) for j in range(0, n, per_request)]
+    started = time.perf_counter()
+    futures = [pool.submit(post, client, "/completion", b) for b in bodies]
+    groups = [r if isinstance(r := f.result(), list) else [r] for f in futures]  # n_cmpl > 1: a list
+    return groups, time.perf_counter() - started
+
+
+def _result(groups: list[list[dict[str, Any]]], seconds: float, prompts: int, n: int, *,
+            slots: int, threads: int, share_prompt: bool, version: str | None,
+            repack: bool) -> ServerAnchorResult:
+    """The server's own counts summed, once every sample came back whole."""
     answers = [a for group in groups for a in group]
-    if len(answers) != len(prompts) * n or any(a.get("truncated") for a in answers):
-        raise LlamaCppError(f"expected {len(prompts) * n} untruncated completions, got "
+    if len(answers) != prompts * n or any(a.get("truncated") for a in answers):
+        raise LlamaCppError(f"expected {prompts * n} untruncated completions, got "
                             f"{len(answers)} ({sum(bool(a.get('truncated')) for a in answers)} truncated)")
     return ServerAnchorResult(
-        prompts=len(prompts), n=n, tokens=sum(int(a["tokens_predicted"]) for a in answers),
+        prompts=prompts, n=n, tokens=sum(int(a["tokens_predicted"]) for a in answers),
         prompt_tokens=sum(int(a["tokens_evaluated"]) for a in answers),
         # a shared prompt's copies carry its parent's timings: count each request once
         prompt_tokens_computed=sum(int(g[0].get("timings", {}).get("prompt_n", 0)) for g in groups),
         seconds=seconds, slots=slots, threads=threads, share_prompt=share_prompt,
         stopped_by_length=sum(1 for a in answers if a.get("stop_type") == "limit"),
-        version=version, repack=repacked)
+        version=version, repack=repack)
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,8 @@ from typing import Any
 
 from service.generation.compute import Steps, blocking
 from service.generation.decode_batch import DecodeBatch, Guard
+from service.generation.token_choice import choose_tokens
 from service.generation.types import FinishReason, SamplingParams
-
-# Below this temperature sampling is greedy, as in vLLM (its _SAMPLING_EPS): dividing the logits
-# by a temperature such as 5e-324 overflows them to inf and the softmax to NaN.
-GREEDY_BELOW = 1e-5
 
 
 @dataclass
@@ -36,121 +33,6 @@ def row_seed(seed: int, prompt_index: int, sample_index: int) -> int:
     """The seed for sample ``j`` of prompt ``i``: stable across runs and processes."""
     digest = hashlib.blake2b(f"{seed}:{prompt_index}:{sample_index}".encode(), digest_size=8)
     return int.from_bytes(digest.digest(), "big") >> 1
-
-
-def penalise_repeats(logits: Any, generated: list[list[int]], penalty: float) -> Any:
-    """``logits`` [rows, vocab] with each row's already generated tokens penalised (see
-    ``SamplingParams.repetition_penalty``); unchanged at penalty 1 or before any token."""
-    import torch
-
-    if penalty == 1:
-        return logits
-    width = max((len(g) for g in generated), default=0)
-    if width == 0:
-        return logits
-    ids = torch.tensor([g + [g[0] if g else 0] * (width - len(g)) for g in generated],
-                       device=logits.device)
-    seen = torch.tensor([[True] * len(g) + [False] * (width - len(g)) for g in generated],
-                        device=logits.device)
-    picked = logits.gather(1, ids)
-    penalised = torch.where(picked > 0, picked / penalty, picked * penalty)
-    out = logits.clone()
-    # Padding repeats a row's first token (or writes token 0 back unchanged): the same value.
-    out.scatter_(1, ids, torch.where(seen, penalised, picked))
-    return out
-
-
-def _choose(logits: Any, params: SamplingParams, generators: list[Any],
-            generated: list[list[int]]) -> Any:
-    """One token per row: greedy at temperature ~0, else temperature + nucleus (top-p) sampling,
-    each row drawing from its own generator; ``generated`` (each row's tokens so far) for the
-    repetition penalty."""
-    import torch
-
-    logits = penalise_repeats(logits, generated, params.repetition_penalty)
-    if params.temperature < GREEDY_BELOW:
-        return logits.argmax(-1)
-    scaled = logits.float() / params.temperature
-    log_total = torch.logsumexp(scaled, -1, keepdim=True)  # log of each row's softmax sum
-    draws = torch.stack([torch.rand((), generator=g, device=scaled.device) for g in generators])
-    if params.top_p >= 1:
-        return _draw(_sorted_tokens(scaled, log_total, None), draws)
-    candidates = scaled >= scaled.amax(-1, keepdim=True) - _CANDIDATE_SPAN
-    ranked = _sorted_tokens(scaled, log_total, candidates)
-    short = (ranked.row_mass < params.top_p).nonzero().flatten().tolist()
-    if short:  # the candidates hold less than top_p of some row's mass: rank all its tokens
-        everything = candidates.clone()
-        everything[short] = True
-        ranked = _sorted_tokens(scaled, log_total, everything)
-    return _draw(ranked.nucleus(params.top_p), draws)
-
-
-# Tokens more than this below a row's best scaled logit (probability ratio e**-12, ~6e-6) are
-# ranked only when the tokens above hold less than top_p of the row's mass: the nucleus is the
-# most likely tokens up to top_p, so it lies among any most-likely tokens that hold top_p.
-_CANDIDATE_SPAN = 12.0
-
-
-@dataclass
-class _Ranked:
-    """Candidate tokens of every row in one flat list: rows in order, each row's tokens most
-    likely first, with their probabilities and the row's mass before each."""
-
-    rows: Any  # [K] row of each entry
-    tokens: Any  # [K]
-    probs: Any  # [K]
-    before: Any  # [K] mass of the row's more likely candidates
-    starts: Any  # [rows] first entry of each row
-    counts: Any  # [rows] entries of each row
-    row_mass: Any  # [rows] mass of each row's candidates
-
-    @classmethod
-    def of(cls, rows: Any, tokens: Any, probs: Any, before: Any, row_count: int) -> _Ranked:
-        """The flat list with each row's start, count and mass derived."""
-        import torch
-
-        counts = torch.bincount(rows, minlength=row_count)
-        starts = counts.cumsum(0) - counts
-        return cls(rows, tokens, probs, before, starts, counts,
-                   (before + probs)[starts + counts - 1])
-
-    def nucleus(self, top_p: float) -> _Ranked:
-        """Each row's smallest most-likely prefix holding ``top_p`` (at least one token)."""
-        keep = self.before < top_p
-        return _Ranked.of(self.rows[keep], self.tokens[keep], self.probs[keep],
-                          self.before[keep], len(self.counts))
-
-
-def _sorted_tokens(scaled: Any, log_total: Any, candidates: Any | None) -> _Ranked:
-    """Rank ``candidates`` (a [rows, vocab] mask; None: every token) by probability."""
-    import torch
-
-    if candidates is None:
-        candidates = torch.ones_like(scaled, dtype=torch.bool)
-    rows, tokens = candidates.nonzero(as_tuple=True)  # row-major: rows ascending
-    probs = (scaled[rows, tokens] - log_total[rows, 0]).exp()
-    order = torch.argsort(probs, descending=True, stable=True)
-    order = order[torch.argsort(rows[order], stable=True)]  # by row, then most likely first
-    rows, tokens, probs = rows[order], tokens[order], probs[order]
-    exclusive = probs.cumsum(0) - probs  # global mass before each entry
-    first = torch.ones_like(rows, dtype=torch.bool)
-    first[1:] = rows[1:] != rows[:-1]  # each row's first entry
-    row_base = torch.zeros(scaled.shape[0], dtype=probs.dtype, device=probs.device)
-    row_base[rows[first]] = exclusive[first]
-    return _Ranked.of(rows, tokens, probs, exclusive - row_base[rows], scaled.shape[0])
-
-
-def _draw(ranked: _Ranked, draws: Any) -> Any:
-    """Each row's token by inverse CDF: the first entry whose mass so far passes the row's
-    uniform draw scaled to the row's mass."""
-    import torch
-
-    target = draws * ranked.row_mass
-    passed = (ranked.before + ranked.probs) > target[ranked.rows]
-    entries = torch.arange(len(ranked.rows), device=draws.device)
-    last = ranked.starts + ranked.counts - 1
-    first = last.clone().scatter_reduce_(0, ranked.rows[passed], entries[passed], "amin")
-    return ranked.tokens[torch.minimum(first, last)]
 
 
 def encode_request(tokenizer: Any, prompts: list[str], params: SamplingParams,
@@ -201,6 +83,52 @@ def _final_text(tokenizer: Any, tokens: list[int], eos_ids: set[int], stops: tup
     return text[:min(cuts)] if cuts else text
 
 
+@dataclass
+class SampleRows:
+    """A request's samples as rows, the bookkeeping both decode paths share: the prompts'
+    tokens, each row's seeded generator, its tokens so far and how it ended."""
+
+    counts: list[int]  # samples per prompt
+    token_lists: list[list[int]]  # each prompt's token ids
+    starts: list[int]  # each prompt's first row
+    generators: list[Any]  # row -> its own seeded torch generator
+    eos_ids: set[int]
+    window: int  # tokens of the decoded tail a stop sequence is looked for in
+    tokens: list[list[int]]  # each row's tokens so far
+    finish: list[FinishReason]  # each row's finish reason ("length" until it stops)
+
+    @classmethod
+    def of(cls, model: Any, tokenizer: Any, prompts: list[str], params: SamplingParams,
+           seeds: list[list[int]], encode_kwargs: dict[str, bool], context: int | None,
+           device: Any) -> SampleRows:
+        """Encode and check the request (``encode_request``); a row per sample, in order."""
+        import torch
+
+        counts, token_lists = encode_request(tokenizer, prompts, params, seeds, encode_kwargs,
+                                             context)
+        generators = [torch.Generator(device=device).manual_seed(s) for row in seeds for s in row]
+        return cls(counts, token_lists, [sum(counts[:i]) for i in range(len(prompts))],
+                   generators, _eos_ids(model, tokenizer),
+                   4 * max((len(s) for s in params.stop), default=0) + 2,
+                   [[] for _ in generators], ["length"] * len(generators))
+
+    def prompt_rows(self, i: int) -> list[int]:
+        """The rows of prompt ``i``'s samples."""
+        return list(range(self.starts[i], self.starts[i] + self.counts[i]))
+
+    def advance(self, tokenizer: Any, rows: list[int], chosen: list[int],
+                params: SamplingParams) -> list[int]:
+        """``advance_rows`` on these rows: the positions (in ``rows``) of those that go on."""
+        return advance_rows(tokenizer, rows, chosen, self.tokens, self.finish, params,
+                            self.eos_ids, self.window)
+
+    def samples(self, tokenizer: Any, params: SamplingParams) -> list[list[RawSample]]:
+        """Each prompt's finished samples, their text cut at the stop sequence."""
+        return [[RawSample(_final_text(tokenizer, self.tokens[r], self.eos_ids, params.stop),
+                           len(self.token_lists[i]), len(self.tokens[r]), self.finish[r])
+                 for r in self.prompt_rows(i)] for i in range(len(self.counts))]
+
+
 def sample_batch_steps(model: Any, tokenizer: Any, prompts: list[str], params: SamplingParams,
                        seeds: list[list[int]], encode_kwargs: dict[str, bool],
                        guard: Guard = nullcontext, prefill_tokens: int = 64,
@@ -215,18 +143,10 @@ def sample_batch_steps(model: Any, tokenizer: Any, prompts: list[str], params: S
     each prompt is prefilled in passes of at most ``prefill_tokens`` tokens so no pass is long."""
     import torch
 
-    counts, token_lists = encode_request(tokenizer, prompts, params, seeds, encode_kwargs,
-                                         getattr(model.config, "max_position_embeddings", None))
-    prompt_tokens = [len(t) for t in token_lists]
-    eos_ids = _eos_ids(model, tokenizer)
-    window = 4 * max((len(s) for s in params.stop), default=0) + 2
-    device = model.device
-    generators = [torch.Generator(device=device).manual_seed(s) for row in seeds for s in row]
-    starts = [sum(counts[:i]) for i in range(len(prompts))]
-    tokens: list[list[int]] = [[] for _ in generators]
-    finish: list[FinishReason] = ["length"] * len(generators)
-    waiting = [(i, list(range(starts[i], starts[i] + counts[i]))) for i in range(len(prompts))]
-    max_rows = max_rows or len(generators)
+    req = SampleRows.of(model, tokenizer, prompts, params, seeds, encode_kwargs,
+                        getattr(model.config, "max_position_embeddings", None), model.device)
+    waiting = [(i, req.prompt_rows(i)) for i in range(len(prompts))]
+    max_rows = max_rows or len(req.generators)
 
     def admit(room: int) -> Steps[DecodeBatch]:
         groups = []
@@ -237,7 +157,7 @@ def sample_batch_steps(model: Any, tokenizer: Any, prompts: list[str], params: S
             room -= len(groups[-1][1])
             if not waiting[0][1]:
                 waiting.pop(0)
-        return (yield from DecodeBatch.prefill(model, [token_lists[i] for i, _ in groups],
+        return (yield from DecodeBatch.prefill(model, [req.token_lists[i] for i, _ in groups],
                                                [len(rows) for _, rows in groups],
                                                [r for _, rows in groups for r in rows], guard,
                                                prefill_tokens))
@@ -245,10 +165,9 @@ def sample_batch_steps(model: Any, tokenizer: Any, prompts: list[str], params: S
     batch = yield from admit(max_rows)
     joinable = batch.can_absorb()
     while batch.rows:
-        chosen = _choose(batch.logits, params, [generators[r] for r in batch.rows],
-                         [tokens[r] for r in batch.rows])
-        keep = advance_rows(tokenizer, batch.rows, chosen.tolist(), tokens, finish, params,
-                            eos_ids, window)
+        chosen = choose_tokens(batch.logits, params, [req.generators[r] for r in batch.rows],
+                         [req.tokens[r] for r in batch.rows])
+        keep = req.advance(tokenizer, batch.rows, chosen.tolist(), params)
         batch.keep(keep)
         if keep:
             yield from batch.step(model, chosen[torch.tensor(keep, device=chosen.device)], guard)
@@ -259,9 +178,7 @@ def sample_batch_steps(model: Any, tokenizer: Any, prompts: list[str], params: S
                 batch.absorb(joining)
             else:
                 batch = joining
-    return [[RawSample(_final_text(tokenizer, tokens[starts[i] + j], eos_ids, params.stop),
-                       prompt_tokens[i], len(tokens[starts[i] + j]), finish[starts[i] + j])
-             for j in range(counts[i])] for i in range(len(prompts))]
+    return req.samples(tokenizer, params)
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> set[int]:

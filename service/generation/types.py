@@ -93,6 +93,11 @@ class Completion:
         return self.prompt_tokens + self.completion_tokens
 
 
+# What ``Generator.stream`` yields: ``(choice index, text)`` as text arrives, then the finished
+# completions, as ``generate`` returns them.
+StreamEvent = tuple[int, str] | list[list[Completion]]
+
+
 @dataclass(frozen=True)
 class AdapterInfo:
     """An adapter the backend serves, by its concrete name."""

@@ -26,24 +26,22 @@ from service.generation.adapters import check_lora_dir
 from service.generation.base import Generator
 from service.generation.types import (
     AdapterError,
-    AdapterNotFound,
     BackendUnavailable,
     Completion,
     GenerationError,
-    RequestRejected,
     SamplingParams,
+    StreamEvent,
 )
 from service.generation.vllm_http import (
-    Opened,
     Replica,
     RetryPolicy,
     Unreachable,
     VLLMRequestError,
     error_message,
     parse_completions,
-    sse_events,
-    streamed_completions,
+    refusal,
 )
+from service.generation.vllm_stream import StreamTally, open_stream, sse_events
 
 # The one version this client, docker-compose.yml and the test double
 # (tests/generation/vllm_double.py) follow. Why this one (docs/GENERATION.md "Pinned vLLM"):
@@ -53,7 +51,6 @@ from service.generation.vllm_http import (
 VLLM_VERSION = "0.34.0"
 VLLM_IMAGE = f"vllm/vllm-openai:v{VLLM_VERSION}"
 T = TypeVar("T")
-StreamEvent = tuple[int, str] | list[list[Completion]]
 
 __all__ = ["VLLM_IMAGE", "VLLM_VERSION", "RetryPolicy", "VLLMGenerator", "VLLMRequestError",
            "error_message"]
@@ -61,6 +58,8 @@ __all__ = ["VLLM_IMAGE", "VLLM_VERSION", "RetryPolicy", "VLLMGenerator", "VLLMRe
 
 class VLLMGenerator(Generator):
     """Generates through vLLM servers; adapters are vLLM LoRA modules (see module docstring)."""
+
+    streams = True
 
     def __init__(self, base_url: str | Sequence[str], model: str, *,
                  retry: RetryPolicy | None = None, api_key: str | None = None, client: Any = None,
@@ -71,7 +70,7 @@ class VLLMGenerator(Generator):
         urls = [base_url] if isinstance(base_url, str) else list(base_url)
         if not urls:
             raise ValueError("the vllm backend needs at least one server URL")
-        self.model = model
+        self.model_name: str = model  # the served base model's name
         self.retry = retry or RetryPolicy()
         self.base_url = urls[0].rstrip("/")
         # Prompts built with a chat template already hold their special tokens (the trainer
@@ -171,13 +170,18 @@ class VLLMGenerator(Generator):
         """``GET /v1/models`` as ``{id: card}``: the base model and every loaded adapter."""
         return await self._on_a_replica(self._models_on)
 
+    async def check(self) -> None:
+        """A replica answers ``GET /v1/models`` (readiness asks the server itself)."""
+        await self.served_models()
+
     async def start(self) -> None:
         """Check the base model is served, and adopt versions of the alias a previous run left
         loaded (the newest serves), so version names never collide after a restart."""
         served = await self.served_models()
-        if self.model not in served:
-            raise GenerationError(f"vLLM at {self.base_url} does not serve {self.model!r}; it "
-                                  f"serves {sorted(served)}: set the model name to match")
+        if self.model_name not in served:
+            raise GenerationError(f"vLLM at {self.base_url} does not serve "
+                                  f"{self.model_name!r}; it serves {sorted(served)}: set the "
+                                  "model name to match")
         versions = sorted((int(m.group(1)), name) for name in served
                           if (m := re.fullmatch(rf"{re.escape(self.alias)}-v(\d+)", name)))
         for _, name in versions:
@@ -198,7 +202,7 @@ class VLLMGenerator(Generator):
     def _body(self, prompts: list[str], params: SamplingParams, adapter: str | None,
               stream: bool) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "model": adapter or self.model, "prompt": prompts, "n": params.n,
+            "model": adapter or self.model_name, "prompt": prompts, "n": params.n,
             "temperature": params.temperature, "top_p": params.top_p,
             "repetition_penalty": params.repetition_penalty,
             "max_tokens": params.max_new_tokens, "stop": list(params.stop),
@@ -212,15 +216,6 @@ class VLLMGenerator(Generator):
             body["stream_options"] = {"include_usage": True}
         return body
 
-    def _refusal(self, exc: VLLMRequestError, model: str) -> Exception:
-        """What a refused completion means here: an adapter gone, a bad request (4xx for our
-        client), or a failure of the server (5xx: it is down for this request)."""
-        if exc.status == 404:  # the adapter vanished server-side (e.g. vLLM restarted)
-            return AdapterNotFound(f"vLLM does not serve {model!r}: {exc.message}")
-        if exc.status < 500:
-            return RequestRejected(f"vLLM refused the request ({exc.status}): {exc.message}")
-        return GenerationError(f"vLLM failed the request ({exc.status}): {exc.message}")
-
     async def _generate(self, prompts: list[str], params: SamplingParams,
                         adapter: str | None) -> list[list[Completion]]:
         body = self._body(prompts, params, adapter, stream=False)
@@ -230,7 +225,7 @@ class VLLMGenerator(Generator):
         try:
             response = await self._on_a_replica(complete)
         except VLLMRequestError as exc:
-            raise self._refusal(exc, body["model"]) from exc
+            raise refusal(exc, body["model"]) from exc
         return parse_completions(response.json(), len(prompts), params.n, adapter)
 
     async def stream(self, prompts: Sequence[str], params: SamplingParams,
@@ -240,49 +235,15 @@ class VLLMGenerator(Generator):
         ``i % n`` of prompt ``i // n``."""
         with self._pinned(adapter) as name:
             body = self._body(list(prompts), params, name, stream=True)
-            context = await self._on_a_replica(lambda r: self._open_stream(r, body))
-            texts: dict[int, list[str]] = {}
-            done: dict[int, dict[str, Any]] = {}
-            usage: dict[str, Any] = {}
+            context = await self._on_a_replica(lambda r: open_stream(r, body))
+            tally = StreamTally()
             async with context as response:
                 async for event in sse_events(response):
                     for choice in event.get("choices", []):
-                        index = int(choice["index"])
-                        acc = done.setdefault(index, {"tokens": 0, "prompt": None})
-                        if choice.get("prompt_token_ids") is not None:
-                            acc["prompt"] = len(choice["prompt_token_ids"])
-                        acc["tokens"] += len(choice.get("token_ids") or ()) or \
-                            (1 if choice.get("text") else 0)
-                        if choice.get("finish_reason"):
-                            acc["finish"] = choice["finish_reason"]
-                        if choice.get("text"):
-                            texts.setdefault(index, []).append(choice["text"])
-                            yield index, choice["text"]
-                    usage = event.get("usage") or usage
-            yield streamed_completions(texts, done, usage, len(prompts), params.n, name)
-
-    async def _open_stream(self, replica: Replica, body: dict[str, Any]) -> Any:
-        """The stream's response context once vLLM accepted it (a refusal raised here)."""
-        import httpx
-
-        request = replica.client.build_request("POST", "/v1/completions", json=body)
-        try:
-            response = await replica.client.send(request, stream=True)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            raise Unreachable(f"vLLM at {replica.url} unavailable: {exc}") from exc
-        except httpx.TransportError as exc:
-            raise BackendUnavailable(f"vLLM at {replica.url}: the stream failed ({exc})") \
-                from exc
-        if response.status_code >= 400:
-            await response.aread()
-            await response.aclose()
-            message, err_type = error_message(response)
-            if response.status_code in (429, 503):
-                raise Unreachable(f"vLLM at {replica.url}: HTTP {response.status_code}: "
-                                  f"{message}")
-            raise self._refusal(VLLMRequestError(response.status_code, message, err_type),
-                                body["model"])
-        return Opened(response)
+                        if (text := tally.add(choice)) is not None:
+                            yield int(choice["index"]), text
+                    tally.usage = event.get("usage") or tally.usage
+            yield tally.completions(len(prompts), params.n, name)
 
     async def _load(self, name: str, path: str) -> None:
         await self._on_every_replica(lambda replica: self._load_on(replica, name, path))
@@ -302,8 +263,9 @@ class VLLMGenerator(Generator):
             raise AdapterError(f"vLLM already serves {name!r} from {card.get('root')}, not {path}")
         if card is None:
             raise GenerationError(f"vLLM accepted adapter {name!r} but /v1/models does not list it")
-        if card.get("parent") not in (None, self.model):
-            raise GenerationError(f"vLLM serves {name!r} on {card.get('parent')!r}, not {self.model!r}")
+        if card.get("parent") not in (None, self.model_name):
+            raise GenerationError(f"vLLM serves {name!r} on {card.get('parent')!r}, "
+                                  f"not {self.model_name!r}")
 
     async def _unload(self, name: str) -> None:
         await self._on_every_replica(lambda replica: self._unload_on(replica, name))

@@ -1,5 +1,6 @@
 """HTTP to one vLLM replica: bounded retries that respect what is safe to repeat, vLLM's error
-bodies turned into this project's errors, and its completions (whole or streamed) parsed.
+bodies turned into this project's errors, and its whole completions parsed (streamed ones:
+``vllm_stream``).
 
 What is retried (``RetryPolicy.attempts`` tries, exponential backoff with jitter):
 - a connection that could not be made (refused, connect timeout): nothing reached the server;
@@ -13,14 +14,19 @@ at once as ``BackendUnavailable``.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from service.generation.types import BackendUnavailable, Completion, FinishReason, GenerationError
+from service.generation.types import (
+    AdapterNotFound,
+    BackendUnavailable,
+    Completion,
+    FinishReason,
+    GenerationError,
+    RequestRejected,
+)
 
 _RETRY_ALWAYS = {429, 503}
 _RETRY_IDEMPOTENT = {500, 502, 504}
@@ -68,6 +74,16 @@ def error_message(response: Any) -> tuple[str, str]:
         if "detail" in body:
             return str(body["detail"]), ""
     return str(body)[:500], ""
+
+
+def refusal(exc: VLLMRequestError, model: str) -> Exception:
+    """What a refused completion means here: an adapter gone, a bad request (4xx for our
+    client), or a failure of the server (5xx: it is down for this request)."""
+    if exc.status == 404:  # the adapter vanished server-side (e.g. vLLM restarted)
+        return AdapterNotFound(f"vLLM does not serve {model!r}: {exc.message}")
+    if exc.status < 500:
+        return RequestRejected(f"vLLM refused the request ({exc.status}): {exc.message}")
+    return GenerationError(f"vLLM failed the request ({exc.status}): {exc.message}")
 
 
 class Replica:
@@ -127,57 +143,6 @@ class Replica:
             return response
         raise Unreachable(f"vLLM at {self.url} unavailable: {method} {path} failed "
                           f"{self.retry.attempts} times; last: {last}")
-
-
-class Opened:
-    """An accepted streaming response as an async context manager that closes it."""
-
-    def __init__(self, response: Any) -> None:
-        self.response = response
-
-    async def __aenter__(self) -> Any:
-        return self.response
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.response.aclose()
-
-
-async def sse_events(response: Any) -> AsyncIterator[dict[str, Any]]:
-    """The JSON objects of a server-sent event stream, up to ``data: [DONE]``."""
-
-    async for line in response.aiter_lines():
-        if not line.startswith("data:"):
-            continue
-        data = line[5:].strip()
-        if data == "[DONE]":
-            return
-        event = json.loads(data)
-        if "error" in event:
-            message, _ = error_message(_Body(event))
-            raise GenerationError(f"vLLM's stream failed: {message}")
-        yield event
-
-
-class _Body:
-    def __init__(self, body: dict[str, Any]) -> None:
-        self._body = body
-
-    def json(self) -> dict[str, Any]:
-        return self._body
-
-
-def streamed_completions(texts: dict[int, list[str]], done: dict[int, dict[str, Any]],
-              usage: dict[str, Any], prompts: int, n: int,
-              adapter: str | None) -> list[list[Completion]]:
-    out: list[list[Completion]] = [[] for _ in range(prompts)]
-    for index in range(prompts * n):
-        acc = done.get(index, {"tokens": 0, "prompt": None})
-        prompt_tokens = acc["prompt"] if acc["prompt"] is not None else \
-            usage.get("prompt_tokens", 0) // max(prompts, 1)
-        reason: FinishReason = "length" if acc.get("finish") == "length" else "stop"
-        out[index // n].append(Completion("".join(texts.get(index, [])), prompt_tokens,
-                                          acc["tokens"], reason, adapter))
-    return out
 
 
 def parse_completions(data: dict[str, Any], prompts: int, n: int,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 
@@ -25,6 +25,9 @@ from service.loop.gate import gate_spec, paired_decision, pass_at_1
 from service.store import lineage
 from service.store.db import Store
 from service.store.models import AdapterRow
+
+if TYPE_CHECKING:
+    from service.generation.base import Generator
 
 log = logging.getLogger(__name__)
 BASE_GATE_KEY = "base_gate"
@@ -43,7 +46,7 @@ class AdapterSwitch:
         self._unloads: set[asyncio.Task[None]] = set()
 
     @property
-    def generator(self) -> Any:
+    def generator(self) -> Generator:
         if self.generation is None:
             raise Unavailable("generator", "no generator: adapters cannot be served")
         return self.generation.generator

@@ -33,12 +33,8 @@ from service.loop.rounds import (
     run_round,
     train_and_gate,
 )
-from service.loop.training import (
-    NothingToTrain,
-    TrainerProcess,
-    fail_interrupted_runs,
-    prepare_run,
-)
+from service.loop.training import TrainerProcess, fail_interrupted_runs, prepare_run
+from service.loop.training_data import NothingToTrain
 from service.store.db import Store
 
 log = logging.getLogger(__name__)

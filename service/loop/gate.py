@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 
@@ -26,6 +26,9 @@ from service.core.programs import completion_program, task_job, task_prompt
 from service.store.db import Store
 from service.store.models import TaskRow
 from service.store.tasks import get_task
+
+if TYPE_CHECKING:
+    from service.generation.base import Generator
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +58,7 @@ def _tasks(store: Store, ids: tuple[str, ...]) -> list[TaskRow]:
         return [t for t in (get_task(session, i) for i in ids) if t is not None]
 
 
-async def pass_at_1(spec: GateSpec, adapter: str | None, *, generator: Any, tokenizer: Any,
+async def pass_at_1(spec: GateSpec, adapter: str | None, *, generator: Generator, tokenizer: Any,
                     store: Store, sandbox: SandboxExecutor, settings: Settings) -> dict[str, Any]:
     """pass@1 of ``adapter`` (None: the base model) on the spec's problems; adapters sample
     conditioned on the "good" marker, the base model without it (as in the loop)."""

@@ -197,7 +197,7 @@ async def train_and_gate(ctx: RoundContext, trainer: TrainerProcess, *, gate: bo
         adapter_dir, trainer.error = None, f"{type(exc).__name__}: {exc}"
     generator = ctx.generation.generator
     name = await anyio.to_thread.run_sync(next_adapter_name, ctx.store, generator.alias,
-                                          generator._version)
+                                          generator.version)
     await anyio.to_thread.run_sync(lambda: finish_run(
         ctx.store, prepared.run_id, adapter_name=name, adapter_dir=adapter_dir,
         base_model=ctx.settings.generator_model or "default",

@@ -1,5 +1,6 @@
-"""Training runs: export the new triples, launch ``python -m trainer train`` as its own process,
-follow its JSON-line events, and record the run (and its adapter, or its failure) in the store.
+"""Training runs: export the new triples (``training_data``), launch ``python -m trainer train`` as
+its own process, follow its JSON-line events, and record the run (and its adapter, or its
+failure) in the store.
 
 The trainer is a subprocess so that a crash or an out-of-memory kill ends the run, never the API;
 its exit code and last ``error`` event become the run's recorded failure.
@@ -8,7 +9,6 @@ its exit code and last ``error`` event become the run's recorded failure.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import os
@@ -18,18 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from service.core.config import Settings
-from service.loop.selection import nothing_selected, select_training_data
+from service.loop.training_data import export_data, new_window
 from service.store import lineage
 from service.store.db import Store
-from service.store.export import export_jsonl, export_records
-from service.store.triples import TripleFilter, last_id, window_report
-from trainer.data import TRUNCATED_ENV, DatasetError, read_triples_report
+from trainer.data import TRUNCATED_ENV, file_sha256
 
 log = logging.getLogger(__name__)
-
-
-class NothingToTrain(ValueError):
-    """No new triple since the last finished run (answered 409)."""
 
 
 @dataclass(frozen=True)
@@ -41,14 +35,6 @@ class PreparedRun:
     command: list[str]
     parent_adapter: str | None
     env: dict[str, str] = field(default_factory=dict)  # added to the trainer's environment
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -108,54 +94,19 @@ def prepare_run(store: Store, settings: Settings, steps: int | None = None,
     steps); ``options`` sets further trainer flags."""
     steps = steps or settings.train_steps
     options = options or TrainOptions()
-    with store.read() as session:
-        after = lineage.last_trained_triple(session)
-        upto = last_id(session)
-        serving = lineage.serving_adapter(session)
-        report = window_report(session, TripleFilter(after=after, upto=upto))
-    if upto <= after:
-        raise NothingToTrain("no new triples since the last training run")
-    if report["exported"] == 0:
-        held = ", ".join(f"{n} {why}" for why, n in report["not_exported"].items())
-        raise NothingToTrain("none of the new triples may be trained on"
-                             + (f" (held out: {held})" if held else ""))
+    window = new_window(store)
     runs_dir = settings.adapters_dir
     runs_dir.mkdir(parents=True, exist_ok=True)
-    data = runs_dir / f"triples-{after + 1}-{upto}.jsonl"
-    if settings.train_selection == "accumulate":
-        chosen = select_training_data(
-            store, after=after, upto=upto, truncated=settings.train_truncated,
-            max_passing=settings.train_max_passing_per_problem,
-            max_failures=settings.train_max_failures_per_problem)
-        if not chosen.records:
-            raise NothingToTrain(nothing_selected(chosen.report) + " (cut at the token limit: "
-                                 f"{chosen.report['failures']['truncated']})")
-        export_records(data, chosen.records)
-        report["selection"] = chosen.report
-        data.with_suffix(".selection.json").write_text(
-            json.dumps(chosen.report, indent=2), encoding="utf-8")
-    else:
-        export_jsonl(store, data, TripleFilter(after=after, upto=upto))
-        report["selection"] = {"policy": "window", "kept": report["exported"]}
-    report |= reader_report(data, settings.train_truncated)
+    data = runs_dir / f"triples-{window.after + 1}-{window.upto}.jsonl"
+    report = export_data(store, settings, window, data)
+    serving = window.serving
     init = serving.path if serving is not None and settings.train_init == "serving" else None
-    config: dict[str, Any] = {"steps": steps, "epochs": settings.train_epochs,
-                              "batch_size": settings.train_batch_size,
-                              "grad_accum": settings.train_grad_accum,
-                              "max_length": settings.train_max_length,
-                              "code_ratio": settings.train_code_ratio,
-                              "learning_rate": settings.train_learning_rate,
-                              "schedule": settings.train_lr_schedule,
-                              "warmup_ratio": settings.train_warmup_ratio,
-                              "truncated": settings.train_truncated,
-                              "init": settings.train_init, "init_adapter": init,
-                              "base_model": settings.generator_model or "default",
-                              "data": report,
-                              **{k: v for k, v in asdict(options).items() if v is not None}}
+    config = _run_config(settings, steps, init, report, options)
     with store.write() as session:
         run = lineage.start_training_run(
             session, parent_adapter_id=serving.id if serving else None, data_path=str(data),
-            data_sha256=_sha256(data), triples_from=after + 1, triples_to=upto, config=config)
+            data_sha256=file_sha256(data), triples_from=window.after + 1, triples_to=window.upto,
+            config=config)
         output = runs_dir / f"run-{run.id}"
         run.config = {**config, "output_dir": str(output)}
     command = trainer_command(data, output, base_model=config["base_model"], steps=steps,
@@ -164,19 +115,23 @@ def prepare_run(store: Store, settings: Settings, steps: int | None = None,
                        env=trainer_env(settings))
 
 
+def _run_config(settings: Settings, steps: int, init: str | None, report: dict[str, Any],
+                options: TrainOptions) -> dict[str, Any]:
+    """The run's settings as recorded with it; ``data`` says what it trains on and why."""
+    return {"steps": steps, "epochs": settings.train_epochs,
+            "batch_size": settings.train_batch_size, "grad_accum": settings.train_grad_accum,
+            "max_length": settings.train_max_length, "code_ratio": settings.train_code_ratio,
+            "learning_rate": settings.train_learning_rate,
+            "schedule": settings.train_lr_schedule,
+            "warmup_ratio": settings.train_warmup_ratio, "truncated": settings.train_truncated,
+            "init": settings.train_init, "init_adapter": init,
+            "base_model": settings.generator_model or "default", "data": report,
+            **{k: v for k, v in asdict(options).items() if v is not None}}
+
+
 def trainer_env(settings: Settings) -> dict[str, str]:
     """What the trainer reads from its environment: the truncated-failure policy."""
     return {TRUNCATED_ENV: settings.train_truncated}
-
-
-def reader_report(data: Path, truncated: str) -> dict[str, Any]:
-    """What the trainer's reader keeps of the file under ``truncated`` (the same function it
-    runs). Raises ``NothingToTrain`` when nothing would be left."""
-    try:
-        _, read = read_triples_report(data, truncated=truncated)
-    except DatasetError as exc:
-        raise NothingToTrain(str(exc)) from None
-    return {"trained_on": read.kept, "dropped": read.dropped, "marked": read.marked}
 
 
 def next_adapter_name(store: Store, alias: str, loaded_version: int) -> str:

@@ -4,7 +4,8 @@ temperature 0.8, top-p 0.95, up to 256 new tokens, stopping at the closing code 
 Measured in one run on the same prompts and seeds: the reference decode path (the previous
 default, ``decode_path="reference"``) as the baseline, the fast path at each width, and the
 llama.cpp anchor (``llama-server`` with parallel slots on the same GGUF file) when it is built;
-then adapter-swap latency idle and with a generation in flight. ``leti bench generate`` drives it.
+then adapter-swap latency idle and with a generation in flight. ``leti bench generate`` drives it;
+the figures are records (``generation_records``), rendered by ``generation_report``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,81 +25,13 @@ from service.generation.embedded import EmbeddedGenerator
 from service.generation.llama_cpp_anchor import (
     SERVER,
     LlamaCppError,
-    ServerAnchorResult,
     run_server_anchor,
     unavailable,
 )
 from service.generation.types import SamplingParams
-from trainer.prompts import PROGRAM_STOP
+from service.speed.generation_records import GenerationBench, Throughput, Workload
 
 BASELINE_ROWS = 32  # the reference path's default width before the fast path
-
-
-@dataclass(frozen=True)
-class Workload:
-    """What every measured path samples (the loop's settings)."""
-
-    source: str
-    prompts: int
-    n: int = 4
-    temperature: float = 0.8
-    top_p: float = 0.95
-    max_new_tokens: int = 256
-    stop: tuple[str, ...] = PROGRAM_STOP
-    seed: int = 0
-
-    def params(self) -> SamplingParams:
-        return SamplingParams(n=self.n, temperature=self.temperature, top_p=self.top_p,
-                              max_new_tokens=self.max_new_tokens, stop=self.stop, seed=self.seed)
-
-
-@dataclass(frozen=True)
-class Throughput:
-    path: str  # "reference" (the baseline) or "fast"
-    rows: int  # rows decoding together (max_batch_size)
-    dtype: str
-    samples: int
-    tokens: int  # generated tokens, the one that stops a sample included
-    seconds: float
-    cpu_seconds: float  # this process's CPU time: what other jobs on the machine do not inflate
-    stopped: int  # samples that ended on the stop sequence or EOS, not the token limit
-    busy_share: float | None = None  # fast path: live rows over rows x decode steps
-    thread: str = "compute"  # "compute": the compute thread; "request": a thread of its own
-
-    @property
-    def tokens_per_s(self) -> float:
-        return self.tokens / self.seconds
-
-    @property
-    def tokens_per_cpu_s(self) -> float:
-        return self.tokens / self.cpu_seconds
-
-
-@dataclass
-class GenerationBench:
-    workload: Workload
-    threads: int
-    device: str
-    dtype: str
-    runs: list[Throughput] = field(default_factory=list)
-    anchor: ServerAnchorResult | None = None
-    anchor_skipped: str | None = None  # why the anchor did not run
-    swap_idle_s: list[float] = field(default_factory=list)
-    swap_busy_s: list[float] = field(default_factory=list)
-    load_average: list[float] = field(default_factory=list)  # 1-minute, before each measurement
-    ceiling_tokens_per_s: float | None = None  # the linear layers alone at the best width
-
-    @property
-    def baseline(self) -> Throughput:
-        """The code as it was: the reference path on a request thread of its own."""
-        return next(t for t in self.runs if t.path == "reference" and t.thread == "request")
-
-    def best(self, path: str = "fast") -> Throughput:
-        """The path's best width in the generator's dtype: tokens/s, or tokens per CPU-second
-        with one torch thread (what other jobs on a shared machine do not inflate)."""
-        runs = [t for t in self.runs if t.path == path and t.dtype == self.dtype] or [
-            t for t in self.runs if t.path == path]
-        return max(runs, key=lambda t: t.tokens_per_cpu_s if self.threads == 1 else t.tokens_per_s)
 
 
 def matmul_ceiling(generator: EmbeddedGenerator, rows: int, repeats: int = 5) -> float | None:
@@ -221,9 +153,31 @@ async def run_generation_bench(generator: EmbeddedGenerator, prompts: int, rows:
 
     source, texts = benchmark_prompts(generator, prompts, mbpp_path)
     workload = Workload(source, len(texts), n=n, max_new_tokens=max_new_tokens)
-    params = workload.params()
     result = GenerationBench(workload, torch.get_num_threads(), str(generator.model.device),
                              str(generator.model.dtype).removeprefix("torch."))
+    await _measure_paths(result, generator, texts, rows, baseline_model, log)
+    await _measure_anchor(result, texts, anchor_slots, anchor, log)
+    best = result.best(generator.decode_path)
+    result.ceiling_tokens_per_s = compute_thread().call(lambda: matmul_ceiling(generator,
+                                                                                best.rows))
+    generator.max_batch_size = best.rows  # serve the swaps' background load at the best width
+    await _measure_swaps(result, generator, texts, swaps, log)
+    return result
+
+
+async def _measure(result: GenerationBench, generator: EmbeddedGenerator, texts: list[str],
+                   params: SamplingParams, rows: int, thread: str = "compute") -> Throughput:
+    """One timed run, recorded with the load average just before it."""
+    result.load_average.append(os.getloadavg()[0])
+    result.runs.append(await _timed(generator, texts, params, rows, thread))
+    return result.runs[-1]
+
+
+async def _measure_paths(result: GenerationBench, generator: EmbeddedGenerator, texts: list[str],
+                         rows: list[int], baseline_model: Any, log: Any) -> None:
+    """The reference path (the baseline: on a request thread, then on the compute thread), the
+    fast path once on the baseline's model when its dtype differs, then at each width."""
+    params = result.workload.params()
     model = baseline_model if baseline_model is not None else generator.model
     reference = EmbeddedGenerator(model, generator.tokenizer, decode_path="reference",
                                   model_name=generator.model_name)
@@ -234,42 +188,44 @@ async def run_generation_bench(generator: EmbeddedGenerator, prompts: int, rows:
         if each is not None:
             await _timed(each, texts[:2], warm, 2)
     for thread in ("request", "compute"):  # the code as it was, then on the compute thread
-        result.load_average.append(os.getloadavg()[0])
-        result.runs.append(await _timed(reference, texts, params, BASELINE_ROWS, thread))
-        log(f"reference path, {thread} thread, {BASELINE_ROWS} rows, {result.runs[-1].dtype}: "
-            f"{result.runs[-1].tokens_per_s:7.1f} tokens/s")
+        run = await _measure(result, reference, texts, params, BASELINE_ROWS, thread)
+        log(f"reference path, {thread} thread, {BASELINE_ROWS} rows, {run.dtype}: "
+            f"{run.tokens_per_s:7.1f} tokens/s")
     if same_dtype is not None and same_dtype.decode_path == "fast":
-        result.load_average.append(os.getloadavg()[0])
-        result.runs.append(await _timed(same_dtype, texts, params, max(rows)))
-        log(f"fast path, {max(rows)} rows, {result.runs[-1].dtype}: "
-            f"{result.runs[-1].tokens_per_s:7.1f} tokens/s")
-    if generator.decode_path == "fast":
-        for width in rows:
-            result.load_average.append(os.getloadavg()[0])
-            result.runs.append(await _timed(generator, texts, params, width))
-            run = result.runs[-1]
-            log(f"fast path, {width:>3} rows, {run.dtype}: {run.tokens_per_s:7.1f} tokens/s, "
-                f"busy share {run.busy_share:.2f}")
-    else:
+        run = await _measure(result, same_dtype, texts, params, max(rows))
+        log(f"fast path, {max(rows)} rows, {run.dtype}: {run.tokens_per_s:7.1f} tokens/s")
+    if generator.decode_path != "fast":
         log(f"fast path not measured: {generator.fast_unavailable}")
-    result.anchor_skipped = unavailable(SERVER) if anchor else "not asked for (--no-anchor)"
+        return
+    for width in rows:
+        run = await _measure(result, generator, texts, params, width)
+        log(f"fast path, {width:>3} rows, {run.dtype}: {run.tokens_per_s:7.1f} tokens/s, "
+            f"busy share {run.busy_share:.2f}")
+
+
+async def _measure_anchor(result: GenerationBench, texts: list[str], slots: int, asked: bool,
+                          log: Any) -> None:
+    """llama.cpp's server on the same workload, or why it did not run."""
+    w = result.workload
+    result.anchor_skipped = unavailable(SERVER) if asked else "not asked for (--no-anchor)"
     if result.anchor_skipped is None:
         result.load_average.append(os.getloadavg()[0])
         try:
             result.anchor = await asyncio.to_thread(
-                run_server_anchor, texts, n=n, max_new_tokens=max_new_tokens, stop=workload.stop,
-                temperature=workload.temperature, top_p=workload.top_p, seed=workload.seed,
-                slots=anchor_slots, threads=result.threads, share_prompt=n <= anchor_slots)
-            log(f"llama.cpp server, {anchor_slots} slots: {result.anchor.tokens_per_s:7.1f} tokens/s")
+                run_server_anchor, texts, n=w.n, max_new_tokens=w.max_new_tokens, stop=w.stop,
+                temperature=w.temperature, top_p=w.top_p, seed=w.seed, slots=slots,
+                threads=result.threads, share_prompt=w.n <= slots)
+            log(f"llama.cpp server, {slots} slots: {result.anchor.tokens_per_s:7.1f} tokens/s")
         except LlamaCppError as exc:
             log(f"llama.cpp anchor failed: {exc}")  # the whole server log, for the console
             result.anchor_skipped = f"llama.cpp anchor failed: {str(exc).splitlines()[0]}"
     if result.anchor_skipped:
         log(result.anchor_skipped)
-    best = result.best(generator.decode_path)
-    result.ceiling_tokens_per_s = compute_thread().call(lambda: matmul_ceiling(generator,
-                                                                                best.rows))
-    generator.max_batch_size = best.rows  # serve the swaps' background load at the best width
+
+
+async def _measure_swaps(result: GenerationBench, generator: EmbeddedGenerator,
+                         texts: list[str], swaps: int, log: Any) -> None:
+    """Hot-swap latency between two random adapters, idle and with a generation in flight."""
     with tempfile.TemporaryDirectory() as tmp:
         paths = [compute_thread().call(lambda i=i: make_adapter(generator, Path(tmp) / f"a{i}",
                                                                 seed=i)) for i in range(2)]
@@ -278,7 +234,7 @@ async def run_generation_bench(generator: EmbeddedGenerator, prompts: int, rows:
             await generator.hot_swap(paths[i % 2])
             result.swap_idle_s.append(time.perf_counter() - started)
             await generator.wait_retired()
-        busy = SamplingParams(max_new_tokens=min(32, max_new_tokens), seed=1)
+        busy = SamplingParams(max_new_tokens=min(32, result.workload.max_new_tokens), seed=1)
         for i in range(swaps):  # with an 8-prompt generation in flight on the serving adapter
             running = asyncio.create_task(generator.generate(texts[:8], busy))
             await asyncio.sleep(0.5)
@@ -290,80 +246,3 @@ async def run_generation_bench(generator: EmbeddedGenerator, prompts: int, rows:
         if swaps:
             log(f"swap: idle median {statistics.median(result.swap_idle_s) * 1000:.0f} ms, "
                 f"busy median {statistics.median(result.swap_busy_s) * 1000:.0f} ms")
-    return result
-
-
-def markdown_section(bench: GenerationBench, machine: str, date: str, model: str) -> str:
-    """The "## Generation (embedded backend)" section of docs/BENCHMARKS.md."""
-    w, base = bench.workload, bench.baseline
-    best = bench.best("fast" if any(t.path == "fast" for t in bench.runs) else "reference")
-    stop = ", ".join(repr(s) for s in w.stop) or "none"
-    intro = (
-        f"`leti bench generate` on {date}: {machine}; {model} on {bench.device}, "
-        f"{bench.dtype}, {bench.threads} torch thread(s). The loop's workload: {w.prompts} "
-        f"{w.source} prompts in the project's chat format, n = {w.n} samples each at "
-        f"temperature {w.temperature}, top-p {w.top_p}, up to {w.max_new_tokens} new tokens, "
-        f"stop {stop} (or EOS), seeded. Useful tokens/s: generated tokens (the one that ends a "
-        "sample included) over the request's wall time, prompt processing included. Every row "
-        "below ran in the same process on the same prompts and seeds; the 1-minute load average "
-        f"before each ranged {min(bench.load_average):.1f}-{max(bench.load_average):.1f} on "
-        f"{os.cpu_count()} cores (its own load included). Busy share: live rows over (rows x "
-        "decode steps); the rest is slot-time spent on empty rows while the request drains "
-        "(finished rows leave at once). Tokens per CPU-second count this process's CPU time, all "
-        "torch threads together: what other jobs on a shared machine inflate least.")
-    rows = []
-    for t in bench.runs:
-        name = t.path
-        if t.path == "reference":
-            name = ("reference, a request thread (baseline: as before)" if t.thread == "request"
-                    else "reference, compute thread")
-        busy = f"{t.busy_share:.2f}" if t.busy_share is not None else "-"
-        rows.append(f"| {name} | {t.dtype} | {t.rows} | {t.samples} | {t.tokens} | {t.stopped} | "
-                    f"{t.seconds:.1f} | {t.tokens_per_s:.1f} | {t.tokens_per_cpu_s:.1f} | "
-                    f"{t.tokens_per_s / base.tokens_per_s:.2f}x | {busy} |")
-    a = bench.anchor
-    if a is not None:
-        rows.append(f"| llama.cpp server ({a.slots} slots) | Q4_1 | {a.slots} | {a.prompts * a.n} "
-                    f"| {a.tokens} | {a.prompts * a.n - a.stopped_by_length} | {a.seconds:.1f} | "
-                    f"{a.tokens_per_s:.1f} | - | {a.tokens_per_s / base.tokens_per_s:.2f}x | - |")
-        versus = (f"Against the anchor: the best fast width does {best.tokens_per_s:.1f} tokens/s, "
-                  f"{best.tokens_per_s / a.tokens_per_s:.2f}x llama.cpp's {a.tokens_per_s:.1f} "
-                  f"(llama.cpp {a.version or 'version unknown'}, {a.threads} threads, the packaged "
-                  "GGUF file as it is, prompts shared across each prompt's samples"
-                  + ("" if a.repack else "; weight repacking off: with llama.cpp's default the "
-                     "server crashed loading the model on this CPU") + ").")
-    else:
-        versus = f"The llama.cpp anchor did not run: {bench.anchor_skipped}"
-    if bench.ceiling_tokens_per_s:
-        versus += (f" The compute bound: the linear layers alone, at {best.rows} rows in "
-                   f"{bench.dtype}, allow {bench.ceiling_tokens_per_s:.0f} tokens/s on this machine "
-                   f"({bench.ceiling_tokens_per_s / base.tokens_per_s:.1f}x the baseline); the best "
-                   f"fast width reaches {best.tokens_per_s / bench.ceiling_tokens_per_s:.0%} of it.")
-    lines = ["## Generation (embedded backend)", "", intro, "",
-             ("| path | dtype | rows | samples | tokens | ended by stop/EOS | seconds | tokens/s "
-              "| tokens/CPU-s | vs baseline | busy share |"),
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|", *rows, "", versus, ""]
-    if bench.swap_idle_s:
-        ms, busy_ms = [x * 1000 for x in bench.swap_idle_s], [x * 1000 for x in bench.swap_busy_s]
-        lines += [(
-            "Adapter hot swap (load a rank-16 LoRA on all projections as a new version, merge it "
-            "into the fast path's weights, and move the alias; the old version is retired after "
-            f"its requests): idle median {statistics.median(ms):.0f} ms (max {max(ms):.0f} ms, "
-            f"{len(ms)} swaps); with an 8-prompt generation in flight median "
-            f"{statistics.median(busy_ms):.0f} ms (max {max(busy_ms):.0f} ms): the load waits for "
-            "at most one forward pass, and the running generation finishes on its own adapter."),
-            ""]
-    return "\n".join(lines)
-
-
-def write_section(path: Path, section: str) -> None:
-    """Replace (or append) this section of the file; other sections are left as they are."""
-    title = section.split("\n", 1)[0]
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if title in text:
-        start = text.index(title)
-        end = text.find("\n## ", start + len(title))
-        text = text[:start] + section.rstrip("\n") + ("\n" + text[end:] if end != -1 else "\n")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)

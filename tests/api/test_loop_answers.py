@@ -1,4 +1,4 @@
-"""The loop's, training runs' and adapters' answers are typed (``service/api/schemas.py``): each
+"""The loop's, training runs' and adapters' answers are typed (``service/api/schemas/``): each
 route's answer, over a store holding adapters, runs and decisions, validates against its model
 and carries every key and value the code returns (tests/api/test_fuzz.py checks that the OpenAPI
 schema names the models). No generator here: what needs one (start, train, promote, rollback)

@@ -168,7 +168,7 @@ def test_repetition_penalty_pushes_a_sample_out_of_its_loop(tiny_model: Any,
 
     from service.generation.fast_llama import FastLlama
     from service.generation.fast_sampling import sample_fast
-    from service.generation.sampling import penalise_repeats
+    from service.generation.token_choice import penalise_repeats
 
     logits = torch.tensor([[2.0, -1.0, 0.5], [1.0, 1.0, 1.0]])
     out = penalise_repeats(logits, [[0, 1, 0], []], 2.0)
@@ -198,13 +198,13 @@ def test_repetition_penalty_pushes_a_sample_out_of_its_loop(tiny_model: Any,
 def _frequencies(logits: list[list[float]], params: SamplingParams, draws: int) -> Any:
     import torch
 
-    from service.generation.sampling import _choose
+    from service.generation.token_choice import choose_tokens
 
     rows = torch.tensor(logits)
     counts = torch.zeros_like(rows)
     generators = [torch.Generator().manual_seed(i) for i in range(len(logits))]
     for _ in range(draws):
-        chosen = _choose(rows, params, generators, [[] for _ in logits])
+        chosen = choose_tokens(rows, params, generators, [[] for _ in logits])
         counts[torch.arange(len(logits)), chosen] += 1
     return counts / draws
 

@@ -12,7 +12,8 @@ import pytest
 from service.core.config import Settings
 from service.loop import state
 from service.loop.selection import normalise_program, select_training_data
-from service.loop.training import NothingToTrain, prepare_run
+from service.loop.training import prepare_run
+from service.loop.training_data import NothingToTrain
 from service.store import lineage
 from service.store.db import Store
 from service.store.models import TrainingRunRow, TripleRow

@@ -11,7 +11,8 @@ from service.core.config import Settings
 from service.loop import state
 from service.loop.gate import gate_spec
 from service.loop.rounds import next_batch, pool
-from service.loop.training import NothingToTrain, next_adapter_name, prepare_run
+from service.loop.training import next_adapter_name, prepare_run
+from service.loop.training_data import NothingToTrain
 from service.store import lineage
 from service.store.db import Store
 

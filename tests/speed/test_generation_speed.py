@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
-from service.speed.generation import markdown_section, run_generation_bench, write_section
+from service.speed.generation import run_generation_bench
+from service.speed.generation_report import markdown_section
+from service.speed.sections import write_section
 
 
 async def test_bench_measures_baseline_each_width_and_swaps(

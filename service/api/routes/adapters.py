@@ -21,7 +21,7 @@ async def list_adapters(loop: LoopDep) -> AdapterList:
     """Every adapter (newest first) with its state, lineage and gate figures."""
     loaded = loop.adapters.loaded()
     items = await anyio.to_thread.run_sync(state.adapters, loop.store, loaded)
-    alias = getattr(loop.generation.generator, "alias", None) if loop.generation else None
+    alias = loop.generation.generator.alias if loop.generation else None
     return AdapterList.model_validate({"alias": alias, "serving": loop.adapters.serving_name(),
                                        "items": items})
 

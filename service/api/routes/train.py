@@ -12,7 +12,8 @@ from service.api.deps import ApiKey, LoopDep, StoreDep
 from service.api.schemas import Id, Strict, TrainingRunOut, TrainingStarted, problems
 from service.core.errors import NotFound
 from service.loop.controller import TrainingBusy
-from service.loop.training import NothingToTrain, run_progress
+from service.loop.training import run_progress
+from service.loop.training_data import NothingToTrain
 
 router = APIRouter(prefix="/v1/train", tags=["training"], responses=problems(503))
 

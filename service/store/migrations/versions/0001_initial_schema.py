@@ -17,6 +17,7 @@ depends_on = None
 
 
 def upgrade() -> None:
+    # Long on purpose: the first schema as Alembic generated it, one create_table per table.
     op.create_table('adapters',
     sa.Column('id', sa.String(length=200), nullable=False),
     sa.Column('path', sa.Text(), nullable=False),
