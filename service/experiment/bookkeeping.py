@@ -49,13 +49,16 @@ def round_record(outcome: RoundOutcome, *, pool_size: int, sampled_from: str | N
 
 def ablation_record(ablation: Ablation, *, code_ratio: float, feedback_steps: int, steps: int,
                     evaluation: EvaluationRecord, training: dict[str, Any],
-                    timings_s: dict[str, float]) -> AblationRecord:
-    """An ablation trained on round 1's data, compared with round 1's candidate."""
+                    timings_s: dict[str, float],
+                    references: dict[str, Any] | None = None) -> AblationRecord:
+    """An ablation trained on round 1's data, compared with round 1's candidate; the
+    references ceiling (``references``: what its data held) is compared with the base model."""
     return AblationRecord(
         name=ablation.name, objective=ablation.objective, code_ratio=code_ratio,
         feedback_steps=feedback_steps, steps=steps, data_round=1, evaluation=evaluation.key,
-        compare_to="leti-r1/mbpp", training=TrainingRecord.from_json({**training, "steps": steps}),
-        timings_s=timings_s)
+        compare_to="base/mbpp" if references is not None else "leti-r1/mbpp",
+        training=TrainingRecord.from_json({**training, "steps": steps}),
+        timings_s=timings_s, references=references)
 
 
 def marker_record(evaluation: EvaluationRecord, round_number: int) -> AblationRecord:

@@ -129,11 +129,15 @@ class GateSection(_Section):
 
 
 class Ablation(_Section):
-    """One arm trained on round 1's data with the same feedback steps as the main arm."""
+    """One arm trained with the same feedback steps as the main arm's round 1, on round 1's data
+    or (``data = "references"``) on the pool's reference solutions."""
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     objective: Literal["leti", "binary"] = "leti"
     code_ratio: float | None = Field(default=None, ge=0, description="None: the main arm's")
+    data: Literal["round-1", "references"] = Field(
+        default="round-1", description="round 1's data, or the reference solutions of the "
+                                       "pool's problems that pass in the sandbox (a ceiling)")
 
 
 class ExperimentConfig(_Section):

@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from service.experiment.config import ExperimentConfig
 from service.experiment.environment import environment, now
@@ -18,6 +19,15 @@ log = logging.getLogger(__name__)
 
 class StudyError(RuntimeError):
     """The study cannot go on (no generator, no tasks); the message says what to fix."""
+
+
+def _same_config(stored: dict[str, Any], config: ExperimentConfig) -> bool:
+    """Whether a results file was made with ``config``: read through today's model, so a
+    setting added since (with its default) does not make an old run another config."""
+    try:
+        return ExperimentConfig.model_validate(stored) == config
+    except ValueError:  # pydantic's ValidationError: not even a config today
+        return False
 
 
 def phase_names(config: ExperimentConfig) -> list[str]:
@@ -50,7 +60,7 @@ class Progress:
         config = self.config.model_dump(mode="json")
         if self.resume and self.results_path.is_file():
             previous = load_results(self.results_path)
-            if previous.config != config:
+            if not _same_config(previous.config, self.config):
                 raise StudyError(f"{self.results_path} was made with another config: use a new "
                                  "--output directory or --fresh")
             self.results = previous

@@ -133,6 +133,8 @@ class AblationRecord(Record):
     compare_to: str | None = None  # the reference's evaluation key
     training: TrainingRecord = field(default_factory=TrainingRecord)
     timings_s: dict[str, float] = field(default_factory=dict)
+    # the references ceiling's data: problems asked, references kept, the failed ones' status
+    references: dict[str, Any] | None = field(default=None, metadata=OPTIONAL_KEY)
 
 
 @dataclass(kw_only=True)

@@ -13,7 +13,8 @@ skips the phases already there; ``progress``):
    the candidate on MBPP test (before the gate), and gate it on MBPP validation with the
    paired decision (promoted: it serves the next round; rejected: the serving adapter stays).
 3. ``ablation-<name>`` (after round 1): the same round-1 data and training length from the base
-   model, with another objective (binary feedback) or code ratio (no code corpus).
+   model, with another objective (binary feedback) or code ratio (no code corpus); or the same
+   training length on the pool's reference solutions (``references``: a ceiling).
 4. ``final``: HumanEval of the last promoted adapter (the serving one), and with
    ``loop.marker_check`` its MBPP test pass@1 conditioned on "Reward: bad", against "good".
 """
@@ -36,6 +37,7 @@ from service.experiment.config import Ablation, ExperimentConfig
 from service.experiment.environment import settings_for
 from service.experiment.evaluation import Evaluator, Timer
 from service.experiment.progress import Progress, StudyError, phase_names
+from service.experiment.references import reference_data
 from service.experiment.results import EvaluationRecord, StudyResults
 from service.loop import state
 from service.loop.adapters import AdapterSwitch
@@ -230,7 +232,10 @@ class Study:
         options = TrainOptions(objective=ablation.objective, code_ratio=code_ratio,
                                learning_rate=cfg.training.learning_rate,
                                lora_rank=cfg.training.lora_rank, seed=cfg.seed + 1)
-        command = trainer_command(Path(first.data), output,
+        data, reference_counts = Path(first.data), None
+        if ablation.data == "references":
+            data, reference_counts = await self._references(first.problems, output)
+        command = trainer_command(data, output,
                                   base_model=self._s.settings.generator_model or "default",
                                   steps=steps, settings=self._s.settings, options=options)
         timer = Timer()
@@ -250,7 +255,22 @@ class Study:
         timer.add("evaluation", began)
         self.results.put_ablation(ablation_record(
             ablation, code_ratio=code_ratio, feedback_steps=feedback_steps, steps=steps,
-            evaluation=record, training=training, timings_s=timer.seconds))
+            evaluation=record, training=training, timings_s=timer.seconds,
+            references=reference_counts))
+
+    async def _references(self, problems: list[str], output: Path
+                          ) -> tuple[Path, dict[str, Any]]:
+        """The pool's passing reference solutions as training data (``references``)."""
+        settings = self._s.settings
+        output.mkdir(parents=True, exist_ok=True)
+        made = await reference_data(self._s.store, self._s.sandbox, problems,
+                                    output.parent / f"{output.name}.jsonl",
+                                    timeout=self.config.sandbox.timeout_s,
+                                    memory_mb=settings.sandbox_memory_mb)
+        log.info("references: %d of %d problems' references pass", made.kept, made.problems)
+        if not made.kept:
+            raise StudyError(f"references: none of the {made.problems} references passed")
+        return made.path, {"problems": made.problems, "kept": made.kept, "failed": made.failed}
 
     async def _train(self, prepared: PreparedRun) -> tuple[Path | None, dict[str, Any]]:
         """Run the trainer process; the adapter (or None) and a summary of its metrics."""

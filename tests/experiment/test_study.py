@@ -33,7 +33,8 @@ def tiny_config(mbpp_path: Path, model: Path, **overrides: Any) -> ExperimentCon
                      "code_ratio": 1.0},
         "gate": {"problems": 2, "margin": 1.0},
         "ablations": [{"name": "binary", "objective": "binary"},
-                      {"name": "no-corpus", "code_ratio": 0.0}],
+                      {"name": "no-corpus", "code_ratio": 0.0},
+                      {"name": "ceiling", "data": "references"}],
     }
     raw.update(overrides)
     return ExperimentConfig.model_validate(raw)
@@ -74,10 +75,10 @@ def test_study_runs_every_phase_and_repeats(tmp_path: Path, mbpp_path: Path,
     assert calls == {"collect_round": 2, "train_and_gate": 2}
 
     assert first.phases_done == ["baseline", "round-1", "ablation-binary",
-                                 "ablation-no-corpus", "round-2", "final"]
+                                 "ablation-no-corpus", "ablation-ceiling", "round-2", "final"]
     keys = [e.key for e in first.evaluations]
     assert keys == ["base/mbpp", "base/humaneval", "leti-r1/mbpp", "binary-r1/mbpp",
-                    "no-corpus-r1/mbpp", "leti-r2/mbpp", "leti-r2/humaneval"]
+                    "no-corpus-r1/mbpp", "ceiling-r1/mbpp", "leti-r2/mbpp", "leti-r2/humaneval"]
     base = first.evaluations[0]
     assert list(base.tasks) == ["mbpp/11", "mbpp/12", "mbpp/13"]
     assert all(len(t.passed) == 2 for t in base.tasks.values())
@@ -99,6 +100,11 @@ def test_study_runs_every_phase_and_repeats(tmp_path: Path, mbpp_path: Path,
     ablations = {a.name: a for a in first.ablations}
     assert ablations["binary"].steps == 3  # same code ratio as the main arm
     assert ablations["no-corpus"].steps == 2  # the same two feedback steps, no code step
+    ceiling = ablations["ceiling"]  # round 1's steps on its problems' passing references
+    assert ceiling.steps == 3 and ceiling.compare_to == "base/mbpp"
+    assert ceiling.references == {"problems": 2, "kept": 2, "failed": {}}
+    assert ablations["binary"].references is None and "references" not in \
+        ablations["binary"].to_json()
     written = json.loads((tmp_path / "a" / "results.json").read_text())
     assert written == json.loads(json.dumps(first.to_json(), default=str))  # what it returned
     assert base.programs_file == "programs/base--mbpp.jsonl"
@@ -168,7 +174,7 @@ def test_shipped_configs_load(name: str) -> None:
     assert config.name == name
     if name in ("cpu-small", "cpu-rounds", "gpu"):  # the follow-ups measure one lever each
         assert "binary" in {a.name for a in config.ablations}
-    if name in ("cpu-rounds", "cpu-rounds-wide", "gpu"):  # issue 16's evidence: >= 4 rounds
+    if name in ("cpu-rounds", "cpu-rounds-wide", "cpu-rounds-serving", "gpu"):  # >= 4 rounds
         assert config.loop.rounds >= 4 and config.loop.marker_check
     if name != "cpu-small":  # issue 16's design: rounds on a re-sampled pool, paired gate
         assert config.loop.problems_per_round == config.data.train_problems  # the whole pool
@@ -176,7 +182,8 @@ def test_shipped_configs_load(name: str) -> None:
         assert (config.evaluation.n, config.evaluation.temperature) == (1, 0.0)  # greedy
         assert (config.gate.problems, config.gate.temperature) == (90, 0.0)
         assert config.training.selection == "accumulate" and config.training.code_ratio == 1.0
-        assert config.training.init == "base"
+        # the default, measured against continuing the serving adapter (cpu-rounds-serving)
+        assert config.training.init == ("serving" if name == "cpu-rounds-serving" else "base")
     if name == "gpu":  # LETI's scale
         assert config.sampling.n == 128 and config.sampling.temperature == 1.0
         assert config.data.train_problems == 374 and config.model.backend == "vllm"
