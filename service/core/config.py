@@ -115,13 +115,13 @@ class Settings(BaseSettings):
     # -- the self-improvement loop (docs/LOOP.md) --------------------------------------------
     loop_enabled: bool = Field(default=False, description="start the loop with the service "
                                                           "(`leti serve` turns it on by default)")
-    loop_problems_per_round: int = Field(default=4, ge=1, le=1000,
+    loop_problems_per_round: int = Field(default=40, ge=1, le=1000,
                                          description="training problems sampled per round")
-    loop_pool_size: int = Field(default=16, ge=0, le=100_000,
+    loop_pool_size: int = Field(default=40, ge=0, le=100_000,
                                 description="the fixed pool of train problems the rounds walk "
                                             "and re-sample, pass after pass (the first N of "
                                             "the train split; 0: all of it)")
-    loop_samples_per_problem: int = Field(default=4, ge=1, le=64,
+    loop_samples_per_problem: int = Field(default=8, ge=1, le=64,
                                           description="programs sampled per problem (n)")
     loop_temperature: float = Field(default=0.8, ge=0, le=2, description="sampling temperature")
     loop_repetition_penalty: float = Field(
@@ -131,7 +131,7 @@ class Settings(BaseSettings):
                                      description="token budget of each sampled program")
     loop_mbpp_hub: bool = Field(default=True, description="without LETI_MBPP_PATH, try the "
                                                           "dataset hub before the built-in set")
-    train_min_new_triples: int = Field(default=64, ge=1,
+    train_min_new_triples: int = Field(default=320, ge=1,
                                        description="new triples that trigger a training run")
     train_interval_s: float = Field(default=3600.0, ge=0,
                                     description="also train when this long has passed since the "
