@@ -56,7 +56,7 @@ def ablation_record(ablation: Ablation, *, code_ratio: float, feedback_steps: in
     return AblationRecord(
         name=ablation.name, objective=ablation.objective, code_ratio=code_ratio,
         feedback_steps=feedback_steps, steps=steps, data_round=1, evaluation=evaluation.key,
-        compare_to="base/mbpp" if references is not None else "leti-r1/mbpp",
+        compare_to="base/mbpp" if ablation.data == "references" else "leti-r1/mbpp",
         training=TrainingRecord.from_json({**training, "steps": steps}),
         timings_s=timings_s, references=references)
 

@@ -57,7 +57,6 @@ class Progress:
     def start(self) -> StudyResults:
         """Resume the results in the output directory, or begin new ones. A file made with
         another config is refused: its phases would not be this config's."""
-        config = self.config.model_dump(mode="json")
         if self.resume and self.results_path.is_file():
             previous = load_results(self.results_path)
             if not _same_config(previous.config, self.config):
@@ -65,7 +64,8 @@ class Progress:
                                  "--output directory or --fresh")
             self.results = previous
         else:
-            self.results = StudyResults(schema=SCHEMA, name=self.config.name, config=config,
+            self.results = StudyResults(schema=SCHEMA, name=self.config.name,
+                                        config=self.config.model_dump(mode="json"),
                                         environment=environment())
         return self.results
 

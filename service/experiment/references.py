@@ -16,13 +16,14 @@ from typing import Any
 
 import anyio.to_thread
 
-from sandbox import render_feedback
-from service.core.evaluation import SandboxExecutor
-from service.core.programs import executed_program, prompt_tests, task_job
+from sandbox import Outcome
+from service.core.evaluation import SandboxExecutor, execution_record
+from service.core.programs import executed_program, task_job
 from service.store.db import Store
 from service.store.export import export_records
-from service.store.models import TaskRow
+from service.store.models import SampleRow, TaskRow, TripleRow
 from service.store.tasks import get_task
+from service.store.triples import contract_record
 
 
 @dataclass(frozen=True)
@@ -41,13 +42,16 @@ def reference_program(task: TaskRow) -> str:
     return executed_program(task, (task.reference or "").replace("\r\n", "\n"))
 
 
-def _record(task: TaskRow, program: str, status: str, feedback: str) -> dict[str, Any]:
-    """One passing reference in the trainer's contract format (``store.triples``)."""
-    return {"sample_id": f"reference-{task.id}", "task_id": task.id, "kind": task.kind,
-            "instruction": task.instruction, "tests": prompt_tests(task),
-            "entry_point": task.entry_point, "program": program, "status": status,
-            "feedback": feedback, "reward": "good", "score": 1.0, "source": "reference",
-            "adapter": None, "reference": task.reference, "finish_reason": "stop"}
+def _record(task: TaskRow, program: str, outcome: Outcome) -> dict[str, Any]:
+    """One reference in the trainer's contract format, through the rules every stored triple
+    follows: the reward and feedback of ``execution_record``, the shape of ``contract_record``
+    (unsaved rows: nothing is stored)."""
+    execution = execution_record(outcome, "reference")
+    triple = TripleRow(status=execution.status, feedback=execution.feedback,
+                       reward=execution.reward, score=execution.score, source="reference")
+    sample = SampleRow(id=f"reference-{task.id}", task_id=task.id, program=program,
+                       adapter=None, finish_reason="stop")
+    return contract_record(triple, sample, task)
 
 
 async def reference_data(store: Store, sandbox: SandboxExecutor, task_ids: Sequence[str],
@@ -67,7 +71,7 @@ async def reference_data(store: Store, sandbox: SandboxExecutor, task_ids: Seque
     records, failed = [], {}
     for task, program, outcome in zip(tasks, programs, outcomes, strict=True):
         if outcome.passed:
-            records.append(_record(task, program, outcome.status.value, render_feedback(outcome)))
+            records.append(_record(task, program, outcome))
         else:
             failed[task.id] = outcome.status.value
     kept = await anyio.to_thread.run_sync(export_records, path, records)

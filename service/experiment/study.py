@@ -262,7 +262,6 @@ class Study:
                           ) -> tuple[Path, dict[str, Any]]:
         """The pool's passing reference solutions as training data (``references``)."""
         settings = self._s.settings
-        output.mkdir(parents=True, exist_ok=True)
         made = await reference_data(self._s.store, self._s.sandbox, problems,
                                     output.parent / f"{output.name}.jsonl",
                                     timeout=self.config.sandbox.timeout_s,
