@@ -102,14 +102,6 @@ class Bounds:
         for path in self._live.pop(number, []):
             _rmdir(path)
 
-    def processes(self, number: int) -> int | None:
-        """How many processes the runner ``number`` holds now (cgroups only)."""
-        for path in self._live.get(number, []):
-            for name in ("pids.current",):
-                if (path / name).exists():
-                    return int((path / name).read_text())
-        return None
-
     def close(self) -> None:
         for number in list(self._live):
             self.release(number)

@@ -83,9 +83,13 @@ class Watch:
             if self.bounds is not None:
                 for dirs in list(self.bounds._live.values()):
                     for path in dirs:
-                        for name in ("pids.current",):
-                            if (path / name).exists():
-                                self.peak_runner = max(self.peak_runner, int((path / name).read_text()))
+                        # The tasks the cgroup holds, not pids.current: the kernel charges a fork
+                        # before it checks the limit and takes the charge back when over it, so
+                        # under a fork bomb pids.current reads above pids.max for an instant.
+                        for name in ("cgroup.threads", "tasks"):
+                            if (path / name).exists() and (path / "pids.max").exists():
+                                tasks = len((path / name).read_text().split())
+                                self.peak_runner = max(self.peak_runner, tasks)
                         for name in ("memory.current", "memory.usage_in_bytes"):
                             if (path / name).exists():
                                 self.peak_memory = max(self.peak_memory,

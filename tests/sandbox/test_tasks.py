@@ -106,8 +106,9 @@ def test_the_hub_probe_answers_within_its_timeout(monkeypatch: pytest.MonkeyPatc
                                         or "")
     assert "is not a URL" in (hub_unreachable("huggingface") or "")
 
-    def hangs(*args: object, **kwargs: object) -> None:  # a name lookup that never returns
+    def hangs(*args: object, **kwargs: object) -> socket.socket:  # a lookup that never returns
         time.sleep(30)
+        raise TimeoutError("the lookup gave up")
 
     monkeypatch.setattr(socket, "create_connection", hangs)
     began = time.monotonic()
