@@ -82,7 +82,8 @@ class SlotCache:
     def step_masks(self) -> tuple[Any, Any]:
         """Fit the buffers to this step's spans and return the additive masks over their whole
         width: prompt columns per live group [groups, 1, 1, P] and own columns per live row
-        (this step's token included) [rows, 1, 1, T]."""
+        (this step's token included) [rows, 1, 1, T], in the cache's dtype (the fused
+        kernel's)."""
         import torch
 
         rows, groups = self.rows, self.groups
@@ -92,7 +93,7 @@ class SlotCache:
             raise ValueError(f"a row outgrew the cache's {self.new_capacity} new tokens")
         self.prompt.fit(int(prompt_lengths.max()), groups)
         self.own.fit(own_span, rows)
-        inf = torch.tensor(float("-inf"), dtype=torch.float32, device=own.device)  # fp32 scores
+        inf = torch.tensor(float("-inf"), dtype=self.prompt.dtype, device=own.device)
         zero = inf.new_zeros(())
         prompt = torch.where(self._columns[:self.prompt.width][None] < prompt_lengths[:, None],
                              zero, inf)
@@ -119,21 +120,18 @@ class SlotCache:
         grouped = grouped.permute(0, 2, 1, 3, 4).reshape(groups, kv, self.group_size * rep, dim)
         # Whole buffers (contiguous: no copy before the matmuls); the masks cover the rest.
         p_keys, p_values = self.prompt.keys[layer][:groups], self.prompt.values[layer][:groups]
-        # [groups, kv, size*rep, dim], unnormalised
-        p_max, p_sum, p_out = _partial(grouped, p_keys, p_values, masks[0], scale)
+        # [groups, kv, size*rep, dim] and its log-sum-exp [groups, kv, size*rep]
+        p_out, p_lse = attention_part(grouped, p_keys, p_values, masks[0], scale)
         back = (self.group_of[:rows], slice(None), self.member_of[:rows])
-
-        def per_row(x: Any) -> Any:  # [groups, kv, size*rep, c] -> [rows, kv, rep, c]
-            return x.view(groups, kv, self.group_size, rep, -1)[back]
-
-        # Own part: each row against the tokens it generated, [rows, kv, rep, own span].
+        p_out = p_out.view(groups, kv, self.group_size, rep, dim)[back]  # [rows, kv, rep, dim]
+        p_lse = p_lse.view(groups, kv, self.group_size, rep)[back]
+        # Own part: each row against the tokens it generated.
         o_keys, o_values = self.own.keys[layer][:rows], self.own.values[layer][:rows]
-        o_max, o_sum, o_out = _partial(q, o_keys, o_values, masks[1], scale)
-        # Merge: softmax over both parts = each part rescaled to the larger maximum.
-        p_max, p_sum, p_out = per_row(p_max), per_row(p_sum), per_row(p_out)
-        top = torch.maximum(p_max, o_max)
-        p_scale, o_scale = (p_max - top).exp_(), (o_max - top).exp_()
-        out = (p_out * p_scale + o_out * o_scale) / (p_sum * p_scale + o_sum * o_scale)
+        o_out, o_lse = attention_part(q, o_keys, o_values, masks[1], scale)
+        # Merge: the softmax over both parts weighs each part's output by its share of the
+        # total mass, exp(lse_part) / (exp(p_lse) + exp(o_lse)): for the prompt, a sigmoid.
+        share = torch.sigmoid(p_lse - o_lse).unsqueeze(-1).to(o_out.dtype)
+        out = torch.lerp(o_out, p_out, share)
         return out.reshape(rows, kv * rep * dim).to(q.dtype)
 
     def positions(self) -> Any:
@@ -231,17 +229,31 @@ class _Columns:
         self.width = want
 
 
-def _partial(q: Any, keys: Any, values: Any, mask: Any, scale: float) -> tuple[Any, Any, Any]:
-    """One part of a split softmax attention: (row maximum, sum of weights, unnormalised
-    output), which ``attend`` merges across parts. The softmax runs in float32 whatever the
-    cache's dtype (as transformers' attention does); the weights meet the values in theirs."""
+def attention_part(q: Any, keys: Any, values: Any, mask: Any, scale: float) -> tuple[Any, Any]:
+    """Attention over one part of the keys: (output, log-sum-exp of the scores), which
+    ``attend`` merges across parts. On CPU one fused kernel (the one scaled_dot_product_attention
+    runs there, asked for its log-sum-exp too), elsewhere ``plain_attention_part``. Every query
+    must see at least one key: the fused kernel gives a query that sees none zeros and a
+    log-sum-exp of 0, not -inf (in ``attend`` each row sees its prompt and its own token)."""
+    import torch
+
+    if q.device.type != "cpu":
+        return plain_attention_part(q, keys, values, mask, scale)
+    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+        q, keys, values, 0.0, False, attn_mask=mask, scale=scale)
+    return out, lse
+
+
+def plain_attention_part(q: Any, keys: Any, values: Any, mask: Any, scale: float
+                         ) -> tuple[Any, Any]:
+    """``attention_part`` in plain tensor operations, for any device. The softmax runs in
+    float32 whatever the cache's dtype, as the fused kernel and transformers' attention do."""
     import torch
 
     scores = torch.matmul(q, keys.transpose(-1, -2)).float().mul_(scale).add_(mask)
-    top = scores.amax(-1, keepdim=True)
-    weights = scores.sub_(top).exp_()
-    out = torch.matmul(weights.to(values.dtype), values).float()
-    return top, weights.sum(-1, keepdim=True), out
+    lse = torch.logsumexp(scores, -1)
+    weights = scores.sub_(lse.unsqueeze(-1)).exp_()
+    return torch.matmul(weights.to(values.dtype), values), lse
 
 
 def _compacted(live: list[int]) -> list[int]:

@@ -40,3 +40,30 @@ def test_columns_that_do_not_shrink_keep_their_width() -> None:
     assert cols.width == 192
     cols.fit(3, used=1)
     assert cols.width == 192
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_the_fused_part_and_the_plain_part_are_the_same_attention(dtype: str) -> None:
+    """The CPU kernel and the any-device operations give the same output and log-sum-exp, and
+    merging two parts by their log-sum-exp is the softmax over both (what ``attend`` relies on)."""
+    from service.generation.slot_cache import attention_part, plain_attention_part
+
+    kind = getattr(torch, dtype)
+    gen = torch.Generator().manual_seed(0)
+    q, keys, values = (torch.randn(shape, generator=gen).to(kind)
+                       for shape in ((5, 3, 2, 16), (5, 3, 40, 16), (5, 3, 40, 16)))
+    lengths = torch.tensor([21, 27, 40, 23, 32])  # each sees keys on both sides of column 20
+    mask = torch.where(torch.arange(40)[None] < lengths[:, None], 0.0, float("-inf"))
+    mask = mask.to(kind)[:, None, None]
+    fused, plain = (fn(q, keys, values, mask, 0.25) for fn in (attention_part, plain_attention_part))
+    tolerance = 1e-5 if dtype == "float32" else 2e-2
+    assert torch.allclose(fused[0].float(), plain[0].float(), atol=tolerance)
+    assert torch.allclose(fused[1], plain[1], atol=tolerance)
+    # Split the keys at column 20; merging the parts gives the attention over all of them.
+    whole = torch.nn.functional.scaled_dot_product_attention(
+        q.float(), keys.float(), values.float(), attn_mask=mask.float(), scale=0.25)
+    a = attention_part(q, keys[:, :, :20], values[:, :, :20], mask[..., :20], 0.25)
+    b = attention_part(q, keys[:, :, 20:], values[:, :, 20:], mask[..., 20:], 0.25)
+    share = torch.sigmoid(a[1] - b[1]).unsqueeze(-1)
+    merged = torch.lerp(b[0].float(), a[0].float(), share)
+    assert torch.allclose(merged, whole, atol=tolerance)
