@@ -8,6 +8,7 @@ are ranked, unless they hold less than ``top_p`` of the row's mass.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,24 +52,60 @@ def choose_tokens(logits: Any, params: SamplingParams, generators: list[Any],
     if params.temperature < GREEDY_BELOW:
         return logits.argmax(-1)
     scaled = logits.float() / params.temperature
-    log_total = torch.logsumexp(scaled, -1, keepdim=True)  # log of each row's softmax sum
+    block_max = _block_max(scaled)
+    top = block_max.amax(-1, keepdim=True)
+    # log of each row's softmax sum (torch.logsumexp's own arithmetic, reusing the maximum)
+    log_total = (scaled - top).exp_().sum(-1, keepdim=True).log_().add_(top)
     draws = torch.stack([torch.rand((), generator=g, device=scaled.device) for g in generators])
-    if params.top_p >= 1:
-        return _draw(_sorted_tokens(scaled, log_total, None), draws)
-    candidates = scaled >= scaled.amax(-1, keepdim=True) - _CANDIDATE_SPAN
-    ranked = _sorted_tokens(scaled, log_total, candidates)
-    short = (ranked.row_mass < params.top_p).nonzero().flatten().tolist()
-    if short:  # the candidates hold less than top_p of some row's mass: rank all its tokens
-        everything = candidates.clone()
-        everything[short] = True
-        ranked = _sorted_tokens(scaled, log_total, everything)
+    spans = torch.full_like(top, math.inf if params.top_p >= 1 else _CANDIDATE_SPANS[0])
+    ranked = _sorted_tokens(scaled, log_total, *_candidates(scaled, block_max, top, spans))
+    for span in (*_CANDIDATE_SPANS[1:], math.inf):
+        short = ranked.row_mass < params.top_p
+        if not bool(short.any()):
+            break
+        # The candidates hold less than top_p of these rows' mass: widen theirs (last: all).
+        spans[short] = span
+        ranked = _sorted_tokens(scaled, log_total, *_candidates(scaled, block_max, top, spans))
     return _draw(ranked.nucleus(params.top_p), draws)
 
 
-# Tokens more than this below a row's best scaled logit (probability ratio e**-12, ~6e-6) are
-# ranked only when the tokens above hold less than top_p of the row's mass: the nucleus is the
-# most likely tokens up to top_p, so it lies among any most-likely tokens that hold top_p.
-_CANDIDATE_SPAN = 12.0
+# A row's candidates: the tokens at most this far below its best scaled logit (6: probability
+# ratio e**-6), and only where those hold less than top_p of the row's mass, the ones within the
+# next span (12: ~6e-6), then all its tokens. The nucleus is the most likely tokens up to top_p,
+# so it lies among any most-likely tokens that hold top_p: the first span that holds it gives the
+# same nucleus as ranking the whole row, with few tokens to rank (docs/GENERATION.md).
+_CANDIDATE_SPANS = (6.0, 12.0)
+# Tokens per block of the vocabulary in the candidate search: a row's candidates are looked for
+# only in the blocks whose maximum is within its span, so no pass over the whole
+# [rows, vocabulary] makes a mask or lists its true entries.
+_BLOCK = 256
+
+
+def _block_max(scaled: Any) -> Any:
+    """Each row's maximum in each block of ``_BLOCK`` tokens (the last block may be short)."""
+    import torch
+
+    rows, vocab = scaled.shape
+    whole = vocab - vocab % _BLOCK
+    block_max = scaled[:, :whole].view(rows, whole // _BLOCK, _BLOCK).amax(-1)
+    if whole < vocab:
+        block_max = torch.cat([block_max, scaled[:, whole:].amax(-1, keepdim=True)], 1)
+    return block_max
+
+
+def _candidates(scaled: Any, block_max: Any, top: Any, spans: Any) -> tuple[Any, Any]:
+    """(rows, tokens) of the tokens within each row's span of its best, row-major with tokens
+    ascending (the order ``_sorted_tokens`` ranks from)."""
+    import torch
+
+    vocab = scaled.shape[1]
+    floor = top - spans  # [rows, 1]
+    block_rows, blocks = (block_max >= floor).nonzero(as_tuple=True)
+    tokens = blocks[:, None] * _BLOCK + torch.arange(_BLOCK, device=scaled.device)[None]
+    inside = tokens < vocab
+    tokens = tokens.clamp_(max=vocab - 1)
+    keep = inside & (scaled[block_rows[:, None], tokens] >= floor[block_rows])
+    return block_rows[:, None].expand_as(tokens)[keep], tokens[keep]
 
 
 @dataclass
@@ -101,13 +138,10 @@ class _Ranked:
                           self.before[keep], len(self.counts))
 
 
-def _sorted_tokens(scaled: Any, log_total: Any, candidates: Any | None) -> _Ranked:
-    """Rank ``candidates`` (a [rows, vocab] mask; None: every token) by probability."""
+def _sorted_tokens(scaled: Any, log_total: Any, rows: Any, tokens: Any) -> _Ranked:
+    """Rank the candidates (``rows``, ``tokens``; row-major) of each row by probability."""
     import torch
 
-    if candidates is None:
-        candidates = torch.ones_like(scaled, dtype=torch.bool)
-    rows, tokens = candidates.nonzero(as_tuple=True)  # row-major: rows ascending
     probs = (scaled[rows, tokens] - log_total[rows, 0]).exp()
     order = torch.argsort(probs, descending=True, stable=True)
     order = order[torch.argsort(rows[order], stable=True)]  # by row, then most likely first
