@@ -29,7 +29,7 @@ from service.generation.base import Generator
 from service.generation.compute import Steps, compute_thread
 from service.generation.fast_llama import FastLlama, adapter_unsupported, unsupported
 from service.generation.fast_sampling import SchedulerStats, sample_fast_steps
-from service.generation.sampling import row_seed, sample_batch_steps
+from service.generation.sampling import PREFILL_TOKENS, row_seed, sample_batch_steps
 from service.generation.types import DEFAULT_ROWS, AdapterError, Completion, SamplingParams
 from trainer.prompts import encode_kwargs
 
@@ -107,7 +107,7 @@ class EmbeddedGenerator(Generator):
     """Generates with a model held in this process (see the module docstring)."""
 
     def __init__(self, model: Any, tokenizer: Any, *, max_batch_size: int = DEFAULT_ROWS,
-                 prefill_tokens: int = 64, model_name: str = "base",
+                 prefill_tokens: int = PREFILL_TOKENS, model_name: str = "base",
                  decode_path: DecodePath = "auto", **kwargs: Any) -> None:
         """``decode_path``: "auto" takes the fast path when it can run ``model`` exactly,
         "fast" insists on it (an error when it cannot), "reference" never takes it."""

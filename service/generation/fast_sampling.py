@@ -21,7 +21,7 @@ from typing import Any
 from service.generation.compute import Steps, blocking
 from service.generation.decode_batch import Guard, shared_prefix
 from service.generation.fast_llama import FastLlama
-from service.generation.sampling import RawSample, SampleRows
+from service.generation.sampling import PREFILL_TOKENS, RawSample, SampleRows
 from service.generation.slot_cache import SlotCache
 from service.generation.token_choice import choose_tokens
 from service.generation.types import SamplingParams
@@ -52,7 +52,7 @@ class SchedulerStats:
 def sample_fast_steps(engine: FastLlama, weights: Any, tokenizer: Any, prompts: list[str],
                       params: SamplingParams, seeds: list[list[int]],
                       encode_kwargs: dict[str, bool], guard: Guard = nullcontext,
-                      prefill_tokens: int = 64, max_rows: int = 64,
+                      prefill_tokens: int = PREFILL_TOKENS, max_rows: int = 64,
                       stats: SchedulerStats | None = None) -> Steps[list[list[RawSample]]]:
     """``len(seeds[i])`` samples of prompt ``i`` (``seeds[i][j]`` seeds sample ``j``), at most
     ``max_rows`` decoding together; yields before every forward pass (``compute.Steps``), which

@@ -20,6 +20,11 @@ from service.generation.decode_batch import DecodeBatch, Guard
 from service.generation.token_choice import choose_tokens
 from service.generation.types import FinishReason, SamplingParams
 
+# Most prompt tokens in one forward pass, both decode paths: on a CPU a 256-token pass costs
+# about one 64-row decode step, so a hot swap waits no longer for it and most prompts take one
+# pass instead of several (docs/GENERATION.md).
+PREFILL_TOKENS = 256
+
 
 @dataclass
 class RawSample:
@@ -131,7 +136,7 @@ class SampleRows:
 
 def sample_batch_steps(model: Any, tokenizer: Any, prompts: list[str], params: SamplingParams,
                        seeds: list[list[int]], encode_kwargs: dict[str, bool],
-                       guard: Guard = nullcontext, prefill_tokens: int = 64,
+                       guard: Guard = nullcontext, prefill_tokens: int = PREFILL_TOKENS,
                        max_rows: int | None = None) -> Steps[list[list[RawSample]]]:
     """``len(seeds[i])`` samples of prompt ``i`` (``seeds[i][j]`` seeds sample ``j``); yields
     before each forward pass (``compute.Steps``).

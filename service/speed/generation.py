@@ -32,6 +32,7 @@ from service.generation.types import SamplingParams
 from service.speed.generation_records import GenerationBench, Throughput, Workload
 
 BASELINE_ROWS = 32  # the reference path's default width before the fast path
+BASELINE_PREFILL_TOKENS = 64  # and its prefill slice
 
 
 def matmul_ceiling(generator: EmbeddedGenerator, rows: int, repeats: int = 5) -> float | None:
@@ -180,6 +181,7 @@ async def _measure_paths(result: GenerationBench, generator: EmbeddedGenerator, 
     params = result.workload.params()
     model = baseline_model if baseline_model is not None else generator.model
     reference = EmbeddedGenerator(model, generator.tokenizer, decode_path="reference",
+                                  prefill_tokens=BASELINE_PREFILL_TOKENS,
                                   model_name=generator.model_name)
     same_dtype = (EmbeddedGenerator(model, generator.tokenizer, model_name=generator.model_name)
                   if baseline_model is not None else None)

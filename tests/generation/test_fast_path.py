@@ -18,29 +18,32 @@ def _seeds(params: Any) -> list[list[int]]:
     return [[row_seed(3, i, j) for j in range(params.n)] for i in range(len(PROMPTS))]
 
 
-def _fast(model: Any, tokenizer: Any, params: Any, max_rows: int) -> Any:
+def _fast(model: Any, tokenizer: Any, params: Any, max_rows: int, **kwargs: Any) -> Any:
     from service.generation.fast_llama import FastLlama
     from service.generation.fast_sampling import sample_fast
 
     engine = FastLlama(model, pack_rows=None)
     return sample_fast(engine, engine.weights(None), tokenizer, PROMPTS, params, _seeds(params),
-                       ENCODE, max_rows=max_rows)
+                       ENCODE, max_rows=max_rows, **kwargs)
 
 
-def _both(model: Any, tokenizer: Any, params: Any, max_rows: int) -> tuple[Any, Any]:
+def _both(model: Any, tokenizer: Any, params: Any, max_rows: int, **kwargs: Any
+          ) -> tuple[Any, Any]:
     from service.generation.sampling import sample_batch
 
     ref = sample_batch(model, tokenizer, PROMPTS, params, _seeds(params), ENCODE, max_rows=8)
-    return ref, _fast(model, tokenizer, params, max_rows)
+    return ref, _fast(model, tokenizer, params, max_rows, **kwargs)
 
 
-@pytest.mark.parametrize("max_rows", [1, 3, 16])
+@pytest.mark.parametrize(("max_rows", "prefill_tokens"), [(1, 256), (3, 256), (16, 256), (3, 2)])
 def test_greedy_tokens_equal_the_reference_path(tiny_model: Any, smol_tokenizer: Any,
-                                                max_rows: int) -> None:
+                                                max_rows: int, prefill_tokens: int) -> None:
+    """Two-token prefill slices: every prompt prefilled in several passes."""
     from service.generation.types import SamplingParams
 
     params = SamplingParams(n=2, temperature=0, max_new_tokens=40)
-    ref, fast = _both(tiny_model, smol_tokenizer, params, max_rows)
+    ref, fast = _both(tiny_model, smol_tokenizer, params, max_rows,
+                      prefill_tokens=prefill_tokens)
     assert [[(s.text, s.completion_tokens, s.finish_reason) for s in r] for r in fast] == [
         [(s.text, s.completion_tokens, s.finish_reason) for s in r] for r in ref]
 
