@@ -29,8 +29,11 @@ class SlotCache:
         import torch
 
         zeros = torch.zeros
+        # Prompt slots grow by 8 groups: a group per row is the most that can be live (each
+        # group down to its last row), but a request seldom holds more than a few per sample
+        # count, and every growth of the columns allocates (and zeroes) all the slots.
         self.prompt = _Columns(layers, groups, kv_heads, head_dim, prompt_capacity, dtype, device,
-                               chunk=64, shrink=False)
+                               chunk=64, shrink=False, slot_chunk=8)
         self.own = _Columns(layers, rows, kv_heads, head_dim, new_capacity, dtype, device,
                             chunk=32, shrink=True)
         self.prompt_lengths = zeros(groups, dtype=torch.long, device=device)
@@ -195,30 +198,36 @@ class _Columns:
     grows."""
 
     def __init__(self, layers: int, slots: int, kv_heads: int, head_dim: int, capacity: int,
-                 dtype: Any, device: Any, chunk: int, shrink: bool) -> None:
+                 dtype: Any, device: Any, chunk: int, shrink: bool,
+                 slot_chunk: int | None = None) -> None:
         self.layers, self.capacity, self.chunk, self.shrink = layers, capacity, chunk, shrink
-        self.shape = (slots, kv_heads, head_dim)
+        self.slot_capacity, self.slot_chunk = slots, slot_chunk or slots
+        self.kv_heads, self.head_dim = kv_heads, head_dim
         self.dtype, self.device = dtype, device
-        self.width = 0
+        self.width = self.slots = 0
         self.keys: list[Any] = []
         self.values: list[Any] = []
         self.fit(1, 0)
 
     def fit(self, span: int, used: int) -> None:
-        """Make the width hold ``span`` columns: grow to the next chunk (or shrink, see the
-        class); the first ``used`` slots keep their contents."""
+        """Make the width hold ``span`` columns, and the slots ``used`` of them: grow to the next
+        chunk of columns (or shrink, see the class) and of ``slot_chunk`` slots; the first
+        ``used`` slots keep their contents."""
         import torch
 
         want = min(self.capacity, -(-max(span, 1) // self.chunk) * self.chunk)
-        if self.width >= want and (not self.shrink or self.width - want < 2 * self.chunk):
+        slots = max(self.slots, min(self.slot_capacity,
+                                    -(-max(used, 1) // self.slot_chunk) * self.slot_chunk))
+        if (slots == self.slots and self.width >= want
+                and (not self.shrink or self.width - want < 2 * self.chunk)):
             return
-        slots, kv, dim = self.shape
-        keep = min(self.width, want) if used else 0
+        keep, held = min(self.width, want), min(used, self.slots)  # what to copy
 
         def resized(old: Any) -> Any:  # zeroed: masked columns must never hold NaN
-            new = torch.zeros((slots, kv, want, dim), dtype=self.dtype, device=self.device)
-            if keep:
-                new[:used, :, :keep] = old[:used, :, :keep]
+            new = torch.zeros((slots, self.kv_heads, want, self.head_dim), dtype=self.dtype,
+                              device=self.device)
+            if held:
+                new[:held, :, :keep] = old[:held, :, :keep]
             return new
 
         # Plain tensors even under inference mode (a prefill): the cache is also written
@@ -226,7 +235,7 @@ class _Columns:
         with torch.inference_mode(False):
             self.keys = [resized(b) for b in self.keys or [None] * self.layers]
             self.values = [resized(b) for b in self.values or [None] * self.layers]
-        self.width = want
+        self.width, self.slots = want, slots
 
 
 def attention_part(q: Any, keys: Any, values: Any, mask: Any, scale: float) -> tuple[Any, Any]:

@@ -67,3 +67,18 @@ def test_the_fused_part_and_the_plain_part_are_the_same_attention(dtype: str) ->
     share = torch.sigmoid(a[1] - b[1]).unsqueeze(-1)
     merged = torch.lerp(b[0].float(), a[0].float(), share)
     assert torch.allclose(merged, whole, atol=tolerance)
+
+
+def test_slots_grow_by_their_chunk_keeping_the_used_ones() -> None:
+    from service.generation.slot_cache import _Columns
+
+    cols = _Columns(layers=1, slots=20, kv_heads=1, head_dim=2, capacity=64,
+                    dtype=torch.float32, device="cpu", chunk=64, shrink=False, slot_chunk=8)
+    assert cols.slots == 8 and cols.keys[0].shape[0] == 8
+    cols.keys[0][:8] = 1.0
+    cols.fit(10, used=9)  # a ninth slot wanted: the next chunk of slots, the first 9 kept
+    assert cols.slots == 16 and cols.keys[0][:8].eq(1).all() and not cols.keys[0][8:].any()
+    cols.fit(10, used=20)  # never past the capacity
+    assert cols.slots == 20
+    cols.fit(10, used=3)  # slots never shrink
+    assert cols.slots == 20
