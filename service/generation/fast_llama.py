@@ -229,7 +229,8 @@ class FastLlama:
     def prefill(self, weights: tuple[list[LayerWeights], Dense], tokens: list[int],
                 cache: SlotCache, group: int, start: int) -> Any:
         """Run prompt ``tokens`` at positions ``start``.. into ``group``'s prompt (which already
-        holds its first ``start`` tokens); returns the last token's logits [vocab], float32."""
+        holds its first ``start`` tokens); returns the last token's logits [vocab], in the
+        model's dtype (the sampler converts them once)."""
         import torch
         import torch.nn.functional as F
 
@@ -250,12 +251,13 @@ class FastLlama:
             h = h + w.out(attn[0].transpose(0, 1).reshape(len(tokens), -1))
             h = h + self._mlp(h, w)
         cache.prompt_lengths[group] = end
-        return head(self._norm(h[-1:], self.final_norm))[0].float()
+        return head(self._norm(h[-1:], self.final_norm))[0]
 
     def decode(self, weights: tuple[list[LayerWeights], Dense], tokens: Any,
                cache: SlotCache) -> Any:
         """One token for each live row of ``cache`` (``tokens`` [rows]), each at its own next
-        position; returns their logits [rows, vocab] in float32."""
+        position; returns their logits [rows, vocab], in the model's dtype (the sampler
+        converts them once)."""
         layers, head = weights
         positions = cache.positions()
         cos, sin = self.cos[positions][:, None], self.sin[positions][:, None]
@@ -266,4 +268,4 @@ class FastLlama:
             h = h + w.out(cache.attend(index, q, k, v, masks, self.scale))
             h = h + self._mlp(h, w)
         cache.advance()
-        return head(self._norm(h, self.final_norm)).float()
+        return head(self._norm(h, self.final_norm))

@@ -51,7 +51,7 @@ def choose_tokens(logits: Any, params: SamplingParams, generators: list[Any],
     logits = penalise_repeats(logits, generated, params.repetition_penalty)
     if params.temperature < GREEDY_BELOW:
         return logits.argmax(-1)
-    scaled = logits.float() / params.temperature
+    scaled = logits.to(torch.float32, copy=True).div_(params.temperature)  # one pass, one copy
     block_max = _block_max(scaled)
     top = block_max.amax(-1, keepdim=True)
     # log of each row's softmax sum (torch.logsumexp's own arithmetic, reusing the maximum)
