@@ -59,7 +59,7 @@ def choose_tokens(logits: Any, params: SamplingParams, generators: list[Any],
     draws = torch.stack([torch.rand((), generator=g, device=scaled.device) for g in generators])
     spans = torch.full_like(top, math.inf if params.top_p >= 1 else _CANDIDATE_SPANS[0])
     ranked = _sorted_tokens(scaled, log_total, *_candidates(scaled, block_max, top, spans))
-    for span in (*_CANDIDATE_SPANS[1:], math.inf):
+    for span in (*_CANDIDATE_SPANS[1:], math.inf) if params.top_p < 1 else ():
         short = ranked.row_mass < params.top_p
         if not bool(short.any()):
             break
