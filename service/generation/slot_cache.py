@@ -4,9 +4,9 @@ The ``n`` samples of one prompt share that prompt's keys and values, so they are
 in a *group* slot (``[groups, kv_heads, prompt_capacity, head_dim]`` per layer), and each row
 keeps only the tokens it generated, in a *row* slot (``[rows, kv_heads, new_capacity,
 head_dim]``). A decode step attends in two parts and merges them exactly (the softmax of a
-concatenation, from each part's maximum and sum): every group's prompt against the queries of
-all its rows at once (one matrix product reads the prompt's keys once for ``n`` rows), then each
-row against its own tokens. Prompts and rows start at column 0 (no padding), so a row's position
+concatenation, from each part's log-sum-exp): every group's prompt against the queries of all
+its rows at once (one call reads the prompt's keys once for ``n`` rows), then each row against
+its own tokens. Prompts and rows start at column 0 (no padding), so a row's position
 is its prompt's length plus its own.
 
 Live rows occupy row slots ``0 .. rows-1`` and live groups group slots ``0 .. groups-1``: when a
@@ -30,8 +30,8 @@ class SlotCache:
 
         zeros = torch.zeros
         # Prompt slots grow by 8 groups: a group per row is the most that can be live (each
-        # group down to its last row), but a request seldom holds more than a few per sample
-        # count, and every growth of the columns allocates (and zeroes) all the slots.
+        # group down to its last row), but a request usually holds about rows / n of them, and
+        # every growth of the columns allocates (and zeroes) all the slots.
         self.prompt = _Columns(layers, groups, kv_heads, head_dim, prompt_capacity, dtype, device,
                                chunk=64, shrink=False, slot_chunk=8)
         self.own = _Columns(layers, rows, kv_heads, head_dim, new_capacity, dtype, device,
@@ -134,8 +134,7 @@ class SlotCache:
         # Merge: the softmax over both parts weighs each part's output by its share of the
         # total mass, exp(lse_part) / (exp(p_lse) + exp(o_lse)): for the prompt, a sigmoid.
         share = torch.sigmoid(p_lse - o_lse).unsqueeze(-1).to(o_out.dtype)
-        out = torch.lerp(o_out, p_out, share)
-        return out.reshape(rows, kv * rep * dim).to(q.dtype)
+        return torch.lerp(o_out, p_out, share).reshape(rows, kv * rep * dim)
 
     def positions(self) -> Any:
         """Each live row's position for this step's token: its prompt's length plus its own."""
@@ -191,11 +190,13 @@ class _Columns:
 
     Why: a batched matmul over a slice of a wider buffer copies it first (its batch stride is
     not the matrix's size), and at the model's shapes that copy cost more than the attention
-    itself; so attention runs over the whole (contiguous) width, masked, and the buffers are
-    reallocated when the span leaves its chunk (a copy every few chunks of tokens, not a copy
-    per step). ``shrink``: also reallocate once two chunks sit unused (generated tokens, whose
-    span falls when long rows finish); prompts are admitted shortest first, so their span only
-    grows."""
+    itself; the CPU's fused kernel takes the slice without a copy but ran up to 18% slower on it
+    (docs/BENCHMARKS.md). So attention runs over the whole (contiguous) width, masked, and the
+    buffers are reallocated when the span leaves its chunk (a copy every few chunks of tokens,
+    not a copy per step). ``shrink``: also reallocate once two chunks sit unused (generated
+    tokens, whose span falls when long rows finish); prompts are admitted shortest first, so
+    their span only grows. Slots grow by ``slot_chunk`` (default: all at once) and never
+    shrink."""
 
     def __init__(self, layers: int, slots: int, kv_heads: int, head_dim: int, capacity: int,
                  dtype: Any, device: Any, chunk: int, shrink: bool,
