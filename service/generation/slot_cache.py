@@ -6,18 +6,21 @@ keeps only the tokens it generated, in a *row* slot (``[rows, kv_heads, new_capa
 head_dim]``). A decode step attends in two parts and merges them exactly (the softmax of a
 concatenation, from each part's log-sum-exp): every group's prompt against the queries of all
 its rows at once (one call reads the prompt's keys once for ``n`` rows), then each row against
-its own tokens. Prompts and rows start at column 0 (no padding), so a row's position
-is its prompt's length plus its own.
+its own tokens. Each part is given how many columns each entry holds (``attention_part``): the
+ragged kernel reads only those, the other kernels mask the rest. Prompts and rows start at
+column 0 (no padding), so a row's position is its prompt's length plus its own.
 
 Live rows occupy row slots ``0 .. rows-1`` and live groups group slots ``0 .. groups-1``: when a
 row (or a whole group) finishes, the last live one moves into its slot, one row's cache copied
-and never the batch's. Buffers start zeroed: masked columns are still multiplied (by a zero
-weight), so they must never hold NaN.
+and never the batch's. Buffers start zeroed: a masked column is still multiplied (by a zero
+weight), so it must never hold NaN.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from service.generation.ragged_attention import kernel
 
 
 class SlotCache:
@@ -82,13 +85,10 @@ class SlotCache:
         self.member_of[start:self.rows] = torch.arange(count, device=self.lengths.device)
 
     # -- decode ----------------------------------------------------------------------------------
-    def step_masks(self) -> tuple[Any, Any]:
-        """Fit the buffers to this step's spans and return the additive masks over their whole
-        width: prompt columns per live group [groups, 1, 1, P] and own columns per live row
-        (this step's token included) [rows, 1, 1, T], in the cache's dtype (the fused
-        kernel's)."""
-        import torch
-
+    def step_spans(self) -> tuple[Any, Any]:
+        """Fit the buffers to this step's spans and return how many columns each part holds:
+        the prompt's per live group [groups] and the own tokens per live row, this step's token
+        included [rows]."""
         rows, groups = self.rows, self.groups
         prompt_lengths, own = self.prompt_lengths[:groups], self.lengths[:rows] + 1
         own_span = int(own.max())
@@ -96,17 +96,12 @@ class SlotCache:
             raise ValueError(f"a row outgrew the cache's {self.new_capacity} new tokens")
         self.prompt.fit(int(prompt_lengths.max()), groups)
         self.own.fit(own_span, rows)
-        inf = torch.tensor(float("-inf"), dtype=self.prompt.dtype, device=own.device)
-        zero = inf.new_zeros(())
-        prompt = torch.where(self._columns[:self.prompt.width][None] < prompt_lengths[:, None],
-                             zero, inf)
-        mine = torch.where(self._columns[:self.own.width][None] < own[:, None], zero, inf)
-        return prompt[:, None, None], mine[:, None, None]
+        return prompt_lengths, own
 
     def _live_prompt_span(self) -> int:
         return int(self.prompt_lengths[:self.groups].max()) if self.groups else 0
 
-    def attend(self, layer: int, q: Any, k: Any, v: Any, masks: tuple[Any, Any],
+    def attend(self, layer: int, q: Any, k: Any, v: Any, spans: tuple[Any, Any],
                scale: float) -> Any:
         """Write this step's ``k``/``v`` [rows, kv_heads, head_dim] and attend with ``q``
         [rows, q_heads, head_dim] over prompt and own tokens; returns [rows, q_heads * head_dim]."""
@@ -124,13 +119,13 @@ class SlotCache:
         # Whole buffers (contiguous: no copy before the matmuls); the masks cover the rest.
         p_keys, p_values = self.prompt.keys[layer][:groups], self.prompt.values[layer][:groups]
         # [groups, kv, size*rep, dim] and its log-sum-exp [groups, kv, size*rep]
-        p_out, p_lse = attention_part(grouped, p_keys, p_values, masks[0], scale)
+        p_out, p_lse = attention_part(grouped, p_keys, p_values, spans[0], scale)
         back = (self.group_of[:rows], slice(None), self.member_of[:rows])
         p_out = p_out.view(groups, kv, self.group_size, rep, dim)[back]  # [rows, kv, rep, dim]
         p_lse = p_lse.view(groups, kv, self.group_size, rep)[back]
         # Own part: each row against the tokens it generated.
         o_keys, o_values = self.own.keys[layer][:rows], self.own.values[layer][:rows]
-        o_out, o_lse = attention_part(q, o_keys, o_values, masks[1], scale)
+        o_out, o_lse = attention_part(q, o_keys, o_values, spans[1], scale)
         # Merge: the softmax over both parts weighs each part's output by its share of the
         # total mass, exp(lse_part) / (exp(p_lse) + exp(o_lse)): for the prompt, a sigmoid.
         share = torch.sigmoid(p_lse - o_lse).unsqueeze(-1).to(o_out.dtype)
@@ -191,8 +186,9 @@ class _Columns:
     Why: a batched matmul over a slice of a wider buffer copies it first (its batch stride is
     not the matrix's size), and at the model's shapes that copy cost more than the attention
     itself; the CPU's fused kernel takes the slice without a copy but ran up to 18% slower on it
-    (docs/BENCHMARKS.md). So attention runs over the whole (contiguous) width, masked, and the
-    buffers are reallocated when the span leaves its chunk (a copy every few chunks of tokens,
+    (docs/BENCHMARKS.md). So attention runs over the whole (contiguous) width (the ragged
+    kernel reads each entry only to its length, the others mask the rest), and the buffers are
+    reallocated when the span leaves its chunk (a copy every few chunks of tokens,
     not a copy per step). ``shrink``: also reallocate once two chunks sit unused (generated
     tokens, whose span falls when long rows finish); prompts are admitted shortest first, so
     their span only grows. Slots grow by ``slot_chunk`` (default: all at once) and never
@@ -239,14 +235,28 @@ class _Columns:
         self.width, self.slots = want, slots
 
 
-def attention_part(q: Any, keys: Any, values: Any, mask: Any, scale: float) -> tuple[Any, Any]:
-    """Attention over one part of the keys: (output, log-sum-exp of the scores), which
-    ``attend`` merges across parts. On CPU one fused kernel (the one scaled_dot_product_attention
-    runs there, asked for its log-sum-exp too), elsewhere ``plain_attention_part``. Every query
-    must see at least one key: the fused kernel gives a query that sees none zeros and a
-    log-sum-exp of 0, not -inf (in ``attend`` each row sees its prompt and its own token)."""
+# The ragged kernel's cost grows with the queries per entry (a dot product each), the fused
+# kernel's hardly (matrix units): past this many, the fused one is faster (docs/BENCHMARKS.md).
+RAGGED_MAX_QUERIES = 6
+
+
+def attention_part(q: Any, keys: Any, values: Any, lengths: Any, scale: float
+                   ) -> tuple[Any, Any]:
+    """Attention of ``q`` [B, kv_heads, M, head_dim] over the first ``lengths[b]`` columns of
+    ``keys``/``values`` [B, kv_heads, width, head_dim]: (output, log-sum-exp of the scores),
+    which ``attend`` merges across parts. On CPU the ragged kernel, which reads each entry only
+    to its length (``ragged_attention``); where it cannot be built, ATen's fused kernel over
+    masked columns; elsewhere ``plain_attention_part``. Every query must see at least one key
+    (in ``attend`` each row sees its prompt and its own token)."""
     import torch
 
+    if q.device.type == "cpu" and q.shape[2] <= RAGGED_MAX_QUERIES:
+        ragged = kernel()
+        if ragged is not None:
+            return ragged.ragged_attention(q, keys, values, lengths, scale)
+    columns = torch.arange(keys.shape[2], device=q.device)
+    mask = torch.zeros((), dtype=keys.dtype, device=q.device).masked_fill(
+        columns[None] >= lengths[:, None], float("-inf"))[:, None, None]
     if q.device.type != "cpu":
         return plain_attention_part(q, keys, values, mask, scale)
     out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(

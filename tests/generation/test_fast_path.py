@@ -35,12 +35,26 @@ def _both(model: Any, tokenizer: Any, params: Any, max_rows: int, **kwargs: Any
     return ref, _fast(model, tokenizer, params, max_rows, **kwargs)
 
 
+# The tiny model has 2 queries per kv head: with n = 2, 2 queries per row and 4 per group.
+KERNELS = {"ragged": 6, "mixed": 2, "masked": None}  # RAGGED_MAX_QUERIES, or no kernel at all
+
+
 @pytest.mark.parametrize(("max_rows", "prefill_tokens"), [(1, 256), (3, 256), (16, 256), (3, 2)])
+@pytest.mark.parametrize("kernels", list(KERNELS))
 def test_greedy_tokens_equal_the_reference_path(tiny_model: Any, smol_tokenizer: Any,
-                                                max_rows: int, prefill_tokens: int) -> None:
-    """Two-token prefill slices: every prompt prefilled in several passes."""
+                                                max_rows: int, prefill_tokens: int, kernels: str,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two-token prefill slices: every prompt prefilled in several passes. Attention by the
+    ragged kernel for both parts, for rows' own tokens only (prompts by ATen's fused kernel),
+    or with no ragged kernel at all (where it cannot be built)."""
+    from service.generation import slot_cache
     from service.generation.types import SamplingParams
 
+    limit = KERNELS[kernels]
+    if limit is None:
+        monkeypatch.setattr(slot_cache, "kernel", lambda: None)
+    else:
+        monkeypatch.setattr(slot_cache, "RAGGED_MAX_QUERIES", limit)
     params = SamplingParams(n=2, temperature=0, max_new_tokens=40)
     ref, fast = _both(tiny_model, smol_tokenizer, params, max_rows,
                       prefill_tokens=prefill_tokens)
