@@ -16,6 +16,7 @@ the fast path attends over masked columns with ATen's kernel instead: the same r
 from __future__ import annotations
 
 import logging
+import subprocess
 import threading
 from pathlib import Path
 from typing import Any
@@ -48,11 +49,14 @@ def build() -> Any:
 def kernel() -> Any | None:
     """The built kernel module (``ragged_attention(q, k, v, lengths, scale)``), or None where
     it cannot be built here (the reason logged once)."""
+    if _loaded:  # settled: no lock on the decode step's path
+        return _loaded.get("module")
     with _lock:
         if not _loaded:
             try:
                 _loaded["module"] = build()
-            except Exception as error:  # no compiler, no ninja, headers missing: fall back
+            except (RuntimeError, OSError, ImportError, subprocess.SubprocessError) as error:
+                # no compiler, no ninja, headers missing, a failed compile: fall back
                 _loaded["error"] = f"{type(error).__name__}: {error}"
                 log.warning("ragged attention kernel unavailable, attending over masked "
                             "columns instead (slower): %s", _loaded["error"])

@@ -105,8 +105,6 @@ class SlotCache:
                scale: float) -> Any:
         """Write this step's ``k``/``v`` [rows, kv_heads, head_dim] and attend with ``q``
         [rows, q_heads, head_dim] over prompt and own tokens; returns [rows, q_heads * head_dim]."""
-        import torch
-
         rows, groups, kv, rep, dim = self.rows, self.groups, self.kv_heads, self.rep, self.head_dim
         index, positions = self._index[:rows], self.lengths[:rows]
         self.own.keys[layer][index, :, positions] = k
@@ -123,13 +121,11 @@ class SlotCache:
         back = (self.group_of[:rows], slice(None), self.member_of[:rows])
         p_out = p_out.view(groups, kv, self.group_size, rep, dim)[back]  # [rows, kv, rep, dim]
         p_lse = p_lse.view(groups, kv, self.group_size, rep)[back]
-        # Own part: each row against the tokens it generated.
+        # Own part: each row against the tokens it generated, continuing the prompt part's
+        # softmax: the attention over both, exactly.
         o_keys, o_values = self.own.keys[layer][:rows], self.own.values[layer][:rows]
-        o_out, o_lse = attention_part(q, o_keys, o_values, spans[1], scale)
-        # Merge: the softmax over both parts weighs each part's output by its share of the
-        # total mass, exp(lse_part) / (exp(p_lse) + exp(o_lse)): for the prompt, a sigmoid.
-        share = torch.sigmoid(p_lse - o_lse).unsqueeze(-1).to(o_out.dtype)
-        return torch.lerp(o_out, p_out, share).reshape(rows, kv * rep * dim)
+        out, _ = attention_part(q, o_keys, o_values, spans[1], scale, prior=(p_out, p_lse))
+        return out.reshape(rows, kv * rep * dim)
 
     def positions(self) -> Any:
         """Each live row's position for this step's token: its prompt's length plus its own."""
@@ -240,28 +236,38 @@ class _Columns:
 RAGGED_MAX_QUERIES = 6
 
 
-def attention_part(q: Any, keys: Any, values: Any, lengths: Any, scale: float
-                   ) -> tuple[Any, Any]:
+def attention_part(q: Any, keys: Any, values: Any, lengths: Any, scale: float,
+                   prior: tuple[Any, Any] | None = None) -> tuple[Any, Any]:
     """Attention of ``q`` [B, kv_heads, M, head_dim] over the first ``lengths[b]`` columns of
-    ``keys``/``values`` [B, kv_heads, width, head_dim]: (output, log-sum-exp of the scores),
-    which ``attend`` merges across parts. On CPU the ragged kernel, which reads each entry only
-    to its length (``ragged_attention``); where it cannot be built, ATen's fused kernel over
-    masked columns; elsewhere ``plain_attention_part``. Every query must see at least one key
-    (in ``attend`` each row sees its prompt and its own token)."""
+    ``keys``/``values`` [B, kv_heads, width, head_dim]: (output, log-sum-exp of the scores).
+    With ``prior`` (output, log-sum-exp) of the same queries over other keys, the attention over
+    both. On CPU the ragged kernel for few queries per entry, which reads each entry only to its
+    length (``ragged_attention``); ATen's fused kernel over masked columns for many queries or
+    where the ragged one cannot be built; elsewhere ``plain_attention_part``. Every query must
+    see at least one key (in ``attend`` each row sees its prompt and its own token)."""
     import torch
 
     if q.device.type == "cpu" and q.shape[2] <= RAGGED_MAX_QUERIES:
         ragged = kernel()
         if ragged is not None:
-            return ragged.ragged_attention(q, keys, values, lengths, scale)
+            if prior is None:
+                return ragged.ragged_attention(q, keys, values, lengths, scale)
+            return ragged.ragged_attention(q, keys, values, lengths, scale, *prior)
     columns = torch.arange(keys.shape[2], device=q.device)
     mask = torch.zeros((), dtype=keys.dtype, device=q.device).masked_fill(
         columns[None] >= lengths[:, None], float("-inf"))[:, None, None]
     if q.device.type != "cpu":
-        return plain_attention_part(q, keys, values, mask, scale)
-    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-        q, keys, values, 0.0, False, attn_mask=mask, scale=scale)
-    return out, lse
+        out, lse = plain_attention_part(q, keys, values, mask, scale)
+    else:
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            q, keys, values, 0.0, False, attn_mask=mask, scale=scale)
+    if prior is None:
+        return out, lse
+    # The softmax over both weighs each part's output by its share of the total mass,
+    # exp(lse_part) / (exp(lse_prior) + exp(lse)): for the prior, a sigmoid.
+    prior_out, prior_lse = prior
+    share = torch.sigmoid(prior_lse - lse).unsqueeze(-1).to(out.dtype)
+    return torch.lerp(out, prior_out, share), torch.logaddexp(prior_lse, lse)
 
 
 def plain_attention_part(q: Any, keys: Any, values: Any, mask: Any, scale: float

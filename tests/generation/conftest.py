@@ -80,3 +80,19 @@ def tiny_generator(tiny_model: Any, smol_tokenizer: Any) -> Any:
     from service.generation.embedded import EmbeddedGenerator
 
     return EmbeddedGenerator(tiny_model, smol_tokenizer, max_batch_size=8, max_lora_rank=16)
+
+
+def masked(lengths: Any, width: int, dtype: Any) -> Any:
+    """The additive mask over ``width`` columns that ``lengths`` stands for, [B, 1, 1, width]."""
+    mask = torch.where(torch.arange(width)[None] < lengths[:, None], 0.0, float("-inf"))
+    return mask.to(dtype)[:, None, None]
+
+
+def attention_inputs(dtype: Any, head_dim: int, queries: int = 2) -> tuple[Any, Any, Any, Any]:
+    """q [5, 3, queries, head_dim], keys and values [5, 3, 80, head_dim], and lengths across the
+    ragged kernel's 32-column blocks and past column 20 (where the tests split parts)."""
+    gen = torch.Generator().manual_seed(0)
+    q, keys, values = (torch.randn(shape, generator=gen).to(dtype)
+                       for shape in ((5, 3, queries, head_dim), (5, 3, 80, head_dim),
+                                     (5, 3, 80, head_dim)))
+    return q, keys, values, torch.tensor([21, 33, 80, 64, 47])

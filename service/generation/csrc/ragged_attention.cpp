@@ -4,6 +4,9 @@
 //   q       [B, H, M, D]  the M queries of each (batch entry, kv head)
 //   k, v    [B, H, C, D]  keys and values, innermost dimension contiguous; C is a capacity
 //   lengths [B] int64     entry b attends to its first lengths[b] columns only
+//   prior   optional (out [B, H, M, D] in q's dtype, lse [B, H, M] float32): attention over
+//           other keys, which this call continues (its softmax state is exactly max = lse,
+//           sum = 1, acc = out), so the result is the attention over both sets of keys
 // returns
 //   out     [B, H, M, D]  in q's dtype: softmax(q k^T * scale) v over those columns
 //   lse     [B, H, M]     float32 log-sum-exp of the scaled scores (-inf, and out 0, where an
@@ -110,8 +113,14 @@ void attend_block(const float* q, const float* const* keys, const float* const* 
 }
 
 template <typename T>
+struct Prior {
+  const T* out = nullptr;  // null: no prior, the softmax starts empty
+  const float* lse = nullptr;
+};
+
+template <typename T>
 void run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& lengths,
-         float scale, at::Tensor& out, at::Tensor& lse) {
+         float scale, Prior<T> prior, at::Tensor& out, at::Tensor& lse) {
   const int64_t B = q.size(0), H = q.size(1), M = q.size(2), D = q.size(3), C = k.size(2);
   const T* qp = q.data_ptr<T>();
   const T* kp = k.data_ptr<T>();
@@ -133,9 +142,18 @@ void run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at
       const int64_t n = std::clamp<int64_t>(lp[b], 0, C);
       const float* qrow = as_float(qp + task * M * D, qf.data(), M * D);
       for (int64_t i = 0; i < M * D; ++i) qf[i] = qrow[i] * scale;
-      std::fill(acc.begin(), acc.end(), 0.f);
-      std::fill(max.begin(), max.end(), kNegInf);
-      std::fill(sum.begin(), sum.end(), 0.f);
+      for (int64_t m = 0; m < M; ++m) {  // the softmax state: empty, or the prior's
+        const float seen = prior.out ? prior.lse[task * M + m] : kNegInf;
+        float* am = acc.data() + m * D;
+        if (std::isfinite(seen)) {
+          max[m] = seen, sum[m] = 1.f;
+          const float* from = as_float(prior.out + (task * M + m) * D, am, D);
+          if (from != am) std::copy(from, from + D, am);
+        } else {
+          max[m] = kNegInf, sum[m] = 0.f;
+          std::fill(am, am + D, 0.f);
+        }
+      }
       const T* kb = kp + b * ks[0] + h * ks[1];
       const T* vb = vp + b * vs[0] + h * vs[1];
       for (int64_t start = 0; start < n; start += kBlock) {
@@ -161,7 +179,9 @@ void run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at
 
 std::tuple<at::Tensor, at::Tensor> ragged_attention(const at::Tensor& q, const at::Tensor& k,
                                                     const at::Tensor& v,
-                                                    const at::Tensor& lengths, double scale) {
+                                                    const at::Tensor& lengths, double scale,
+                                                    std::optional<at::Tensor> prior_out,
+                                                    std::optional<at::Tensor> prior_lse) {
   TORCH_CHECK(q.device().is_cpu() && k.device().is_cpu() && v.device().is_cpu(),
               "ragged_attention runs on CPU tensors");
   TORCH_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, "q, k, v must be 4-d");
@@ -174,20 +194,38 @@ std::tuple<at::Tensor, at::Tensor> ragged_attention(const at::Tensor& q, const a
   TORCH_CHECK(lengths.dim() == 1 && lengths.size(0) == q.size(0) &&
                   lengths.scalar_type() == at::kLong,
               "lengths must be int64 [B]");
+  TORCH_CHECK(prior_out.has_value() == prior_lse.has_value(), "a prior needs out and lse");
+  if (prior_out) {
+    TORCH_CHECK(prior_out->sizes() == q.sizes() && prior_out->scalar_type() == q.scalar_type(),
+                "prior out must be shaped and typed as q");
+    TORCH_CHECK(prior_lse->sizes() == q.sizes().slice(0, 3) &&
+                    prior_lse->scalar_type() == at::kFloat,
+                "prior lse must be float32 [B, H, M]");
+    prior_out = prior_out->contiguous();
+    prior_lse = prior_lse->contiguous();
+  }
   auto qc = q.contiguous();
   auto lc = lengths.contiguous();
   auto out = at::empty_like(qc);
   auto lse = at::empty({q.size(0), q.size(1), q.size(2)}, q.options().dtype(at::kFloat));
   if (q.scalar_type() == at::kFloat) {
-    run<float>(qc, k, v, lc, static_cast<float>(scale), out, lse);
+    Prior<float> prior;
+    if (prior_out) prior = {prior_out->data_ptr<float>(), prior_lse->data_ptr<float>()};
+    run<float>(qc, k, v, lc, static_cast<float>(scale), prior, out, lse);
   } else {
     TORCH_CHECK(q.scalar_type() == at::kBFloat16, "ragged_attention takes float32 or bfloat16");
-    run<c10::BFloat16>(qc, k, v, lc, static_cast<float>(scale), out, lse);
+    Prior<c10::BFloat16> prior;
+    if (prior_out) prior = {prior_out->data_ptr<c10::BFloat16>(), prior_lse->data_ptr<float>()};
+    run<c10::BFloat16>(qc, k, v, lc, static_cast<float>(scale), prior, out, lse);
   }
   return {out, lse};
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("ragged_attention", &ragged_attention,
-        "Attention over each batch entry's first lengths[b] keys: (out, log-sum-exp)");
+        "Attention over each batch entry's first lengths[b] keys, continuing a prior's when "
+        "given: (out, log-sum-exp)",
+        pybind11::arg("q"), pybind11::arg("k"), pybind11::arg("v"), pybind11::arg("lengths"),
+        pybind11::arg("scale"), pybind11::arg("prior_out") = pybind11::none(),
+        pybind11::arg("prior_lse") = pybind11::none());
 }
