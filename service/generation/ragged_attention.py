@@ -6,8 +6,8 @@ weights), at about half the machine's memory bandwidth at decode shapes. This ke
 row's keys and values up to that row's length only; docs/BENCHMARKS.md has the measurements,
 and what was tried first (FlexAttention on CPU, other libraries' kernels).
 
-It is compiled once per machine by torch's C++ extension loader (a C++ compiler and ninja;
-``scripts/install.sh`` installs both and builds it, ``python -m
+It is compiled once per machine by torch's C++ extension loader (a C++ compiler, ninja and
+Python's headers; ``scripts/install.sh`` installs them and builds it, ``python -m
 service.generation.ragged_attention`` builds it by hand) and cached in torch's extensions
 directory. Where it cannot be built, ``kernel()`` says why once in the log and returns None, and
 the fast path attends over masked columns with ATen's kernel instead: the same results, slower.
