@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from service.generation.ragged_attention import kernel
 from service.generation.slot_cache import SlotCache
 
 _PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -155,6 +156,8 @@ class FastLlama:
         self.pack_rows = pack_rows
         self._sets: dict[str | None, tuple[list[LayerWeights], Dense]] = {}
         self.weights(None)
+        if self.device.type == "cpu":
+            kernel()  # built (or found cached) with the model, not in the first request
 
     # -- weights ---------------------------------------------------------------------------------
     def weights(self, adapter: str | None) -> tuple[list[LayerWeights], Dense]:
