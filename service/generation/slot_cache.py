@@ -46,7 +46,6 @@ class SlotCache:
         self.kv_heads, self.rep, self.head_dim = kv_heads, q_heads // kv_heads, head_dim
         self.group_size, self.new_capacity = group_size, new_capacity
         self.prompt_capacity = prompt_capacity
-        self._columns = torch.arange(max(prompt_capacity, new_capacity), device=device)
         self._index = torch.arange(rows, device=device)
         self.rows = 0  # live rows
         self.groups = 0  # live groups
@@ -114,7 +113,8 @@ class SlotCache:
         grouped = q.new_zeros((groups, self.group_size, kv, rep, dim))
         grouped[self.group_of[:rows], self.member_of[:rows]] = q
         grouped = grouped.permute(0, 2, 1, 3, 4).reshape(groups, kv, self.group_size * rep, dim)
-        # Whole buffers (contiguous: no copy before the matmuls); the masks cover the rest.
+        # Whole buffers (contiguous: no copy before the matmuls); the spans say how far each
+        # entry is used.
         p_keys, p_values = self.prompt.keys[layer][:groups], self.prompt.values[layer][:groups]
         # [groups, kv, size*rep, dim] and its log-sum-exp [groups, kv, size*rep]
         p_out, p_lse = attention_part(grouped, p_keys, p_values, spans[0], scale)
