@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.generation.ragged_attention import kernel
+from service.generation.attention_parts import Span, attention_part
 
 
 class SlotCache:
@@ -84,10 +84,10 @@ class SlotCache:
         self.member_of[start:self.rows] = torch.arange(count, device=self.lengths.device)
 
     # -- decode ----------------------------------------------------------------------------------
-    def step_spans(self) -> tuple[Any, Any]:
+    def step_spans(self) -> tuple[Span, Span]:
         """Fit the buffers to this step's spans and return how many columns each part holds:
-        the prompt's per live group [groups] and the own tokens per live row, this step's token
-        included [rows]."""
+        the prompt's per live group and the own tokens per live row, this step's token
+        included."""
         rows, groups = self.rows, self.groups
         prompt_lengths, own = self.prompt_lengths[:groups], self.lengths[:rows] + 1
         own_span = int(own.max())
@@ -95,12 +95,13 @@ class SlotCache:
             raise ValueError(f"a row outgrew the cache's {self.new_capacity} new tokens")
         self.prompt.fit(int(prompt_lengths.max()), groups)
         self.own.fit(own_span, rows)
-        return prompt_lengths, own
+        return (Span(prompt_lengths, self.prompt.width, self.prompt.dtype),
+                Span(own, self.own.width, self.own.dtype))
 
     def _live_prompt_span(self) -> int:
         return int(self.prompt_lengths[:self.groups].max()) if self.groups else 0
 
-    def attend(self, layer: int, q: Any, k: Any, v: Any, spans: tuple[Any, Any],
+    def attend(self, layer: int, q: Any, k: Any, v: Any, spans: tuple[Span, Span],
                scale: float) -> Any:
         """Write this step's ``k``/``v`` [rows, kv_heads, head_dim] and attend with ``q``
         [rows, q_heads, head_dim] over prompt and own tokens; returns [rows, q_heads * head_dim]."""
@@ -229,57 +230,6 @@ class _Columns:
             self.keys = [resized(b) for b in self.keys or [None] * self.layers]
             self.values = [resized(b) for b in self.values or [None] * self.layers]
         self.width, self.slots = want, slots
-
-
-# The ragged kernel's cost grows with the queries per entry (a dot product each), the fused
-# kernel's hardly (matrix units): past this many, the fused one is faster (docs/BENCHMARKS.md).
-RAGGED_MAX_QUERIES = 6
-
-
-def attention_part(q: Any, keys: Any, values: Any, lengths: Any, scale: float,
-                   prior: tuple[Any, Any] | None = None) -> tuple[Any, Any]:
-    """Attention of ``q`` [B, kv_heads, M, head_dim] over the first ``lengths[b]`` columns of
-    ``keys``/``values`` [B, kv_heads, width, head_dim]: (output, log-sum-exp of the scores).
-    With ``prior`` (output, log-sum-exp) of the same queries over other keys, the attention over
-    both. On CPU the ragged kernel for few queries per entry, which reads each entry only to its
-    length (``ragged_attention``); ATen's fused kernel over masked columns for many queries or
-    where the ragged one cannot be built; elsewhere ``plain_attention_part``. Every query must
-    see at least one key (in ``attend`` each row sees its prompt and its own token)."""
-    import torch
-
-    if q.device.type == "cpu" and q.shape[2] <= RAGGED_MAX_QUERIES:
-        ragged = kernel()
-        if ragged is not None:
-            if prior is None:
-                return ragged.ragged_attention(q, keys, values, lengths, scale)
-            return ragged.ragged_attention(q, keys, values, lengths, scale, *prior)
-    columns = torch.arange(keys.shape[2], device=q.device)
-    mask = torch.zeros((), dtype=keys.dtype, device=q.device).masked_fill(
-        columns[None] >= lengths[:, None], float("-inf"))[:, None, None]
-    if q.device.type != "cpu":
-        out, lse = plain_attention_part(q, keys, values, mask, scale)
-    else:
-        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-            q, keys, values, 0.0, False, attn_mask=mask, scale=scale)
-    if prior is None:
-        return out, lse
-    # The softmax over both weighs each part's output by its share of the total mass,
-    # exp(lse_part) / (exp(lse_prior) + exp(lse)): for the prior, a sigmoid.
-    prior_out, prior_lse = prior
-    share = torch.sigmoid(prior_lse - lse).unsqueeze(-1).to(out.dtype)
-    return torch.lerp(out, prior_out, share), torch.logaddexp(prior_lse, lse)
-
-
-def plain_attention_part(q: Any, keys: Any, values: Any, mask: Any, scale: float
-                         ) -> tuple[Any, Any]:
-    """``attention_part`` in plain tensor operations, for any device. The softmax runs in
-    float32 whatever the cache's dtype, as the fused kernel and transformers' attention do."""
-    import torch
-
-    scores = torch.matmul(q, keys.transpose(-1, -2)).float().mul_(scale).add_(mask)
-    lse = torch.logsumexp(scores, -1)
-    weights = scores.sub_(lse.unsqueeze(-1)).exp_()
-    return torch.matmul(weights.to(values.dtype), values), lse
 
 
 def _compacted(live: list[int]) -> list[int]:

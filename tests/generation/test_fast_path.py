@@ -47,14 +47,14 @@ def test_greedy_tokens_equal_the_reference_path(tiny_model: Any, smol_tokenizer:
     """Two-token prefill slices: every prompt prefilled in several passes. Attention by the
     ragged kernel for both parts, for rows' own tokens only (prompts by ATen's fused kernel),
     or with no ragged kernel at all (where it cannot be built)."""
-    from service.generation import slot_cache
+    from service.generation import attention_parts
     from service.generation.types import SamplingParams
 
     limit = KERNELS[kernels]
     if limit is None:
-        monkeypatch.setattr(slot_cache, "kernel", lambda: None)
+        monkeypatch.setattr(attention_parts, "kernel", lambda: None)
     else:
-        monkeypatch.setattr(slot_cache, "RAGGED_MAX_QUERIES", limit)
+        monkeypatch.setattr(attention_parts, "RAGGED_MAX_QUERIES", limit)
     params = SamplingParams(n=2, temperature=0, max_new_tokens=40)
     ref, fast = _both(tiny_model, smol_tokenizer, params, max_rows,
                       prefill_tokens=prefill_tokens)

@@ -18,8 +18,8 @@ def test_the_ragged_kernel_is_attention_over_each_rows_own_columns(dtype: str,
                                                                    head_dim: int) -> None:
     """The CPU kernel reads each entry up to its length and gives the same output and
     log-sum-exp as masked attention in plain operations, from a slice of a wider buffer too."""
+    from service.generation.attention_parts import plain_attention_part
     from service.generation.ragged_attention import kernel
-    from service.generation.slot_cache import plain_attention_part
 
     ragged = kernel()
     assert ragged is not None, "the kernel must build here (scripts/install.sh installs g++ and ninja)"

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from tests.generation.conftest import attention_inputs, masked
-
 torch = pytest.importorskip("torch")
 
 
@@ -42,39 +40,6 @@ def test_columns_that_do_not_shrink_keep_their_width() -> None:
     assert cols.width == 192
     cols.fit(3, used=1)
     assert cols.width == 192
-
-
-@pytest.mark.parametrize("ragged", [True, False])
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_attention_parts_merge_into_the_softmax_over_both(dtype: str, ragged: bool,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    """``attention_part`` (the ragged kernel, or ATen's fused kernel over masked columns where
-    the kernel cannot be built) gives attention over each entry's columns, and merging two
-    parts by their log-sum-exp is the softmax over both (what ``attend`` relies on)."""
-    from service.generation import slot_cache
-
-    if not ragged:
-        monkeypatch.setattr(slot_cache, "kernel", lambda: None)
-    kind = getattr(torch, dtype)
-    q, keys, values, lengths = attention_inputs(kind, 16)
-    tolerance = 1e-5 if dtype == "float32" else 2e-2
-    whole = torch.nn.functional.scaled_dot_product_attention(
-        q.float(), keys.float(), values.float(), attn_mask=masked(lengths, 80, torch.float32),
-        scale=0.25)
-    one = slot_cache.attention_part(q, keys, values, lengths, 0.25)
-    assert torch.allclose(one[0].float(), whole, atol=tolerance)
-    # Split the keys at column 20: the second part continuing the first (its prior) is the
-    # attention over all of them, and so is merging the two parts by their log-sum-exps.
-    a = slot_cache.attention_part(q, keys[:, :, :20], values[:, :, :20], lengths.clamp(max=20),
-                                  0.25)
-    rest = (q, keys[:, :, 20:].contiguous(), values[:, :, 20:].contiguous(), lengths - 20, 0.25)
-    both = slot_cache.attention_part(*rest, prior=a)
-    assert torch.allclose(both[0].float(), whole, atol=tolerance)
-    assert torch.allclose(both[1], one[1], atol=tolerance)
-    b = slot_cache.attention_part(*rest)
-    share = torch.sigmoid(a[1] - b[1]).unsqueeze(-1)
-    merged = torch.lerp(b[0].float(), a[0].float(), share)
-    assert torch.allclose(merged, whole, atol=tolerance)
 
 
 def test_slots_grow_by_their_chunk_keeping_the_used_ones() -> None:
